@@ -1,0 +1,1 @@
+"""jupyter_stream: watch a language model program think."""

@@ -1,0 +1,68 @@
+"""The events a stream yields. Small dataclasses; every renderer is a sink of these.
+
+DSPy's two event types keep their names, fields and order (``StreamResponse``, ``StatusMessage``).
+``LMRequest`` and ``LMResponse`` are ours: they carry what the prompt inspector and the status line
+need (the exact messages sent, the raw reply, usage, time to first token). ``streamify`` yields them
+only when asked (``include_lm_events=True``); ``stream()`` yields them with ``lm_events=True``.
+
+Example::
+
+    >>> from jupyter_stream import StreamResponse
+    >>> StreamResponse("predict", "answer", "Par", is_last_chunk=False)
+    StreamResponse(predict_name='predict', signature_field_name='answer', chunk='Par', is_last_chunk=False)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LMRequest", "LMResponse", "StatusMessage", "StreamResponse"]
+
+
+@dataclass(slots=True)
+class StreamResponse:
+    """A piece of one output field of one predictor, as it streams."""
+
+    predict_name: str
+    """The predictor's attribute path in the program (``"predict"``, ``"step.generate"``)."""
+    signature_field_name: str
+    """The output field this text belongs to."""
+    chunk: str
+    """The new text. Joined over a field, the chunks equal the field's final ``str`` value."""
+    is_last_chunk: bool = False
+    """True on exactly one chunk per streamed field: the one that closes it."""
+
+
+@dataclass(slots=True)
+class StatusMessage:
+    """A human-readable progress message ("Calling tool search...")."""
+
+    message: str
+
+
+@dataclass(slots=True)
+class LMRequest:
+    """A predictor is about to call the LM with these exact messages."""
+
+    predict_name: str
+    model: str
+    messages: list[dict[str, str]]
+    call_id: int = 0
+    """Counts LM calls within one stream, so a request can be matched with its response."""
+
+
+@dataclass(slots=True)
+class LMResponse:
+    """The LM call ended. ``raw`` is the reply as the model wrote it, adapter markers included."""
+
+    predict_name: str
+    model: str
+    raw: str
+    reasoning: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    ttft: float | None = None
+    """Seconds from sending the request to the first content or reasoning delta."""
+    duration: float = 0.0
+    cached: bool = False
+    call_id: int = 0
