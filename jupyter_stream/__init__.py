@@ -1,1 +1,103 @@
-"""jupyter_stream: watch a language model program think."""
+"""jupyter_stream: watch a language model program think, field by field, token by token.
+
+    >>> import jupyter_stream as js
+    >>> program = js.ChainOfThought("question -> answer")
+    >>> [name for name, _ in program.named_predictors()]
+    ['predict']
+
+In IPython or Jupyter, ``%load_ext jupyter_stream`` adds the ``%%stream`` cell magic.
+"""
+
+from __future__ import annotations
+
+from . import settings
+from ._exceptions import (
+    AdapterParseError,
+    ConfigurationError,
+    InputError,
+    JupyterStreamError,
+    ListenerError,
+    LMError,
+    SignatureError,
+    StreamError,
+    StreamTimeoutError,
+    UsageError,
+)
+from .adapters import Adapter, ChatAdapter, JSONAdapter, XMLAdapter
+from .callbacks import BaseCallback
+from .lm import LM
+from .prediction import Prediction
+from .program import ChainOfThought, Module, Predict, Tool
+from .settings import configure, context
+from .signatures import InputField, OutputField, Signature
+from .streaming import (
+    LMRequest,
+    LMResponse,
+    StatusMessage,
+    StatusMessageProvider,
+    Stream,
+    StreamListener,
+    StreamResponse,
+    apply_sync_streaming,
+    stream,
+    streaming_response,
+    streamify,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adapter",
+    "AdapterParseError",
+    "BaseCallback",
+    "ChainOfThought",
+    "ChatAdapter",
+    "ConfigurationError",
+    "InputError",
+    "InputField",
+    "JSONAdapter",
+    "JupyterStreamError",
+    "LM",
+    "LMError",
+    "LMRequest",
+    "LMResponse",
+    "ListenerError",
+    "Module",
+    "OutputField",
+    "Predict",
+    "Prediction",
+    "Signature",
+    "SignatureError",
+    "StatusMessage",
+    "StatusMessageProvider",
+    "Stream",
+    "StreamError",
+    "StreamListener",
+    "StreamResponse",
+    "StreamTimeoutError",
+    "Tool",
+    "UsageError",
+    "XMLAdapter",
+    "apply_sync_streaming",
+    "configure",
+    "context",
+    "load_ipython_extension",
+    "settings",
+    "stream",
+    "streamify",
+    "streaming_response",
+]
+
+
+def load_ipython_extension(ipython):  # pragma: no cover - exercised in a real kernel
+    """``%load_ext jupyter_stream``: register the ``%%stream`` magic (the notebook layer loads lazily)."""
+    from .notebook.magic import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython):  # pragma: no cover
+    """``%unload_ext jupyter_stream``."""
+    from .notebook.magic import unload_ipython_extension as _unload
+
+    _unload(ipython)

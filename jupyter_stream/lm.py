@@ -1,0 +1,387 @@
+"""LM: a chat model behind any OpenAI-compatible server, called through the ``openai`` client.
+
+Every call streams (``stream=True``), so time to first token and usage are always recorded and a
+stream can show tokens as they arrive. The SSE lines are read through the ``openai`` client's raw
+streaming response (its auth, base URL, retries and timeouts apply) and decoded with one JSON parse
+per line: building the client's typed chunk objects costs several times the transport itself.
+
+Example::
+
+    >>> import jupyter_stream as js
+    >>> lm = js.LM("openai/gpt-4o-mini", api_key="sk-test", temperature=0.2)
+    >>> lm.model, lm.temperature
+    ('gpt-4o-mini', 0.2)
+    >>> "sk-test" in repr(lm)
+    False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from ._exceptions import ConfigurationError, LMError
+
+__all__ = ["LM", "LMRecord"]
+
+_json_loads = json.loads
+try:  # jiter (an openai dependency) parses small JSON objects about twice as fast as json.
+    from jiter import from_json as _from_json
+
+    def _loads(line: str) -> Any:
+        return _from_json(line.encode())
+
+except ImportError:  # pragma: no cover
+    _loads = _json_loads
+
+
+@dataclass(slots=True)
+class LMRecord:
+    """What one LM call sent and received. Filled in while the reply streams."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+    parts: list[str] = field(default_factory=list)
+    """The content deltas, in order."""
+    reasoning_parts: list[str] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)
+    ttft: float | None = None
+    started: float = 0.0
+    duration: float = 0.0
+    finish_reason: str | None = None
+    cached: bool = False
+    text: str = ""
+    """The whole content, set when the call ends."""
+    reasoning: str = ""
+
+    def content_so_far(self) -> str:
+        """The content received so far (joined on demand; the record itself never re-joins)."""
+        return self.text or "".join(self.parts)
+
+
+ContentHook = Callable[[str], Any]
+
+
+class LM:
+    """A chat model on an OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp, LM Studio...).
+
+    Args:
+        model: the model name; an ``openai/`` prefix is accepted and removed.
+        base_url: the server (default: ``OPENAI_BASE_URL`` or OpenAI's).
+        api_key: the key (default: ``OPENAI_API_KEY``; local servers accept any string).
+        temperature, max_tokens: sampling options sent with every request.
+        cache: keep replies in memory keyed on the request; a hit returns at once and streams nothing.
+        cache_dir: also keep them on disk in this folder (JSON files).
+        num_retries: retries for 429/5xx and connection errors (the ``openai`` client's ``max_retries``).
+        request_timeout: the HTTP timeout in seconds for one request.
+        **kwargs: any other request parameter (``top_p``, ``stop``, ``seed``, ``extra_body``...).
+
+    The key is kept out of ``repr``, history, errors and logs.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        cache: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+        num_retries: int = 2,
+        request_timeout: float | None = 600.0,
+        history_size: int = 100,
+        include_usage: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigurationError("LM needs a model name, e.g. LM('openai/gpt-4o-mini')")
+        self.model = model.removeprefix("openai/")
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        self._api_key = api_key
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.cache = cache
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.num_retries = num_retries
+        self.request_timeout = request_timeout
+        self.include_usage = include_usage
+        self.kwargs = kwargs
+        self.history: collections.deque[LMRecord] = collections.deque(maxlen=history_size)
+        self._memory: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._memory_max = 1024
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------ surface
+    def __repr__(self) -> str:
+        bits = [repr(self.model)]
+        if self.base_url:
+            bits.append(f"base_url={self.base_url!r}")
+        if self.temperature is not None:
+            bits.append(f"temperature={self.temperature}")
+        if self.max_tokens is not None:
+            bits.append(f"max_tokens={self.max_tokens}")
+        bits.append(f"cache={self.cache}")
+        return f"LM({', '.join(bits)})"
+
+    def copy(self, **changes: Any) -> LM:
+        """A new LM with some options changed (``lm.copy(temperature=0.9)``); it shares no cache."""
+        opts: dict[str, Any] = dict(
+            base_url=self.base_url, api_key=self._api_key, temperature=self.temperature,
+            max_tokens=self.max_tokens, cache=self.cache, cache_dir=self.cache_dir,
+            num_retries=self.num_retries, request_timeout=self.request_timeout,
+            include_usage=self.include_usage, **self.kwargs,
+        )
+        opts.update(changes)
+        return LM(opts.pop("model", self.model), **opts)
+
+    def request_params(self, **overrides: Any) -> dict[str, Any]:
+        """The parameters sent with a request (model and sampling options; never the key)."""
+        params: dict[str, Any] = {"model": self.model}
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["max_tokens"] = self.max_tokens
+        params.update(self.kwargs)
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        return params
+
+    def __call__(self, prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None, **overrides: Any) -> list[str]:
+        """Call synchronously: ``lm("Say hi")`` or ``lm(messages=[...])``; returns ``[reply]`` as DSPy does."""
+        from .runtime import run_sync
+
+        return [run_sync(self.acall(prompt, messages=messages, **overrides)).text]
+
+    async def acall(self, prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None, **overrides: Any) -> LMRecord:
+        """Call asynchronously and return the finished :class:`LMRecord`."""
+        if messages is None:
+            if prompt is None:
+                raise ConfigurationError("pass a prompt string or messages=[...]")
+            messages = [{"role": "user", "content": prompt}]
+        return await self.astream(messages, **overrides)
+
+    # ------------------------------------------------------------------------------------- client
+    def _client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            key = self._api_key or os.environ.get("OPENAI_API_KEY")
+            if not key:
+                if self.base_url:
+                    key = "none"  # local servers (vLLM, Ollama, llama.cpp) ignore the key
+                else:
+                    raise ConfigurationError(
+                        f"no API key for model {self.model!r}: set OPENAI_API_KEY, pass LM(..., api_key=...), "
+                        "or point base_url at a local server"
+                    )
+            client = openai.AsyncOpenAI(
+                api_key=key, base_url=self.base_url, max_retries=self.num_retries, timeout=self.request_timeout
+            )
+            self._clients[loop] = client
+        return client
+
+    # --------------------------------------------------------------------------------------- cache
+    def _cache_key(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+        blob = json.dumps({"messages": messages, "params": params, "base_url": self.base_url}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _cache_get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            hit = self._memory.get(key)
+            if hit is not None:
+                self._memory.move_to_end(key)
+                return hit
+        if self.cache_dir is not None:
+            path = self.cache_dir / f"{key}.json"
+            try:
+                hit = json.loads(path.read_text("utf-8"))
+            except (OSError, ValueError):
+                return None
+            self._cache_put(key, hit, disk=False)
+            return hit
+        return None
+
+    def _cache_put(self, key: str, entry: dict[str, Any], *, disk: bool = True) -> None:
+        with self._lock:
+            self._memory[key] = entry
+            self._memory.move_to_end(key)
+            while len(self._memory) > self._memory_max:
+                self._memory.popitem(last=False)
+        if disk and self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_dir / f".{key}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(entry), "utf-8")
+            tmp.replace(self.cache_dir / f"{key}.json")
+
+    def clear_cache(self) -> None:
+        """Forget every cached reply (memory only; delete ``cache_dir`` to clear the disk)."""
+        with self._lock:
+            self._memory.clear()
+
+    # -------------------------------------------------------------------------------------- stream
+    async def astream(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        on_content: ContentHook | None = None,
+        on_reasoning: ContentHook | None = None,
+        on_chunk: Callable[[dict[str, Any]], Any] | None = None,
+        record: LMRecord | None = None,
+        cache: bool | None = None,
+        **overrides: Any,
+    ) -> LMRecord:
+        """Stream one chat completion; call ``on_content(text)`` / ``on_reasoning(text)`` per delta.
+
+        Returns the finished record. A cache hit returns at once without calling the hooks. Raises
+        :class:`~jupyter_stream.LMError` (with ``partial``/``raw`` filled by the caller) on failure.
+        """
+        params = self.request_params(**overrides)
+        rec = record if record is not None else LMRecord(self.model, messages, params)
+        rec.params = params
+        use_cache = self.cache if cache is None else cache
+        key = self._cache_key(messages, params) if use_cache else ""
+        rec.started = time.perf_counter()
+        if use_cache:
+            hit = self._cache_get(key)
+            if hit is not None:
+                rec.text, rec.reasoning, rec.usage = hit["text"], hit.get("reasoning", ""), {}
+                rec.finish_reason, rec.cached = hit.get("finish_reason"), True
+                self.history.append(rec)
+                return rec
+        try:
+            await self._read(messages, params, rec, on_content, on_reasoning, on_chunk)
+        finally:
+            rec.duration = time.perf_counter() - rec.started
+        rec.text = "".join(rec.parts)
+        rec.reasoning = "".join(rec.reasoning_parts)
+        self.history.append(rec)
+        if use_cache and rec.finish_reason in ("stop", "length", None):
+            self._cache_put(key, {"text": rec.text, "reasoning": rec.reasoning, "finish_reason": rec.finish_reason})
+        return rec
+
+    async def _read(
+        self,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        rec: LMRecord,
+        on_content: ContentHook | None,
+        on_reasoning: ContentHook | None,
+        on_chunk: Callable[[dict[str, Any]], Any] | None,
+    ) -> None:
+        client = self._client()
+        extra: dict[str, Any] = {"stream": True}
+        if self.include_usage:
+            extra["stream_options"] = {"include_usage": True}
+        parts_append = rec.parts.append
+        reasoning_append = rec.reasoning_parts.append
+        started = rec.started
+        n = 0
+        saw_done = False
+        try:
+            async with client.chat.completions.with_streaming_response.create(
+                messages=messages, **extra, **params
+            ) as response:
+                async for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        if line.startswith("event: error"):
+                            raise LMError("the server sent an SSE error event")
+                        continue
+                    payload = line[5:].lstrip()
+                    if payload == "[DONE]":
+                        saw_done = True
+                        break
+                    try:
+                        data = _loads(payload)
+                    except ValueError:
+                        raise LMError(
+                            f"malformed SSE line from the server after {n} deltas: {payload[:120]!r}"
+                        ) from None
+                    if on_chunk is not None:
+                        on_chunk(data)
+                    choices = data.get("choices")
+                    if choices:
+                        choice = choices[0]
+                        delta = choice.get("delta")
+                        if delta:
+                            text = delta.get("content")
+                            if text:
+                                if rec.ttft is None:
+                                    rec.ttft = time.perf_counter() - started
+                                n += 1
+                                parts_append(text)
+                                if on_content is not None:
+                                    on_content(text)
+                            else:
+                                thought = delta.get("reasoning_content") or delta.get("reasoning")
+                                if thought:
+                                    if rec.ttft is None:
+                                        rec.ttft = time.perf_counter() - started
+                                    reasoning_append(thought)
+                                    if on_reasoning is not None:
+                                        on_reasoning(thought)
+                        fr = choice.get("finish_reason")
+                        if fr:
+                            rec.finish_reason = fr
+                    elif "error" in data:
+                        err = data["error"]
+                        msg = err.get("message", err) if isinstance(err, dict) else err
+                        raise LMError(f"the server reported an error mid-stream after {n} deltas: {msg}")
+                    usage = data.get("usage")
+                    if usage:
+                        rec.usage = usage
+        except openai.APIStatusError as e:
+            raise LMError(
+                f"{self.model}: the server answered HTTP {e.status_code}: {_server_message(e)}",
+                status_code=e.status_code,
+            ) from None
+        except openai.APIConnectionError as e:
+            where = self.base_url or "the OpenAI API"
+            raise LMError(f"{self.model}: cannot reach {where}: {_cause(e)}") from None
+        except LMError:
+            raise
+        except (OSError, ValueError, RuntimeError) as e:  # httpx2 stream errors, a dropped connection
+            if isinstance(e, (asyncio.CancelledError,)):  # pragma: no cover
+                raise
+            raise LMError(
+                f"{self.model}: the connection failed after {n} deltas ({type(e).__name__}: {_cause(e)})"
+            ) from None
+        except Exception as e:  # the transport's own exception types
+            if type(e).__module__.split(".")[0] in ("httpx2", "httpx", "httpcore", "httpcore2", "h11", "anyio"):
+                raise LMError(
+                    f"{self.model}: the connection failed after {n} deltas ({type(e).__name__}: {_cause(e)})"
+                ) from None
+            raise
+        if not saw_done and rec.finish_reason is None:
+            raise LMError(f"{self.model}: the connection closed after {n} deltas, before the reply finished")
+
+
+def _server_message(e: openai.APIStatusError) -> str:
+    body = e.body
+    if isinstance(body, dict):
+        msg = body.get("message") or (body.get("error") or {}).get("message") if isinstance(body.get("error"), dict) else body.get("message")
+        if msg:
+            return str(msg)
+    return str(e.message)
+
+
+def _cause(e: BaseException) -> str:
+    inner = e.__cause__ or e.__context__
+    text = str(inner or e) or type(inner or e).__name__
+    return text[:300]

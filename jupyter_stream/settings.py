@@ -1,0 +1,121 @@
+"""Settings: which LM and adapter a program uses, and the callbacks it fires.
+
+``configure(...)`` sets process-wide defaults; ``context(...)`` overrides them for a block of code, on a
+``contextvars.ContextVar``, so concurrent asyncio tasks and threads never see each other's overrides.
+
+Example::
+
+    >>> import jupyter_stream as js
+    >>> js.configure(adapter="json")
+    >>> with js.context(adapter="xml"):
+    ...     js.settings.current().adapter.name
+    'xml'
+    >>> js.settings.current().adapter.name
+    'json'
+    >>> js.configure(adapter=None)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .adapters.base import Adapter
+    from .callbacks import BaseCallback
+    from .lm import LM
+
+__all__ = ["Settings", "configure", "context", "current"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """A snapshot of the settings in force. Capture it to replay it later (``stream()`` does)."""
+
+    lm: LM | None = None
+    adapter: Adapter | None = None
+    callbacks: tuple[BaseCallback, ...] = ()
+
+
+_KEYS = frozenset(Settings.__dataclass_fields__)
+_global = Settings()
+_global_lock = threading.Lock()
+_override: contextvars.ContextVar[Settings | None] = contextvars.ContextVar("jupyter_stream_settings", default=None)
+
+
+def _normalise(kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - _KEYS
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {sorted(unknown)}; the settings are {sorted(_KEYS)}"
+        )
+    out = dict(kwargs)
+    if out.get("adapter") is not None:
+        from .adapters import get_adapter
+
+        out["adapter"] = get_adapter(out["adapter"])
+    if "lm" in out and out["lm"] is not None:
+        from .lm import LM
+
+        if isinstance(out["lm"], str):
+            out["lm"] = LM(out["lm"])
+        elif not isinstance(out["lm"], LM):
+            raise ConfigurationError(f"lm must be a jupyter_stream.LM or a model name, got {type(out['lm']).__name__}")
+    if "callbacks" in out:
+        cbs = out["callbacks"] or ()
+        if not isinstance(cbs, Sequence):
+            raise ConfigurationError("callbacks must be a list of BaseCallback instances")
+        out["callbacks"] = tuple(cbs)
+    return out
+
+
+def configure(**kwargs: Any) -> None:
+    """Set process-wide defaults: ``configure(lm=LM("openai/gpt-4o-mini"), adapter="json")``.
+
+    Options: ``lm`` (an :class:`~jupyter_stream.LM` or a model name), ``adapter`` (``"chat"``,
+    ``"json"``, ``"xml"`` or an Adapter instance), ``callbacks`` (a list of callbacks).
+    Passing ``None`` resets an option.
+    """
+    global _global
+    changes = _normalise(kwargs)
+    with _global_lock:
+        _global = replace(_global, **changes)
+
+
+@contextmanager
+def context(**kwargs: Any) -> Iterator[Settings]:
+    """Override settings inside a ``with`` block, for this task or thread only.
+
+    >>> import jupyter_stream as js
+    >>> with js.context(adapter="json") as s:
+    ...     s.adapter.name
+    'json'
+    """
+    changes = _normalise(kwargs)
+    new = replace(current(), **changes)
+    token = _override.set(new)
+    try:
+        yield new
+    finally:
+        _override.reset(token)
+
+
+def current() -> Settings:
+    """The settings in force here: the innermost ``context(...)``, else the ``configure(...)`` defaults."""
+    return _override.get() or _global
+
+
+@contextmanager
+def use(snapshot: Settings) -> Iterator[None]:
+    """Replay a captured snapshot (internal: ``stream()`` captures settings when it is called)."""
+    token = _override.set(snapshot)
+    try:
+        yield
+    finally:
+        _override.reset(token)

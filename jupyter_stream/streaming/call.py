@@ -1,0 +1,293 @@
+"""The state of one streaming call: its event channel, its listeners' per-call state, its routes.
+
+Everything here is created per call, so one streamified program called twice, or 20 times at once,
+never shares listener state between calls (DSPy's listeners go dead after the first call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..adapters.base import FieldDelta
+from ..callbacks import BaseCallback
+from .events import StatusMessage, StreamResponse
+
+if TYPE_CHECKING:
+    from ..program import Predict
+    from .listener import StreamListener
+    from .status import StatusMessageProvider
+
+__all__ = ["Channel", "StreamCall", "current_call"]
+
+_current: contextvars.ContextVar[StreamCall | None] = contextvars.ContextVar("jupyter_stream_call", default=None)
+
+
+def current_call() -> StreamCall | None:
+    """The stream this code runs inside, if any."""
+    return _current.get()
+
+
+class Channel:
+    """A single-consumer event queue on one loop. ``emit`` is O(1) and never blocks."""
+
+    __slots__ = ("_items", "_waiter", "_loop", "_thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._items: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = loop
+        self._thread = threading.get_ident()
+
+    def emit(self, item: Any) -> None:
+        """Append an event (from the loop's own thread)."""
+        self._items.append(item)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def emit_first(self, item: Any) -> None:
+        """Put an event ahead of the others (a deadline)."""
+        self.emit(item)
+        self._items.rotate(1)
+
+    def emit_threadsafe(self, item: Any) -> None:
+        """Append an event from any thread."""
+        if threading.get_ident() == self._thread:
+            self.emit(item)
+        else:
+            self._loop.call_soon_threadsafe(self.emit, item)
+
+    def pop(self) -> Any:
+        """The next event; raises IndexError when none is ready."""
+        return self._items.popleft()
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    async def wait(self) -> None:
+        """Wait until an event is ready."""
+        if self._items:
+            return
+        w = self._waiter = self._loop.create_future()
+        try:
+            await w
+        finally:
+            if self._waiter is w:
+                self._waiter = None
+
+
+class _FieldState:
+    """One listener's state in one call."""
+
+    __slots__ = ("listener", "predict_name", "field", "allow_reuse", "done", "started", "cache_hit")
+
+    def __init__(self, listener: Any, predict_name: str, field: str, allow_reuse: bool) -> None:
+        self.listener = listener
+        self.predict_name = predict_name
+        self.field = field
+        self.allow_reuse = allow_reuse
+        self.done = False
+        self.started = False
+        self.cache_hit = False
+
+
+class Router:
+    """Routes one LM call's field deltas to the listeners of its predictor (the per-token hot path)."""
+
+    __slots__ = ("_emit", "_name", "_states", "_closed")
+
+    def __init__(self, emit: Any, name: str, states: dict[str, _FieldState]) -> None:
+        self._emit = emit
+        self._name = name
+        self._states = states
+        self._closed: set[str] = set()
+
+    def route(self, deltas: Iterable[FieldDelta]) -> None:
+        states, emit, name = self._states, self._emit, self._name
+        for field, text, last in deltas:
+            st = states.get(field)
+            if st is None or st.done or field in self._closed:
+                continue
+            st.started = True
+            emit(StreamResponse(name, field, text, last))
+            if last:
+                st.done = True
+                self._closed.add(field)
+
+    def close_open(self) -> None:
+        """Give every field that started but did not close its one ``is_last_chunk`` (a failed call)."""
+        for field, st in self._states.items():
+            if st.started and not st.done and field not in self._closed:
+                self._emit(StreamResponse(self._name, field, "", True))
+                st.done = True
+                self._closed.add(field)
+
+    def mark_cache_hit(self) -> None:
+        for st in self._states.values():
+            st.cache_hit = True
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return frozenset(self._states)
+
+
+class _StatusCallback(BaseCallback):
+    """Turns the callback hooks into :class:`StatusMessage` events of one call."""
+
+    def __init__(self, call: StreamCall, provider: StatusMessageProvider) -> None:
+        self.call, self.provider = call, provider
+
+    def _send(self, message: Any) -> None:
+        if message:
+            self.call.channel.emit_threadsafe(StatusMessage(str(message)))
+
+    def on_module_start(self, call_id: int, instance: Any, inputs: dict[str, Any]) -> None:
+        self._send(self.provider.module_start_status_message(instance, inputs))
+
+    def on_module_end(self, call_id: int, outputs: Any, exception: BaseException | None = None) -> None:
+        if exception is None:
+            self._send(self.provider.module_end_status_message(outputs))
+
+    def on_lm_start(self, call_id: int, instance: Any, inputs: dict[str, Any]) -> None:
+        self._send(self.provider.lm_start_status_message(instance, inputs))
+
+    def on_lm_end(self, call_id: int, outputs: Any, exception: BaseException | None = None) -> None:
+        if exception is None:
+            self._send(self.provider.lm_end_status_message(outputs))
+
+    def on_tool_start(self, call_id: int, instance: Any, inputs: dict[str, Any]) -> None:
+        if getattr(instance, "name", None) != "finish":
+            self._send(self.provider.tool_start_status_message(instance, inputs))
+
+    def on_tool_end(self, call_id: int, outputs: Any, exception: BaseException | None = None) -> None:
+        if exception is None and outputs != "Completed.":
+            self._send(self.provider.tool_end_status_message(outputs))
+
+
+class StreamCall:
+    """One run of a streamed program: where its events go and which fields it streams.
+
+    Args:
+        listeners: DSPy-style listeners, already bound to predictors (``listener.predict`` set).
+        names: ``id(predictor) -> attribute path`` for naming predictors in events.
+        listen_all: stream every output field of every predictor that runs (``stream()``'s default);
+            a set of field names restricts it; ``only`` restricts it to one predictor.
+        passthrough: no listeners at all: pass the raw LM chunks through (DSPy's behaviour).
+    """
+
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        status_provider: StatusMessageProvider,
+        listeners: list[StreamListener] = (),  # type: ignore[assignment]
+        names: dict[int, str] | None = None,
+        listen_all: bool = False,
+        listen_fields: frozenset[str] | None = None,
+        only: Any = None,
+        passthrough: bool = False,
+        lm_events: bool = False,
+    ) -> None:
+        self.channel = Channel(loop)
+        self.emit = self.channel.emit
+        self.status = _StatusCallback(self, status_provider)
+        self.names = names or {}
+        self.listen_all = listen_all
+        self.listen_fields = listen_fields
+        self.only = only
+        self.passthrough = passthrough
+        self.lm_events = lm_events
+        self.lm_calls = 0
+        self.cancelled = False
+        self.live: dict[int, tuple[Any, Any, Any, str]] = {}
+        """LM calls in flight: ``id -> (record, adapter, signature, predict_name)``, for partial text on errors."""
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._states: dict[int, dict[str, _FieldState]] = {}
+        for lst in listeners:
+            pid = id(lst.predict)
+            st = _FieldState(lst, lst.predict_name or self.names.get(pid, "predict"), lst.signature_field_name, lst.allow_reuse)
+            self._states.setdefault(pid, {})[lst.signature_field_name] = st
+
+    # ---------------------------------------------------------------------------------- routing
+    def name_of(self, predict: Predict) -> str:
+        return self.names.get(id(predict)) or "predict"
+
+    def router_for(self, predict: Predict, output_fields: Iterable[str]) -> Router | None:
+        """The router for one LM call of ``predict``, or None when none of its fields are listened."""
+        if self.passthrough:
+            return None
+        if self.listen_all:
+            if self.only is not None and predict is not self.only:
+                return None
+            name = self.name_of(predict)
+            fields = list(output_fields)
+            if "reasoning" not in fields:
+                fields.append("reasoning")
+            if self.listen_fields is not None:
+                fields = [f for f in fields if f in self.listen_fields]
+            states = {f: _FieldState(None, name, f, True) for f in fields}
+            self._states.setdefault(id(predict), {}).update(states)
+            return Router(self.emit, name, states) if states else None
+        states = self._states.get(id(predict))
+        if not states:
+            return None
+        active: dict[str, _FieldState] = {}
+        for f, st in states.items():
+            if st.done and st.allow_reuse:
+                st.done = False
+            if not st.done:
+                active[f] = st
+        if not active:
+            return None
+        name = next(iter(active.values())).predict_name
+        return Router(self.emit, name, active)
+
+    # ------------------------------------------------------------------------ DSPy's end logic
+    def all_states(self) -> list[_FieldState]:
+        return [st for states in self._states.values() for st in states.values()]
+
+    def any_cache_hit(self) -> bool:
+        return any(st.cache_hit for st in self.all_states())
+
+    def any_started(self) -> bool:
+        return any(st.started for st in self.all_states())
+
+    # ---------------------------------------------------------------------------- cancellation
+    def track(self, fut: concurrent.futures.Future[Any]) -> None:
+        """Remember an LM call a sync program's thread is waiting on, to cancel it with the stream."""
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+
+    def cancel_pending(self) -> None:
+        self.cancelled = True
+        for fut in list(self._pending):
+            fut.cancel()
+
+    def partial(self) -> tuple[dict[str, str], str, str | None]:
+        """What the LM calls in flight had received: ``(field texts, raw text, predictor name)``."""
+        for rec, adapter, signature, name in reversed(list(self.live.values())):
+            return partial_fields(adapter, signature, rec.content_so_far(), rec.reasoning_parts), rec.content_so_far(), name
+        return {}, "", None
+
+
+def partial_fields(adapter: Any, signature: Any, raw: str, reasoning_parts: list[str] | None = None) -> dict[str, str]:
+    """Run a fresh field parser over ``raw`` once: each output field's text so far (used on errors only)."""
+    out: dict[str, list[str]] = {}
+    if reasoning_parts:
+        out["reasoning"] = ["".join(reasoning_parts)]
+    try:
+        parser = adapter.field_parser(signature)
+        for field, text, _last in [*parser.feed(raw), *parser.finish()]:
+            if text:
+                out.setdefault(field, []).append(text)
+    except Exception:  # noqa: BLE001 - partial text is best effort; the original error matters more
+        pass
+    return {k: "".join(v) for k, v in out.items()}

@@ -1,0 +1,124 @@
+"""Running a program as a task and handing its events to one consumer, within time limits.
+
+Both ``streamify`` and ``stream()`` are built on :func:`drive`: the program runs as a task in a
+context that holds the :class:`StreamCall`; the consumer pops events from the call's channel. Leaving
+the loop early, an exception, a timeout or a cancellation of the consumer cancels the task and waits
+for it, so the LM request is closed before control returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from .. import settings as _settings
+from .._exceptions import StreamError, StreamTimeoutError
+from ..runtime import Limits
+from .call import StreamCall, _current
+
+__all__ = ["Result", "drive"]
+
+
+class Result:
+    """The program's return value, as the last item :func:`drive` yields."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_DONE = object()
+_DEADLINE = object()
+
+
+async def drive(
+    call: StreamCall,
+    run: Callable[[], Awaitable[Any]],
+    limits: Limits,
+    *,
+    snapshot: _settings.Settings | None = None,
+) -> AsyncIterator[Any]:
+    """Run ``run()`` as a task inside ``call``; yield its events, then ``Result(return value)``."""
+    loop = asyncio.get_running_loop()
+    ctx = contextvars.copy_context()
+    ctx.run(_current.set, call)
+    if snapshot is not None:
+        ctx.run(_settings._override.set, snapshot)
+
+    async def main() -> Any:
+        return await run()
+
+    task = loop.create_task(main(), context=ctx)
+    channel = call.channel
+    task.add_done_callback(lambda _t: channel.emit(_DONE))
+    gap = limits.stream_timeout
+    deadline_handle = None
+    if limits.timeout is not None:
+        deadline_handle = loop.call_later(limits.timeout, channel.emit_first, _DEADLINE)
+    try:
+        pop = channel.pop
+        while True:
+            if not channel:
+                if gap is None:
+                    await channel.wait()
+                else:
+                    try:
+                        async with asyncio.timeout(gap):
+                            await channel.wait()
+                    except TimeoutError:
+                        raise _timeout(call, "stream_timeout", gap, task) from None
+            item = pop()
+            if item is _DONE:
+                break
+            if item is _DEADLINE:
+                raise _timeout(call, "timeout", limits.timeout, task)
+            yield item
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            raise exc
+        yield Result(task.result())
+    finally:
+        if deadline_handle is not None:
+            deadline_handle.cancel()
+        if not task.done():
+            call.cancel_pending()
+            task.cancel()
+            try:
+                await asyncio.shield(_settle(task))
+            except asyncio.CancelledError:
+                # The consumer itself is being cancelled: still let the task finish its cleanup.
+                await _settle(task)
+                raise
+
+
+async def _settle(task: asyncio.Task[Any]) -> None:
+    try:
+        await task
+    except BaseException:  # noqa: BLE001 - the task's own outcome no longer matters
+        pass
+
+
+def _timeout(call: StreamCall, limit: str, seconds: float | None, task: asyncio.Task[Any]) -> StreamTimeoutError:
+    partial, raw, name = call.partial()
+    if limit == "stream_timeout":
+        msg = (
+            f"no event for {seconds:g} s (stream_timeout): the model or the program stalled. "
+            "Pass a larger stream_timeout=..., or timeout_profile='ml_inference' for slow models"
+        )
+    else:
+        msg = (
+            f"the call ran longer than {seconds:g} s (timeout). Pass a larger timeout=..., timeout=None, "
+            "or timeout_profile='streaming' / 'batch_job'"
+        )
+    return StreamTimeoutError(msg, limit=limit, seconds=seconds, partial=partial, raw=raw, predict_name=name)
+
+
+def attach_partial(call: StreamCall, exc: BaseException) -> BaseException:
+    """Make sure a runtime error leaving a stream carries what had streamed."""
+    if isinstance(exc, StreamError) and not exc.partial:
+        partial, raw, name = call.partial()
+        exc._attach(partial=partial, raw=raw, predict_name=name)
+    return exc

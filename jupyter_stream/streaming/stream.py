@@ -1,0 +1,243 @@
+"""stream(): a lazy stream of one named predictor (or a whole program), for ``for`` and ``async for``.
+
+Nothing runs until iteration begins; the settings (LM, adapter) are captured when ``stream()`` is
+called. Leaving the loop early or closing the stream cancels the forward pass and closes the HTTP
+request. Bad arguments (an unknown predictor or field, a missing input) raise at once.
+
+Example::
+
+    >>> import jupyter_stream as js
+    >>> from jupyter_stream.demo import DemoServer
+    >>> server = DemoServer().start()
+    >>> server.script("[[ ## reasoning ## ]]\\nIt is in France.\\n\\n[[ ## answer ## ]]\\nParis\\n\\n[[ ## completed ## ]]")
+    >>> js.configure(lm=js.LM("demo", base_url=server.url, api_key="demo", cache=False))
+    >>> program = js.ChainOfThought("question -> answer")
+    >>> fields = {}
+    >>> for event in js.stream(program, "predict", {"question": "Capital of France?"}):
+    ...     if isinstance(event, js.StreamResponse):
+    ...         fields[event.signature_field_name] = fields.get(event.signature_field_name, "") + event.chunk
+    ...     else:
+    ...         final = event
+    >>> fields, final.answer
+    ({'reasoning': 'It is in France.', 'answer': 'Paris'}, 'Paris')
+    >>> js.configure(lm=None); server.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping
+from typing import Any
+
+from .. import settings as _settings
+from .._exceptions import ListenerError, UsageError
+from ..runtime import resolve_limits
+from .call import StreamCall
+from .drive import Result, attach_partial, drive
+from .status import StatusMessageProvider
+from .streamify import apply_sync_streaming
+
+__all__ = ["Stream", "stream"]
+
+from ..runtime import UNSET as _UNSET  # noqa: E402
+
+
+def stream(
+    program: Any,
+    predictor: Any = None,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    listen: Iterable[str] | str | None = None,
+    stream_timeout: float | None = 60.0,
+    timeout: Any = _UNSET,
+    timeout_profile: str | None = None,
+    status_message_provider: StatusMessageProvider | None = None,
+    lm_events: bool = False,
+    **opts: Any,
+) -> Stream:
+    """A lazy stream of ``predictor`` of ``program`` (``None``: the whole program) run on ``inputs``.
+
+    Args:
+        program: a Module (or a Predict).
+        predictor: the attribute path of one predictor (``"generate"``, ``"step.predict"``), a
+            predictor object, or None to run the whole program.
+        inputs: the input fields, as a dict.
+        listen: the output fields to stream (default: every output field of what runs, plus native
+            reasoning).
+        stream_timeout: the longest wait between two events, in seconds (None: no limit).
+        timeout, timeout_profile: the whole call's limit (see ``jupyter_stream.runtime.TIMEOUT_PROFILES``).
+        lm_events: also yield :class:`LMRequest`/:class:`LMResponse` (the prompt inspector's data).
+        **opts: passed to the predictor with the inputs (``config={...}``, ``lm=...``, ``history=[...]``).
+
+    Iterate it with ``for`` or ``async for``: :class:`StreamResponse` and :class:`StatusMessage`
+    events, then the final :class:`Prediction`, which is also kept as ``.prediction``.
+    """
+    return Stream(
+        program, predictor, inputs, listen=listen, stream_timeout=stream_timeout, timeout=timeout,
+        timeout_profile=timeout_profile, status_message_provider=status_message_provider, lm_events=lm_events,
+        opts=opts,
+    )
+
+
+class Stream:
+    """The object :func:`stream` returns: iterate it once, with ``for`` or ``async for``."""
+
+    def __init__(
+        self,
+        program: Any,
+        predictor: Any,
+        inputs: Mapping[str, Any] | None,
+        *,
+        listen: Iterable[str] | str | None,
+        stream_timeout: Any,
+        timeout: Any,
+        timeout_profile: str | None,
+        status_message_provider: StatusMessageProvider | None,
+        lm_events: bool,
+        opts: dict[str, Any],
+    ) -> None:
+        from ..program import Module, Predict
+
+        if not isinstance(program, Module):
+            raise UsageError(f"stream() needs a Module or Predict program, got {type(program).__name__}")
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise UsageError(f"stream() takes the inputs as a dict, got {type(inputs).__name__}")
+        self.program = program
+        self.inputs = dict(inputs or {})
+        self.opts = opts
+        named = program.named_predictors()
+        self.names = {id(p): n for n, p in named}
+        if predictor is None:
+            self.target: Any = None
+            self.predictor_name: str | None = None
+            outputs = {f for _, p in named for f in p.signature.output_fields}
+        else:
+            self.target = _find_predictor(program, predictor, named)
+            self.predictor_name = self.names.get(id(self.target), "self")
+            outputs = set(self.target.signature.output_fields)
+        if isinstance(listen, str):
+            listen = [part.strip() for part in listen.split(",") if part.strip()]
+        self.listen = frozenset(listen) if listen is not None else None
+        if self.listen is not None:
+            unknown = sorted(self.listen - outputs - {"reasoning"})
+            if unknown:
+                raise ListenerError(
+                    f"cannot listen to {', '.join(repr(u) for u in unknown)}: not an output field of "
+                    f"{self.predictor_name or 'the program'}; its output fields are {sorted(outputs)}"
+                )
+        if isinstance(self.target, Predict):
+            self.target.check_inputs({**self.inputs, **opts})
+        elif self.target is None and isinstance(program, Predict):
+            program.check_inputs({**self.inputs, **opts})
+        self.limits = resolve_limits(timeout=timeout, stream_timeout=stream_timeout, timeout_profile=timeout_profile)
+        self.snapshot = _settings.current()
+        self.provider = status_message_provider or StatusMessageProvider()
+        self.lm_events = lm_events
+        self.prediction: Any = None
+        self.call: StreamCall | None = None
+        self._agen: Any = None
+        self._sync: Generator[Any, None, None] | None = None
+
+    def __repr__(self) -> str:
+        what = self.predictor_name or type(self.program).__name__
+        return f"<Stream of {what} ({'started' if self._agen else 'not started'})>"
+
+    # ------------------------------------------------------------------------------------ async
+    async def _events(self) -> AsyncIterator[Any]:
+        call = self.call = StreamCall(
+            loop=asyncio.get_running_loop(), status_provider=self.provider, names=self.names,
+            listen_all=True, listen_fields=self.listen, only=self.target, lm_events=self.lm_events,
+        )
+        target = self.target if self.target is not None else self.program
+        inputs = {**self.inputs, **self.opts}
+        try:
+            async for item in drive(call, lambda: target.acall(**inputs), self.limits, snapshot=self.snapshot):
+                if type(item) is Result:
+                    self.prediction = item.value
+                    yield item.value
+                    return
+                yield item
+        except Exception as e:
+            raise attach_partial(call, e)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        self._start()
+        self._agen = self._events()
+        return self._agen
+
+    async def aclose(self) -> None:
+        """Stop the stream: cancel the forward pass and close the LM request."""
+        if self._agen is not None:
+            await self._agen.aclose()
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------------------------- sync
+    def __iter__(self) -> Generator[Any, None, None]:
+        self._start()
+        self._sync = apply_sync_streaming(_Deferred(self))
+        return self._sync
+
+    def close(self) -> None:
+        """Stop a stream iterated with ``for`` (cancels the forward pass, closes the request)."""
+        if self._sync is not None:
+            self._sync.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        if self._agen is not None or self._sync is not None:
+            raise UsageError("a Stream runs once; call stream(...) again to run it again")
+
+
+class _Deferred:
+    """Creates the stream's async generator on the loop that iterates it."""
+
+    def __init__(self, owner: Stream) -> None:
+        self.owner = owner
+        self.agen: Any = None
+
+    def __aiter__(self) -> _Deferred:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self.agen is None:
+            self.agen = self.owner._agen = self.owner._events()
+        return await self.agen.__anext__()
+
+    async def aclose(self) -> None:
+        if self.agen is not None:
+            await self.agen.aclose()
+
+
+def _find_predictor(program: Any, predictor: Any, named: list[tuple[str, Any]]) -> Any:
+    from ..program import Module, Predict
+
+    if isinstance(predictor, str):
+        for n, p in named:
+            if n == predictor:
+                return p
+        # A module path ("draft" for a ChainOfThought at draft) names its only predictor.
+        inner = [p for n, p in named if n.startswith(predictor + ".")]
+        if len(inner) == 1:
+            return inner[0]
+        raise UsageError(
+            f"the program has no predictor {predictor!r}; its predictors are {[n for n, _ in named]}"
+        )
+    if isinstance(predictor, Predict):
+        if not any(p is predictor for _, p in named):
+            raise UsageError(f"{predictor!r} is not a predictor of this program; its predictors are {[n for n, _ in named]}")
+        return predictor
+    if isinstance(predictor, Module):
+        preds = predictor.predictors()
+        if len(preds) == 1:
+            return _find_predictor(program, preds[0], named)
+    raise UsageError(f"predictor must be a name like 'generate' or a Predict object, got {predictor!r}")

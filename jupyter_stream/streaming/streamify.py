@@ -1,0 +1,175 @@
+"""streamify and apply_sync_streaming: DSPy's streaming entry points, per-call and cancellable.
+
+Example::
+
+    >>> import asyncio, jupyter_stream as js
+    >>> from jupyter_stream.demo import DemoServer
+    >>> server = DemoServer().start()
+    >>> server.script("[[ ## answer ## ]]\\nParis\\n\\n[[ ## completed ## ]]")
+    >>> js.configure(lm=js.LM("demo", base_url=server.url, api_key="demo", cache=False))
+    >>> program = js.streamify(js.Predict("question -> answer"), stream_listeners=[js.StreamListener("answer")])
+    >>> async def main():
+    ...     return [x async for x in program(question="Capital of France?")]
+    >>> *chunks, final = asyncio.run(main())
+    >>> "".join(c.chunk for c in chunks), final.answer
+    ('Paris', 'Paris')
+    >>> js.configure(lm=None); server.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import queue
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from typing import Any
+
+from ..runtime import _wait_cancelled, resolve_limits, run_in_thread, submit_tracked
+from .call import StreamCall
+from .drive import Result, attach_partial, drive
+from .listener import StreamListener, find_predictor_for_stream_listeners
+from .status import StatusMessageProvider
+
+__all__ = ["apply_sync_streaming", "streamify"]
+
+from ..runtime import UNSET as _UNSET  # noqa: E402
+
+
+def streamify(
+    program: Any,
+    status_message_provider: StatusMessageProvider | None = None,
+    stream_listeners: list[StreamListener] | None = None,
+    include_final_prediction_in_output_stream: bool = True,
+    is_async_program: bool = False,
+    async_streaming: bool = True,
+    *,
+    include_lm_events: bool = False,
+) -> Callable[..., Any]:
+    """Wrap a program so that calling it streams its fields, status messages and final prediction.
+
+    Same arguments and meaning as DSPy's ``dspy.streamify``. Calling the result with the program's
+    inputs returns an async generator (a sync one with ``async_streaming=False``) yielding
+    :class:`StreamResponse`, :class:`StatusMessage` and, last, the :class:`Prediction`. Without
+    listeners the raw LM chunks (``ChatCompletionChunk``) pass through instead of field chunks.
+
+    Runtime options may be passed with the inputs: ``timeout`` (whole call, seconds),
+    ``stream_timeout`` (longest wait between two events, default 60 s) and ``timeout_profile``
+    (``"default"``, ``"ml_inference"``, ``"batch_job"``, ``"streaming"``).
+    ``include_lm_events=True`` also yields :class:`LMRequest`/:class:`LMResponse` events.
+
+    Every call has its own listener state: call it again, or many times concurrently.
+    """
+    listeners = list(stream_listeners or [])
+    if listeners:
+        find_predictor_for_stream_listeners(program, listeners)
+    named = getattr(program, "named_predictors", None)
+    names = {id(p): n for n, p in named()} if callable(named) else {}
+    provider = status_message_provider or StatusMessageProvider()
+    runner = _runner(program, is_async_program)
+
+    async def async_streamer(
+        *args: Any,
+        timeout: Any = _UNSET,
+        stream_timeout: Any = _UNSET,
+        timeout_profile: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncGenerator[Any, None]:
+        limits = resolve_limits(timeout=timeout, stream_timeout=stream_timeout, timeout_profile=timeout_profile)
+        call = StreamCall(
+            loop=asyncio.get_running_loop(), status_provider=provider, listeners=listeners, names=names,
+            passthrough=not listeners, lm_events=include_lm_events,
+        )
+        try:
+            async for item in drive(call, lambda: runner(*args, **kwargs), limits):
+                if type(item) is Result:
+                    if (
+                        include_final_prediction_in_output_stream
+                        or not listeners
+                        or call.any_cache_hit()
+                        or not call.any_started()
+                    ):
+                        yield item.value
+                    return
+                yield item
+        except Exception as e:
+            raise attach_partial(call, e)
+
+    if async_streaming:
+        return async_streamer
+
+    def sync_streamer(*args: Any, **kwargs: Any) -> Generator[Any, None, None]:
+        return apply_sync_streaming(async_streamer(*args, **kwargs))
+
+    return sync_streamer
+
+
+def _runner(program: Any, is_async_program: bool) -> Callable[..., Any]:
+    from ..program import Module
+
+    if is_async_program or isinstance(program, Module):
+        acall = getattr(program, "acall", None)
+        if acall is not None:
+            return acall
+    if inspect.iscoroutinefunction(program) or inspect.iscoroutinefunction(getattr(program, "__call__", None)):
+        return program
+    if not callable(program):
+        from .._exceptions import UsageError
+
+        raise UsageError(f"streamify needs a Module or a callable program, got {type(program).__name__}")
+
+    async def in_thread(*args: Any, **kwargs: Any) -> Any:
+        return await run_in_thread(program, *args, **kwargs)
+
+    return in_thread
+
+
+class _Raised:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+def apply_sync_streaming(async_generator: AsyncIterator[Any]) -> Generator[Any, None, None]:
+    """Iterate an async stream from synchronous code (also inside a running loop, e.g. a notebook cell).
+
+    The async generator runs on the engine loop thread; items cross over through a queue. Breaking
+    out of the loop, closing the generator, or Ctrl-C (KeyboardInterrupt) while waiting cancels the
+    stream and waits for the HTTP request to close - unlike DSPy's thread, which runs on.
+    """
+    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    put = items.put
+
+    async def pump() -> None:
+        try:
+            async for item in async_generator:
+                put(item)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer's thread
+            put(_Raised(e))
+        finally:
+            put(_END)
+            aclose = getattr(async_generator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def consume() -> Generator[Any, None, None]:
+        fut = submit_tracked(pump())
+        try:
+            while True:
+                item = items.get()
+                if item is _END:
+                    return
+                if type(item) is _Raised:
+                    raise item.exc
+                yield item
+        finally:
+            if not fut.done():
+                fut.cancel()
+                _wait_cancelled(fut, 5.0)
+
+    return consume()
