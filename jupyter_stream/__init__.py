@@ -30,6 +30,7 @@ from .prediction import Prediction
 from .program import ChainOfThought, Module, Predict, Tool
 from .settings import configure, context
 from .signatures import InputField, OutputField, Signature
+from .terminal import TextRenderer
 from .streaming import (
     LMRequest,
     LMResponse,
@@ -75,6 +76,7 @@ __all__ = [
     "StreamListener",
     "StreamResponse",
     "StreamTimeoutError",
+    "TextRenderer",
     "Tool",
     "UsageError",
     "XMLAdapter",

@@ -206,7 +206,6 @@ def _tracked(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> c
         fut.add_done_callback(on_cancel)
 
     fut._js_loop = loop  # type: ignore[attr-defined]
-    fut.set_running_or_notify_cancel()
     loop.call_soon_threadsafe(start)
     return fut
 
