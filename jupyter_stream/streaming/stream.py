@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from typing import Any
 
@@ -151,12 +152,13 @@ class Stream:
         target = self.target if self.target is not None else self.program
         inputs = {**self.inputs, **self.opts}
         try:
-            async for item in drive(call, lambda: target.acall(**inputs), self.limits, snapshot=self.snapshot):
-                if type(item) is Result:
-                    self.prediction = item.value
-                    yield item.value
-                    return
-                yield item
+            async with aclosing(drive(call, lambda: target.acall(**inputs), self.limits, snapshot=self.snapshot)) as events:
+                async for item in events:
+                    if type(item) is Result:
+                        self.prediction = item.value
+                        yield item.value
+                        return
+                    yield item
         except Exception as e:
             raise attach_partial(call, e)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import queue
+from contextlib import aclosing
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from typing import Any
 
@@ -80,17 +81,18 @@ def streamify(
             passthrough=not listeners, lm_events=include_lm_events,
         )
         try:
-            async for item in drive(call, lambda: runner(*args, **kwargs), limits):
-                if type(item) is Result:
-                    if (
-                        include_final_prediction_in_output_stream
-                        or not listeners
-                        or call.any_cache_hit()
-                        or not call.any_started()
-                    ):
-                        yield item.value
-                    return
-                yield item
+            async with aclosing(drive(call, lambda: runner(*args, **kwargs), limits)) as events:
+                async for item in events:
+                    if type(item) is Result:
+                        if (
+                            include_final_prediction_in_output_stream
+                            or not listeners
+                            or call.any_cache_hit()
+                            or not call.any_started()
+                        ):
+                            yield item.value
+                        return
+                    yield item
         except Exception as e:
             raise attach_partial(call, e)
 
