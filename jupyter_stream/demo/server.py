@@ -1,0 +1,1014 @@
+"""An OpenAI-compatible demo LM server on loopback: real HTTP, real SSE, scripted or automatic replies.
+
+:class:`DemoServer` speaks enough of the OpenAI HTTP API for the real ``openai`` client to use it, so the
+demo notebook and the tests exercise exactly the path a hosted model takes:
+
+* ``POST /v1/chat/completions`` with ``"stream": true`` answers ``text/event-stream`` (HTTP/1.1 chunked,
+  keep-alive) of ``data: {chunk}\\n\\n`` lines ending with ``data: [DONE]\\n\\n``; without ``stream`` it
+  answers one ``chat.completion`` JSON object;
+* ``GET /v1/models`` lists the model ``demo``.
+
+Replies come from a FIFO script (:meth:`DemoServer.script`: plain strings, :class:`Reply` objects,
+recorded chunk lists, or :class:`Fault` misbehaviours) and, when the script is empty, from the automatic
+responder (:func:`jupyter_stream.demo.responder.auto_reply`), which fills in any signature's outputs.
+
+The server runs its own asyncio event loop in a daemon thread, so it works from synchronous code, from
+pytest-asyncio tests and from a Jupyter kernel alike. It is fast: chunks are written from pre-built byte
+templates in batches, so 50,000 deltas take a few tens of milliseconds of server time when no token rate
+is set.
+
+Example::
+
+    >>> from openai import OpenAI
+    >>> from jupyter_stream.demo import DemoServer, Reply, Fault
+    >>> with DemoServer() as server:
+    ...     server.script("Hello there!", Reply(content="Done.", reasoning="Think first."))
+    ...     client = OpenAI(base_url=server.url, api_key="demo")
+    ...     stream = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}],
+    ...                                             stream=True)
+    ...     "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    'Hello there!'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any
+
+from .responder import auto_reply, chunk_text, count_tokens, message_text, tokenize
+
+__all__ = [
+    "DEFAULT_TOKEN_RATE",
+    "DemoServer",
+    "Fault",
+    "Reply",
+    "default_token_rate",
+    "serve_forever",
+    "shared_server",
+]
+
+DEFAULT_TOKEN_RATE = 150.0
+"""Tokens per second of the interactive demo when ``JUPYTER_STREAM_DEMO_RATE`` is not set."""
+
+_FAULT_KINDS = ("drop", "stall", "status", "malformed", "error_event", "refuse")
+_MODEL = "demo"
+_FLUSH_BYTES = 64 * 1024  # write (and drain) once this much is buffered
+_MAX_HEADER_BYTES = 64 * 1024
+
+
+def default_token_rate() -> float | None:
+    """The demo's token rate: ``$JUPYTER_STREAM_DEMO_RATE`` tokens/s, else 150; ``0`` means as fast as possible.
+
+        >>> import os
+        >>> os.environ["JUPYTER_STREAM_DEMO_RATE"] = "40"
+        >>> default_token_rate()
+        40.0
+        >>> del os.environ["JUPYTER_STREAM_DEMO_RATE"]
+    """
+    raw = os.environ.get("JUPYTER_STREAM_DEMO_RATE", "").strip()
+    if not raw:
+        return DEFAULT_TOKEN_RATE
+    try:
+        rate = float(raw)
+    except ValueError:
+        return DEFAULT_TOKEN_RATE
+    return rate if rate > 0 else None
+
+
+# --------------------------------------------------------------------------------------------------
+# What can be scripted
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    """A scripted misbehaviour, for reliability tests. ``kind`` is one of:
+
+    * ``"drop"``: close the connection after ``after`` deltas, without ``[DONE]`` or the end of the body;
+    * ``"stall"``: send ``after`` deltas, then nothing, keeping the socket open until the client leaves
+      (counted in :attr:`DemoServer.stream_closed_early`) or the server stops;
+    * ``"status"``: answer HTTP ``status`` (default 500) with an OpenAI-style JSON error (``body``: a dict
+      sent as JSON, a str sent as is, or None for OpenAI's wording) for the next ``times`` chat requests,
+      then fall through to the next script item; ``retry_after`` seconds go out as ``retry-after-ms``
+      (None: no header, so the openai client uses its own back-off of about a second);
+    * ``"malformed"``: after ``after`` deltas send a ``data:`` line that is not valid JSON, then go on;
+    * ``"error_event"``: after ``after`` deltas send ``data: {"error": {"message": message, "type":
+      "server_error"}}`` and then ``data: [DONE]``;
+    * ``"refuse"``: read the request and close the connection without answering (``times`` requests).
+
+    Deltas are counted over reasoning and content deltas alike (for a recorded chunk list: chunks).
+    A fault on its own streams the automatic responder's reply; wrap it in a :class:`Reply` to choose the
+    text. Without streaming, ``drop`` sends half the JSON body, ``malformed`` an invalid body and
+    ``error_event`` a 500 error.
+
+        >>> server.script(Fault("status", status=429, times=2), "then this")   # doctest: +SKIP
+        >>> server.script(Reply(content="cut short", fault=Fault("drop", after=2)))  # doctest: +SKIP
+    """
+
+    kind: str
+    after: int = 0
+    status: int = 500
+    times: int = 1
+    body: Any = None
+    message: str = "The server had an error while processing your request. Sorry about that!"
+    retry_after: float | None = 0.01
+
+    def __post_init__(self) -> None:
+        if self.kind not in _FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {', '.join(_FAULT_KINDS)}")
+        if self.after < 0 or self.times < 1:
+            raise ValueError("Fault needs after >= 0 and times >= 1")
+
+
+@dataclass
+class Reply:
+    """One scripted reply with control over how it streams.
+
+    ``content`` is the reply text, cut into deltas by the tokenizer, or by ``chunk_chars`` (Gemini-style
+    pieces of about that many characters), or given exactly as ``chunks`` (a list of str deltas; a list of
+    dicts is sent verbatim as recorded chunks). ``reasoning`` streams first as ``delta.reasoning_content``.
+    ``token_rate`` (tokens/s; ``0`` = as fast as possible) overrides the server's rate for this reply,
+    ``usage`` overrides numbers of the usage chunk, and ``fault`` makes the reply misbehave.
+
+        >>> Reply(content="Paris", reasoning="The capital of France.", chunks=["Pa", "ris"])  # doctest: +ELLIPSIS
+        Reply(content='Paris', reasoning='The capital of France.', chunks=['Pa', 'ris'], ...)
+    """
+
+    content: str = ""
+    reasoning: str = ""
+    chunks: Sequence[Any] | None = None
+    token_rate: float | None = None
+    chunk_chars: int | None = None
+    usage: Mapping[str, int] | None = None
+    fault: Fault | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Building the bytes of one response
+# --------------------------------------------------------------------------------------------------
+
+
+def _enc(text: str) -> bytes:
+    """A JSON string literal as UTF-8 bytes (raw non-ASCII like OpenAI; ASCII escapes for lone surrogates)."""
+    try:
+        return encode_basestring(text).encode("utf-8")
+    except UnicodeEncodeError:
+        return encode_basestring_ascii(text).encode("ascii")
+
+
+def _dumps(obj: Any) -> bytes:
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class _Plan:
+    """Everything needed to answer one chat request, streamed or not."""
+
+    events: list[bytes] = field(default_factory=list)  # complete SSE events, ending with [DONE]
+    timed_start: int = 0  # events[timed_start:timed_stop] are paced by the token rate
+    timed_stop: int = 0
+    fault: Fault | None = None
+    fault_pos: int = 0  # index in events where the fault strikes
+    rate: float | None = None
+    content: str = ""
+    reasoning: str = ""
+    finish_reason: str | None = "stop"
+    usage: dict[str, int] | None = None
+    completion_id: str = ""
+    created: int = 0
+    model: str = _MODEL
+
+
+def _message_usage(body: Mapping[str, Any], content: str, reasoning: str,
+                   override: Mapping[str, int] | None) -> dict[str, int]:
+    messages = body.get("messages") or []
+    prompt = sum(count_tokens(message_text(m)) + 4 for m in messages if isinstance(m, Mapping))
+    completion = count_tokens(content) + count_tokens(reasoning)
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    if override:
+        usage.update({k: int(v) for k, v in override.items()})
+        if "total_tokens" not in override:
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return usage
+
+
+def _include_usage(body: Mapping[str, Any]) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, Mapping) and bool(opts.get("include_usage"))
+
+
+def _plan_reply(reply: Reply, body: Mapping[str, Any], *, cid: str, created: int, model: str,
+                rate: float | None, chunk_chars: int | None) -> _Plan:
+    if reply.chunks is not None and any(isinstance(c, Mapping) for c in reply.chunks):
+        plan = _plan_raw(list(reply.chunks), body, cid=cid, created=created, model=model, rate=rate)
+        plan.fault = reply.fault
+        plan.fault_pos = min(reply.fault.after, len(plan.events) - 1) if reply.fault else 0
+        return plan
+
+    content = reply.content if reply.chunks is None else "".join(str(c) for c in reply.chunks)
+    cc = reply.chunk_chars if reply.chunk_chars is not None else chunk_chars
+    if reply.chunks is not None:
+        deltas = [str(c) for c in reply.chunks]
+    elif cc:
+        deltas = chunk_text(content, cc)
+    else:
+        deltas = tokenize(content)
+    rdeltas = (chunk_text(reply.reasoning, cc) if cc else tokenize(reply.reasoning)) if reply.reasoning else []
+
+    inc = _include_usage(body)
+    head = (
+        b'data: {"id":' + _enc(cid) + b',"object":"chat.completion.chunk","created":' + str(created).encode()
+        + b',"model":' + _enc(model) + b',"system_fingerprint":"fp_demo","choices":[{"index":0,"delta":'
+    )
+    tail_usage = b',"usage":null' if inc else b""
+    suffix = b'},"logprobs":null,"finish_reason":null}]' + tail_usage + b"}\n\n"
+    cprefix = head + b'{"content":'
+    rprefix = head + b'{"reasoning_content":'
+
+    events: list[bytes] = [head + b'{"role":"assistant","content":""' + suffix]
+    events += [rprefix + _enc(t) + suffix for t in rdeltas]
+    events += [cprefix + _enc(t) + suffix for t in deltas]
+    timed_stop = len(events)
+    events.append(head + b'{},"logprobs":null,"finish_reason":"stop"}]' + tail_usage + b"}\n\n")
+    usage = _message_usage(body, content, reply.reasoning, reply.usage)
+    if inc:
+        events.append(
+            b'data: {"id":' + _enc(cid) + b',"object":"chat.completion.chunk","created":' + str(created).encode()
+            + b',"model":' + _enc(model) + b',"system_fingerprint":"fp_demo","choices":[],"usage":'
+            + _dumps(usage) + b"}\n\n"
+        )
+    events.append(_DONE)
+    fault = reply.fault
+    return _Plan(
+        events=events, timed_start=1, timed_stop=timed_stop, fault=fault,
+        fault_pos=min(1 + fault.after, timed_stop) if fault else 0,
+        rate=rate, content=content, reasoning=reply.reasoning, usage=usage,
+        completion_id=cid, created=created, model=model,
+    )
+
+
+def _plan_raw(chunks: list[Any], body: Mapping[str, Any], *, cid: str, created: int, model: str,
+              rate: float | None) -> _Plan:
+    """A recorded chunk list, sent verbatim (dicts as compact JSON, str items as the raw data payload)."""
+    events = [b"data: " + (c.encode("utf-8") if isinstance(c, str) else _dumps(c)) + b"\n\n" for c in chunks]
+    content: list[str] = []
+    reasoning: list[str] = []
+    finish: str | None = None
+    usage = None
+    for c in chunks:
+        if not isinstance(c, Mapping):
+            continue
+        if isinstance(c.get("usage"), Mapping):
+            usage = dict(c["usage"])
+        for choice in c.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                content.append(delta["content"])
+            r = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(r, str):
+                reasoning.append(r)
+            finish = choice.get("finish_reason") or finish
+    if usage is None:
+        usage = _message_usage(body, "".join(content), "".join(reasoning), None)
+    if not (events and events[-1] == _DONE):
+        events.append(_DONE)
+    return _Plan(
+        events=events, timed_start=1, timed_stop=max(1, len(events) - 1), rate=rate,
+        content="".join(content), reasoning="".join(reasoning), finish_reason=finish or "stop", usage=usage,
+        completion_id=str(next((c.get("id") for c in chunks if isinstance(c, Mapping) and c.get("id")), cid)),
+        created=created, model=model,
+    )
+
+
+def _reply_from_json(item: Any) -> Any:
+    """A script item from its JSON form (see ``POST /v1/demo/script``)."""
+    if isinstance(item, (str, list)):
+        return item
+    if isinstance(item, Mapping):
+        if "kind" in item:
+            return Fault(**item)
+        kw = dict(item)
+        if isinstance(kw.get("fault"), Mapping):
+            kw["fault"] = Fault(**kw["fault"])
+        return Reply(**kw)
+    raise TypeError(f"cannot script {item!r}")
+
+
+def _completion_body(plan: _Plan) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": plan.content, "refusal": None}
+    if plan.reasoning:
+        message["reasoning_content"] = plan.reasoning
+    return _dumps({
+        "id": plan.completion_id, "object": "chat.completion", "created": plan.created, "model": plan.model,
+        "system_fingerprint": "fp_demo",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish_reason}],
+        "usage": plan.usage,
+    })
+
+
+def _error_body(status: int, body: Any = None, message: str | None = None) -> bytes:
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, Mapping):
+        return _dumps(body)
+    if status == 429:
+        err = {"message": message or "Rate limit reached for demo in organization org-demo on requests per min "
+               "(RPM): Limit 3, Used 3, Requested 1. Please try again in 20ms.",
+               "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+    elif status >= 500:
+        err = {"message": message or "The server had an error while processing your request. Sorry about that!",
+               "type": "server_error", "param": None, "code": None}
+    else:
+        err = {"message": message or http.HTTPStatus(status).phrase, "type": "invalid_request_error",
+               "param": None, "code": None}
+    return _dumps({"error": err})
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------------------------------
+
+
+class _BadRequest(Exception):
+    pass
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def keep_alive(self) -> bool:
+        conn = self.headers.get("connection", "").lower()
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in conn
+        return "close" not in conn
+
+
+class _Conn:
+    """One client connection: a byte buffer over the stream reader, plus an end-of-stream watcher."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.buf = bytearray()
+        self.eof = asyncio.Event()  # the client closed its side
+        self.closed_early = False
+
+    async def _fill(self) -> bool:
+        try:
+            data = await self.reader.read(65536)
+        except (ConnectionError, OSError):
+            data = b""
+        if not data:
+            self.eof.set()
+            return False
+        self.buf += data
+        return True
+
+    async def watch(self) -> None:
+        """Read in the background while a response streams, to notice the client going away."""
+        while not self.eof.is_set():
+            if not await self._fill():
+                return
+
+    async def read_request(self) -> _Request | None:
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(self.buf) > _MAX_HEADER_BYTES:
+                raise _BadRequest("headers too large")
+            if self.eof.is_set() or not await self._fill():
+                if self.buf.strip():
+                    raise _BadRequest("incomplete request")
+                return None
+        head = bytes(self.buf[:end]).decode("latin-1")
+        del self.buf[: end + 4]
+        lines = head.split("\r\n")
+        try:
+            method, target, version = lines[0].split(" ", 2)
+        except ValueError:
+            raise _BadRequest(f"bad request line {lines[0]!r}") from None
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise _BadRequest(f"bad header line {line!r}")
+            headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = await self._read_chunked()
+        else:
+            try:
+                n = int(headers.get("content-length", "0") or 0)
+            except ValueError:
+                raise _BadRequest("bad content-length") from None
+            while len(self.buf) < n:
+                if not await self._fill():
+                    raise _BadRequest("incomplete body")
+            body = bytes(self.buf[:n])
+            del self.buf[:n]
+        return _Request(method.upper(), target.split("?", 1)[0], version.upper(), headers, body)
+
+    async def _read_line(self) -> bytes:
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = bytes(self.buf[:i])
+                del self.buf[: i + 2]
+                return line
+            if not await self._fill():
+                raise _BadRequest("incomplete chunked body")
+
+    async def _read_chunked(self) -> bytes:
+        parts = []
+        while True:
+            size_line = await self._read_line()
+            try:
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            except ValueError:
+                raise _BadRequest("bad chunk size") from None
+            if size == 0:
+                while await self._read_line():  # trailers, up to the blank line
+                    pass
+                return b"".join(parts)
+            while len(self.buf) < size + 2:
+                if not await self._fill():
+                    raise _BadRequest("incomplete chunked body")
+            parts.append(bytes(self.buf[:size]))
+            del self.buf[: size + 2]
+
+
+def _head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+# --------------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------------
+
+
+class DemoServer:
+    """A loopback OpenAI-compatible chat server for demos and tests, running in a background thread.
+
+    ``token_rate`` paces streamed deltas in tokens per second (None or 0: as fast as possible);
+    ``chunk_chars`` makes every reply stream in Gemini-style pieces of about that many characters.
+
+    Example::
+
+        >>> import openai
+        >>> server = DemoServer().start()
+        >>> server.script("Paris is the capital.")
+        >>> client = openai.OpenAI(base_url=server.url, api_key="demo")
+        >>> client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "?"}]
+        ...                                ).choices[0].message.content
+        'Paris is the capital.'
+        >>> server.requests[-1]["messages"][0]["content"], server.connections_opened
+        ('?', 1)
+        >>> server.stop()
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, token_rate: float | None = None,
+                 chunk_chars: int | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.token_rate = token_rate if token_rate else None
+        self.chunk_chars = chunk_chars
+        self.requests: list[dict[str, Any]] = []
+        """The JSON bodies of the chat requests received, in order (faulted requests included)."""
+        self.connections_opened = 0
+        self.connections_closed = 0
+        self.stream_closed_early = 0
+        """Streamed responses whose client went away before the last byte was sent."""
+        self._script: collections.deque[Any] = collections.deque()
+        self._script_lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._inflight = 0
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._start_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def url(self) -> str:
+        """The OpenAI ``base_url`` of the running server, e.g. ``"http://127.0.0.1:54321/v1"``."""
+        if not self.running:
+            raise RuntimeError("the demo server is not running; call start() first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def start(self) -> DemoServer:
+        """Bind the socket and serve from a daemon thread; returns ``self``. Calling it again does nothing."""
+        with self._start_lock:
+            if self.running:
+                return self
+            ready = threading.Event()
+            failure: list[BaseException] = []
+
+            def run() -> None:
+                loop = asyncio.new_event_loop()
+                asyncio.set_event_loop(loop)
+                self._loop = loop
+                try:
+                    self._server = loop.run_until_complete(
+                        asyncio.start_server(self._handle, self.host, self.port, limit=1 << 20))
+                    self.port = self._server.sockets[0].getsockname()[1]
+                except BaseException as e:  # noqa: BLE001 - reported to start()'s caller
+                    failure.append(e)
+                    ready.set()
+                    loop.close()
+                    return
+                ready.set()
+                try:
+                    loop.run_forever()
+                finally:
+                    try:
+                        loop.run_until_complete(loop.shutdown_asyncgens())
+                    finally:
+                        loop.close()
+
+            self._thread = threading.Thread(target=run, name=f"jupyter-stream-demo-lm:{self.port}", daemon=True)
+            self._thread.start()
+            ready.wait()
+            if failure:
+                self._thread.join()
+                self._thread = None
+                raise failure[0]
+            return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listening socket and every connection, and end the thread. Safe to call twice."""
+        with self._start_lock:
+            loop, thread = self._loop, self._thread
+            if thread is None or loop is None or not thread.is_alive():
+                self._thread = None
+                return
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            try:
+                fut.result(timeout)
+            except Exception:  # noqa: BLE001 - stopping anyway
+                pass
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
+            self._thread = None
+            with self._idle:
+                self._inflight = 0
+                self._idle.notify_all()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                pass
+
+    def __enter__(self) -> DemoServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self.running else "stopped"
+        return f"DemoServer({where}, token_rate={self.token_rate}, chunk_chars={self.chunk_chars})"
+
+    # -- scripting and inspection -------------------------------------------------------------------
+
+    def script(self, *replies: Any) -> None:
+        """Queue replies for the next chat requests, one per request, first in first out.
+
+        Each is a ``str`` (streamed through the tokenizer), a :class:`Reply`, a list of raw chunk dicts (or
+        a fixture dict with a ``"chunks"`` list) replayed verbatim, or a :class:`Fault`. When the queue is
+        empty the automatic responder answers.
+
+            >>> server.script("first reply", Fault("status", status=500), "after the error")  # doctest: +SKIP
+        """
+        for r in replies:
+            if isinstance(r, Fault):
+                r = Fault(**r.__dict__)  # own the countdown of `times`
+            elif isinstance(r, Mapping) and "chunks" in r:
+                r = list(r["chunks"])
+            elif not isinstance(r, (str, Reply, list, tuple)):
+                raise TypeError(f"cannot script a {type(r).__name__}; use str, Reply, a chunk list or Fault")
+            with self._script_lock:
+                self._script.append(r)
+
+    @property
+    def pending(self) -> int:
+        """How many scripted replies are still queued."""
+        with self._script_lock:
+            return len(self._script)
+
+    def reset(self) -> None:
+        """Forget the script, the recorded requests and the counters (for a server shared across tests)."""
+        with self._script_lock:
+            self._script.clear()
+        self.requests.clear()
+        self.connections_opened = self.connections_closed = self.stream_closed_early = 0
+
+    def wait_idle(self, timeout: float | None = 5.0) -> bool:
+        """Block until no streamed response is in flight; True if so within ``timeout`` seconds.
+
+        A stream the client abandoned counts as in flight until the server has noticed and closed the
+        connection, so after ``wait_idle()`` the counters are up to date.
+        """
+        with self._idle:
+            return self._idle.wait_for(lambda: self._inflight == 0, timeout)
+
+    def _next_script_item(self) -> Any:
+        with self._script_lock:
+            if not self._script:
+                return None
+            item = self._script[0]
+            if isinstance(item, Fault) and item.kind in ("status", "refuse") and item.times > 1:
+                item.times -= 1
+                return Fault(**{**item.__dict__, "times": 1})
+            return self._script.popleft()
+
+    def _stream_started(self) -> None:
+        with self._idle:
+            self._inflight += 1
+
+    def _stream_finished(self) -> None:
+        with self._idle:
+            self._inflight = max(0, self._inflight - 1)
+            self._idle.notify_all()
+
+    # -- connection handling ------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self.connections_opened += 1
+        conn = _Conn(reader, writer)
+        pending_finish = False
+        try:
+            while True:
+                try:
+                    req = await conn.read_request()
+                except _BadRequest as e:
+                    await self._send_json(conn, 400, _error_body(400, message=str(e)), keep_alive=False)
+                    break
+                if req is None:
+                    break
+                outcome = await self._dispatch(conn, req)
+                if outcome == "early":
+                    pending_finish = True  # finish after the connection is closed, so counters are final
+                    break
+                if outcome != "keep" or not req.keep_alive:
+                    break
+        except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            try:
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001
+                pass
+            self.connections_closed += 1
+            if pending_finish:
+                self._stream_finished()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _send_json(self, conn: _Conn, status: int, body: bytes, *, keep_alive: bool = True,
+                         extra: Sequence[tuple[str, str]] = ()) -> None:
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                   ("Connection", "keep-alive" if keep_alive else "close"), *extra]
+        conn.writer.write(_head(status, headers) + body)
+        await conn.writer.drain()
+
+    async def _dispatch(self, conn: _Conn, req: _Request) -> str:
+        """Answer one request; returns "keep" (connection reusable), "close", or "early" (client left)."""
+        path = req.path.rstrip("/") or "/"
+        if path.startswith("/v1/"):
+            path = path[3:]
+        if path in ("/chat/completions", "/v1/chat/completions"):
+            if req.method != "POST":
+                await self._send_json(conn, 405, _error_body(405), keep_alive=req.keep_alive)
+                return "keep"
+            return await self._chat(conn, req)
+        if path in ("/models", "/v1/models") and req.method == "GET":
+            now = int(time.time())
+            body = _dumps({"object": "list", "data": [
+                {"id": _MODEL, "object": "model", "created": now, "owned_by": "jupyter_stream"}]})
+            await self._send_json(conn, 200, body, keep_alive=req.keep_alive)
+            return "keep"
+        if path.startswith("/models/") and req.method == "GET":
+            body = _dumps({"id": path[len("/models/"):], "object": "model", "created": int(time.time()),
+                           "owned_by": "jupyter_stream"})
+            await self._send_json(conn, 200, body, keep_alive=req.keep_alive)
+            return "keep"
+        if path.startswith("/demo/"):
+            return await self._control(conn, req, path)
+        if path in ("/", "/health", "/v1") and req.method in ("GET", "HEAD"):
+            await self._send_json(conn, 200, b'{"status":"ok"}', keep_alive=req.keep_alive)
+            return "keep"
+        await self._send_json(conn, 404, _error_body(404, message=f"no route for {req.method} {req.path}"),
+                              keep_alive=req.keep_alive)
+        return "keep"
+
+    async def _control(self, conn: _Conn, req: _Request, path: str) -> str:
+        """``POST /v1/demo/script`` ``{"replies": [...]}``, ``GET /v1/demo/stats``, ``POST /v1/demo/reset``.
+
+        Lets another process (a benchmark, a CLI test) script a server it started with
+        ``python -m jupyter_stream.demo``. A reply is a str, a list of raw chunk dicts, a dict of
+        :class:`Reply` arguments (``"fault"`` a dict of :class:`Fault` arguments) or a dict with ``"kind"``
+        (a :class:`Fault`).
+        """
+        try:
+            if path == "/demo/script" and req.method == "POST":
+                replies = json.loads(req.body or b"{}").get("replies", [])
+                self.script(*(_reply_from_json(r) for r in replies))
+                body = _dumps({"queued": len(replies), "pending": self.pending})
+            elif path == "/demo/stats" and req.method == "GET":
+                body = _dumps({"requests": len(self.requests), "pending": self.pending,
+                               "connections_opened": self.connections_opened,
+                               "connections_closed": self.connections_closed,
+                               "stream_closed_early": self.stream_closed_early})
+            elif path == "/demo/reset" and req.method == "POST":
+                self.reset()
+                body = b'{"reset":true}'
+            else:
+                await self._send_json(conn, 404, _error_body(404, message=f"no route for {req.method} {req.path}"),
+                                      keep_alive=req.keep_alive)
+                return "keep"
+        except (ValueError, TypeError, AttributeError) as e:
+            await self._send_json(conn, 400, _error_body(400, message=str(e)), keep_alive=req.keep_alive)
+            return "keep"
+        await self._send_json(conn, 200, body, keep_alive=req.keep_alive)
+        return "keep"
+
+    async def _chat(self, conn: _Conn, req: _Request) -> str:
+        try:
+            body = json.loads(req.body or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body is not a JSON object")
+        except ValueError as e:
+            await self._send_json(conn, 400, _error_body(400, message=f"invalid JSON body: {e}"),
+                                  keep_alive=req.keep_alive)
+            return "keep"
+        self.requests.append(body)
+        item = self._next_script_item()
+        stream = bool(body.get("stream"))
+
+        if isinstance(item, Fault) and item.kind == "refuse":
+            return "close"
+        if isinstance(item, Fault) and item.kind == "status":
+            extra = []
+            if item.retry_after is not None:
+                extra.append(("retry-after-ms", str(max(0, int(round(item.retry_after * 1000))))))
+            await self._send_json(conn, item.status, _error_body(item.status, item.body, None),
+                                  keep_alive=req.keep_alive, extra=extra)
+            return "keep"
+
+        plan = self._plan(item, body)
+        if not stream:
+            return await self._answer_whole(conn, req, plan)
+        return await self._stream(conn, req, plan)
+
+    def _plan(self, item: Any, body: Mapping[str, Any]) -> _Plan:
+        n = next(self._ids)
+        cid = f"chatcmpl-demo{n:06d}"
+        created = int(time.time())
+        model = str(body.get("model") or _MODEL)
+        rate = self.token_rate
+        if isinstance(item, Fault):
+            item = Reply(content=self._auto(body), fault=item)
+        elif item is None:
+            item = Reply(content=self._auto(body))
+        elif isinstance(item, str):
+            item = Reply(content=item)
+        elif isinstance(item, (list, tuple)):
+            return _plan_raw(list(item), body, cid=cid, created=created, model=model, rate=rate)
+        if item.token_rate is not None:
+            rate = item.token_rate or None
+        return _plan_reply(item, body, cid=cid, created=created, model=model, rate=rate,
+                           chunk_chars=self.chunk_chars)
+
+    @staticmethod
+    def _auto(body: Mapping[str, Any]) -> str:
+        messages = [m for m in (body.get("messages") or []) if isinstance(m, Mapping)]
+        return auto_reply(messages, body)
+
+    async def _answer_whole(self, conn: _Conn, req: _Request, plan: _Plan) -> str:
+        fault = plan.fault
+        if fault is None:
+            await self._send_json(conn, 200, _completion_body(plan), keep_alive=req.keep_alive)
+            return "keep"
+        if fault.kind == "stall":
+            await conn.watch()  # until the client leaves
+            return "close"
+        if fault.kind == "drop":
+            body = _completion_body(plan)
+            conn.writer.write(_head(200, [("Content-Type", "application/json"),
+                                          ("Content-Length", str(len(body)))]) + body[: len(body) // 2])
+            await conn.writer.drain()
+            return "close"
+        if fault.kind == "malformed":
+            await self._send_json(conn, 200, _completion_body(plan)[:-7] + b',"oops', keep_alive=req.keep_alive)
+            return "keep"
+        # error_event
+        body = _dumps({"error": {"message": fault.message, "type": "server_error", "param": None, "code": None}})
+        await self._send_json(conn, 500, body, keep_alive=req.keep_alive)
+        return "keep"
+
+    async def _stream(self, conn: _Conn, req: _Request, plan: _Plan) -> str:
+        events = plan.events
+        fault = plan.fault
+        stop_at = len(events)
+        if fault is not None:
+            pos = plan.fault_pos
+            if fault.kind == "malformed":
+                bad = (b'data: {"id":"' + plan.completion_id.encode()
+                       + b'","choices":[{"index":0,"delta":{"content":"oo\n\n')  # cut short: not JSON
+                events = events[:pos] + [bad] + events[pos:]
+                if plan.timed_stop > pos:
+                    plan.timed_stop += 1
+                stop_at = len(events)
+            elif fault.kind == "error_event":
+                err = _dumps({"error": {"message": fault.message, "type": "server_error", "param": None,
+                                        "code": None}})
+                events = events[:pos] + [b"data: " + err + b"\n\n", _DONE]
+                stop_at = len(events)
+            else:  # drop / stall: send events[:pos] and then misbehave
+                stop_at = pos
+
+        writer = conn.writer
+        writer.write(_head(200, [
+            ("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache"),
+            ("Transfer-Encoding", "chunked"), ("Connection", "keep-alive" if req.keep_alive else "close"),
+            ("x-request-id", plan.completion_id),
+        ]))
+        self._stream_started()
+        watcher = asyncio.ensure_future(conn.watch())
+        outcome = "keep"
+        try:
+            ok = await self._pump(conn, events, stop_at, plan)
+            if not ok:
+                outcome = "early"
+            elif fault is not None and fault.kind == "drop":
+                outcome = "close"
+            elif fault is not None and fault.kind == "stall":
+                await conn.eof.wait()
+                outcome = "early"
+            else:
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except (ConnectionError, OSError):
+            outcome = "early"
+        finally:
+            watcher.cancel()
+            try:
+                await watcher
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            if outcome == "early":
+                self.stream_closed_early += 1
+            else:
+                self._stream_finished()
+        return outcome
+
+    async def _pump(self, conn: _Conn, events: list[bytes], stop_at: int, plan: _Plan) -> bool:
+        """Write ``events[:stop_at]`` as HTTP chunks, paced by the plan's rate; False if the client left."""
+        writer = conn.writer
+        eof = conn.eof
+        rate = plan.rate
+        buf: list[bytes] = []
+        size = 0
+
+        async def flush() -> None:
+            nonlocal buf, size
+            if buf:
+                data = b"".join(buf)
+                writer.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                buf, size = [], 0
+            await writer.drain()
+
+        if not rate:
+            i = 0
+            step = 512
+            while i < stop_at:
+                if eof.is_set():
+                    return False
+                j = min(i + step, stop_at)
+                data = b"".join(events[i:j])
+                writer.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                i = j
+                if writer.transport.get_write_buffer_size() > _FLUSH_BYTES:
+                    await writer.drain()
+            await writer.drain()
+            return not eof.is_set()
+        # Paced: event k of the timed range is due at t0 + k / rate; events that are already due are batched.
+        interval = 1.0 / rate
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        ts, te = plan.timed_start, plan.timed_stop
+        for i in range(stop_at):
+            if eof.is_set():
+                return False
+            if ts <= i < te:
+                due = t0 + (i - ts + 1) * interval
+                delay = due - loop.time()
+                if delay > 0:
+                    await flush()
+                    await asyncio.sleep(delay)
+                    if eof.is_set():
+                        return False
+            buf.append(events[i])
+            size += len(events[i])
+            if size >= _FLUSH_BYTES:
+                await flush()
+        await flush()
+        return not eof.is_set()
+
+
+# --------------------------------------------------------------------------------------------------
+# Conveniences
+# --------------------------------------------------------------------------------------------------
+
+_shared: DemoServer | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_server(token_rate: float | None | str = "env") -> DemoServer:
+    """The process-wide demo server, started on first use (the package's auto-start uses this).
+
+    ``token_rate="env"`` takes :func:`default_token_rate`; the rate of an already running shared server
+    is updated to the one asked for.
+
+        >>> from jupyter_stream.demo import shared_server
+        >>> shared_server(token_rate=None).url  # doctest: +ELLIPSIS
+        'http://127.0.0.1:.../v1'
+    """
+    global _shared
+    rate = default_token_rate() if token_rate == "env" else token_rate
+    with _shared_lock:
+        if _shared is None or not _shared.running:
+            _shared = DemoServer(token_rate=rate).start()  # type: ignore[arg-type]
+        else:
+            _shared.token_rate = rate or None  # type: ignore[assignment]
+        return _shared
+
+
+def serve_forever(host: str = "127.0.0.1", port: int = 8765, token_rate: float | None = None) -> None:
+    """Run a demo server in the foreground until Ctrl-C, printing ``demo LM listening on <url>`` once.
+
+    ``token_rate`` None takes :func:`default_token_rate` (``$JUPYTER_STREAM_DEMO_RATE`` or 150); 0 means as
+    fast as possible.
+
+        $ python -m jupyter_stream.demo --port 8765 --rate 50
+        demo LM listening on http://127.0.0.1:8765/v1
+    """
+    rate = default_token_rate() if token_rate is None else (token_rate or None)
+    server = DemoServer(host=host, port=port, token_rate=rate).start()
+    print(f"demo LM listening on {server.url}", flush=True)
+    try:
+        while server.running:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
