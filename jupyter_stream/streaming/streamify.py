@@ -96,12 +96,14 @@ def streamify(
         except Exception as e:
             raise attach_partial(call, e)
 
+    async_streamer.program = program  # type: ignore[attr-defined] - lets %%stream find the program
     if async_streaming:
         return async_streamer
 
     def sync_streamer(*args: Any, **kwargs: Any) -> Generator[Any, None, None]:
         return apply_sync_streaming(async_streamer(*args, **kwargs))
 
+    sync_streamer.program = program  # type: ignore[attr-defined]
     return sync_streamer
 
 

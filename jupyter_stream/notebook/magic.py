@@ -1,0 +1,377 @@
+"""The ``%%stream`` cell magic.
+
+``%load_ext jupyter_stream`` registers it. In a Jupyter kernel an input transformer turns a
+``%%stream`` cell into top-level ``await`` on the kernel's own loop, so an interrupt (■) cancels the
+stream cleanly and the widget's Stop button is handled while the cell runs (ipykernel >= 7.4; measured
+in ``tests/notebook/test_kernel.py``). Elsewhere (terminal IPython, ``run_cell_magic``) the stream
+runs on the engine loop thread through :func:`jupyter_stream.runtime.run_sync`, whose Ctrl-C cancels
+the request.
+
+Usage::
+
+    %%stream "question -> reasoning, answer" --out result
+    Why is the sky blue?
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import re
+import shlex
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import jupyter_stream as js
+
+from .._exceptions import UsageError
+
+__all__ = ["StreamMagics", "load_ipython_extension", "parse_body", "unload_ipython_extension"]
+
+_HELP = """Stream an LM program's output fields live.
+
+    %%stream PROGRAM [options]
+    <inputs>
+
+PROGRAM is a signature string ("question -> reasoning, answer") or the name of a variable holding a
+program (Predict, ChainOfThought, a Module, or a streamified callable).
+
+The cell body holds the inputs. With one input field the whole body is its value; otherwise write
+`field: value` blocks (a value may span lines). `{name}` is filled from your variables ({{ for a brace).
+
+Options:
+  --listen a,b           fields to stream (default: every output field of every predictor)
+  --predictor NAME       stream one named predictor of the program
+  --out VAR              store the Prediction in VAR (it is always also in `_`)
+  --model NAME           the model, e.g. openai/gpt-4o-mini (default: the configured LM or the demo LM)
+  --adapter chat|json|xml
+  --temperature T
+  --no-cache             do not use cached replies
+  --timeout S            limit for the whole call (seconds)
+  --stream-timeout S     longest wait between two events (default 60)
+  --profile NAME         default | ml_inference | batch_job | streaming
+  --session NAME         a multi-turn session: earlier turns are sent as history
+  --markdown             render field panes as Markdown
+  --background           return at once; the stream goes on while other cells run
+  --text                 plain-text output instead of the widget
+"""
+
+
+class _ArgError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one clear line, never SystemExit
+        raise _ArgError(message)
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="%%stream", add_help=False)
+    p.add_argument("program", nargs="*")
+    p.add_argument("--listen")
+    p.add_argument("--predictor")
+    p.add_argument("--out")
+    p.add_argument("--model")
+    p.add_argument("--adapter", choices=["chat", "json", "xml"])
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--stream-timeout", type=float, default=60.0)
+    p.add_argument("--profile", choices=sorted(js.runtime.TIMEOUT_PROFILES))
+    p.add_argument("--session")
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--background", action="store_true")
+    p.add_argument("--text", action="store_true")
+    return p
+
+
+_sessions: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+_background: set[asyncio.Task[Any]] = set()
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _fill(body: str, ns: Mapping[str, Any]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        tok = m.group(0)
+        if tok == "{{":
+            return "{"
+        if tok == "}}":
+            return "}"
+        name = m.group(1)
+        if name not in ns:
+            raise UsageError(f"{{{name}}} in the cell: no variable named {name!r}; define it, or write {{{{{name}}}}} for literal braces")
+        return str(ns[name])
+
+    return _PLACEHOLDER.sub(sub, body)
+
+
+def parse_body(body: str, input_names: list[str]) -> dict[str, str]:
+    """The inputs written in a cell body: the whole body for one input, else ``field: value`` blocks."""
+    if len(input_names) == 1:
+        return {input_names[0]: body.strip("\n").strip()}
+    if not input_names:
+        return {}
+    starts = re.compile(r"^(%s)\s*:\s?(.*)$" % "|".join(map(re.escape, input_names)))
+    out: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in body.splitlines():
+        m = starts.match(line)
+        if m and m.group(1) not in out:
+            current = m.group(1)
+            out[current] = [m.group(2)]
+        elif current is not None:
+            out[current].append(line)
+        elif line.strip():
+            raise UsageError(
+                f"the cell body must start with one of {', '.join(n + ':' for n in input_names)} "
+                f"(this program has {len(input_names)} inputs); got {line.strip()[:40]!r}"
+            )
+    missing = [n for n in input_names if n not in out]
+    if missing:
+        raise UsageError(
+            f"the cell body has no value for {', '.join(missing)}; write one `name: value` block per input "
+            f"({', '.join(input_names)})"
+        )
+    return {k: "\n".join(v).strip() for k, v in out.items()}
+
+
+def _input_names(program: Any) -> list[str]:
+    sig = getattr(program, "signature", None)
+    if sig is not None and hasattr(sig, "input_fields"):
+        return list(sig.input_fields)
+    for meth in ("aforward", "forward"):
+        fn = getattr(type(program), meth, None)
+        if fn is not None and fn is not getattr(js.Module, meth):
+            params = list(inspect.signature(fn).parameters.values())[1:]
+            return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return []
+
+
+class _Job:
+    """One ``%%stream`` run: the program, its inputs, options and where events go."""
+
+    def __init__(self, line: str, body: str, ns: dict[str, Any]) -> None:
+        try:
+            args = _parser().parse_args(shlex.split(line))
+        except _ArgError as e:
+            raise UsageError(f"{e} (see %%stream?)") from None
+        except ValueError as e:  # shlex: unbalanced quotes
+            raise UsageError(f"cannot read the options: {e}") from None
+        if not args.program:
+            raise UsageError('%%stream needs a signature ("question -> answer") or a program variable first')
+        target = " ".join(args.program)
+        self.args, self.ns = args, ns
+        self.streamified = None
+        if "->" in target:
+            self.program: Any = js.Predict(target)
+            self.title = target
+        else:
+            if not target.isidentifier() or target not in ns:
+                raise UsageError(f"no variable named {target!r}; pass a signature string in quotes or a program variable")
+            obj = ns[target]
+            self.title = target
+            if callable(obj) and hasattr(obj, "program") and not isinstance(obj, js.Module):
+                self.streamified, obj = obj, obj.program
+            if not isinstance(obj, js.Module):
+                raise UsageError(f"{target!r} is a {type(obj).__name__}, not a program (Predict, ChainOfThought, Module)")
+            self.program = obj
+        run_target: Any = self.program
+        if args.predictor:
+            run_target = js.streaming.stream._find_predictor(self.program, args.predictor, self.program.named_predictors())
+            self.title = f"{self.title} · {args.predictor}"
+        self.inputs = parse_body(_fill(body, ns), _input_names(run_target))
+        opts: dict[str, Any] = {}
+        config: dict[str, Any] = {}
+        if args.temperature is not None:
+            config["temperature"] = args.temperature
+        if args.no_cache:
+            config["cache"] = False
+        if config and isinstance(run_target, js.Predict):
+            opts["config"] = config
+        if args.session and isinstance(run_target, js.Predict):
+            opts["history"] = list(_sessions.get(args.session, []))
+        self.run_target = run_target
+        ctx: dict[str, Any] = {}
+        if args.model:
+            ctx["lm"] = js.LM(args.model, temperature=args.temperature, cache=not args.no_cache)
+        if args.adapter:
+            ctx["adapter"] = args.adapter
+        self.ctx = ctx
+        with js.context(**ctx):
+            self.stream = js.stream(
+                self.program, args.predictor, self.inputs, listen=args.listen, stream_timeout=args.stream_timeout,
+                timeout=args.timeout if args.timeout is not None else js.runtime.UNSET,
+                timeout_profile=args.profile or ("streaming" if args.timeout is None else None),
+                lm_events=True, **opts,
+            )
+        self.model = (ctx.get("lm") or js.settings.current().lm or _DemoName()).model
+
+    async def run(self, sink: Any, shell: Any) -> Any:
+        """Consume the stream into ``sink``; returns the prediction (None when stopped)."""
+        stopped = False
+        sink.start(title=self.title, model=self.model)
+        consumer = asyncio.ensure_future(self._consume(sink))
+        on_stop = getattr(sink, "on_stop", None)
+        if on_stop is not None:
+            def stop() -> None:
+                nonlocal stopped
+                stopped = True
+                consumer.cancel()
+
+            on_stop(stop)
+        try:
+            prediction = await consumer
+        except asyncio.CancelledError:
+            sink.finish(stopped=True)
+            if stopped:
+                return None
+            raise
+        except Exception as e:
+            sink.finish(error=e)
+            raise
+        sink.finish(prediction=prediction)
+        self._store(prediction, shell)
+        return prediction
+
+    async def _consume(self, sink: Any) -> Any:
+        prediction = None
+        async for event in self.stream:
+            sink.handle(event)
+            if isinstance(event, js.Prediction):
+                prediction = event
+        return prediction
+
+    def _store(self, prediction: Any, shell: Any) -> None:
+        if prediction is None:
+            return
+        ns = shell.user_ns if shell is not None else self.ns
+        ns["_"] = prediction
+        if self.args.out:
+            ns[self.args.out] = prediction
+        if self.args.session and isinstance(prediction, js.Prediction):
+            _sessions.setdefault(self.args.session, []).append((dict(self.inputs), prediction.to_dict()))
+
+
+class _DemoName:
+    model = "demo LM"
+
+
+def _make_sink(job: _Job, shell: Any) -> Any:
+    if job.args.text or not _has_widgets(shell):
+        return _TextSink()
+    from .display import WidgetDisplay
+
+    return WidgetDisplay(markdown=job.args.markdown)
+
+
+def _has_widgets(shell: Any) -> bool:
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class _TextSink:
+    """The terminal renderer with the sink interface."""
+
+    def __init__(self) -> None:
+        self.renderer = js.TextRenderer(sys.stdout)
+
+    def start(self, *, title: str, model: str) -> None:
+        pass
+
+    def handle(self, event: Any) -> None:
+        self.renderer.handle(event)
+
+    def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
+        self.renderer.finish(error=error, stopped=stopped)
+
+
+def _friendly(e: BaseException) -> BaseException:
+    from IPython.core.error import UsageError as IPyUsageError
+
+    if isinstance(e, UsageError):
+        return IPyUsageError(f"%%stream: {e}")
+    if isinstance(e, js.StreamError):  # already shown in the output with its partial text
+        return IPyUsageError(f"%%stream: {type(e).__name__}: {e}")
+    return e
+
+
+async def run_cell(line: str, body: str) -> None:
+    """What a ``%%stream`` cell becomes in a kernel: ``await run_cell(line, body)`` on the kernel's loop."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    try:
+        job = _Job(line, body, shell.user_ns)
+    except UsageError as e:
+        raise _friendly(e) from None
+    sink = _make_sink(job, shell)
+    if job.args.background:
+        task = asyncio.ensure_future(_quiet(job.run(sink, shell)))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return None
+    try:
+        await job.run(sink, shell)
+    except js.JupyterStreamError as e:
+        raise _friendly(e) from None
+    return None
+
+
+async def _quiet(coro: Any) -> None:
+    try:
+        await coro
+    except (asyncio.CancelledError, Exception):  # shown in the widget; a background task must not log noise
+        pass
+
+
+def _transform(lines: list[str]) -> list[str]:
+    """Input transformer: a ``%%stream`` cell becomes top-level ``await`` (kernel only)."""
+    if not lines or not lines[0].startswith("%%stream"):
+        return lines
+    first = lines[0][len("%%stream"):].rstrip("\n")
+    if first and not first[0].isspace():
+        return lines  # another magic whose name starts with "stream"
+    body = "".join(lines[1:])
+    return [f"await __import__('jupyter_stream.notebook.magic', fromlist=['run_cell']).run_cell({first.strip()!r}, {body!r})\n"]
+
+
+try:
+    from IPython.core.magic import Magics, cell_magic, magics_class
+except ImportError:  # pragma: no cover - the notebook layer needs IPython
+    raise
+
+
+@magics_class
+class StreamMagics(Magics):
+    """Holds the ``%%stream`` magic."""
+
+    @cell_magic
+    def stream(self, line: str, cell: str) -> None:
+        try:
+            job = _Job(line, cell, self.shell.user_ns)
+        except UsageError as e:
+            raise _friendly(e) from None
+        sink = _make_sink(job, self.shell)
+        try:
+            js.runtime.run_sync(job.run(sink, self.shell))
+        except js.JupyterStreamError as e:
+            raise _friendly(e) from None
+
+
+StreamMagics.stream.__doc__ = _HELP
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register ``%%stream`` (and, in a kernel, the transformer that runs it as top-level await)."""
+    ipython.register_magics(StreamMagics)
+    if getattr(ipython, "kernel", None) is not None and _transform not in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.append(_transform)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove the transformer (the magic stays registered, as IPython has no unregister)."""
+    if _transform in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.remove(_transform)

@@ -1,0 +1,85 @@
+"""A static HTML snapshot of a finished stream, for viewers without a kernel (GitHub, nbviewer, nbconvert).
+
+Everything the model wrote is escaped: the snapshot is text, never HTML or script.
+
+Example::
+
+    >>> from jupyter_stream.notebook.snapshot import render_html
+    >>> html = render_html(title="predict", model="demo", status="done",
+    ...                    panes=[{"key": "predict.answer", "text": "<script>x</script>", "done": True}],
+    ...                    prediction={"answer": "<b>Paris</b>"})
+    >>> "<script>" in html, "&lt;script&gt;" in html
+    (False, True)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["render_html"]
+
+_STYLE = (
+    "font-family:var(--jp-ui-font-family,system-ui,sans-serif);border:1px solid var(--jp-border-color2,#ddd);"
+    "border-radius:6px;padding:8px 10px;margin:4px 0;color:var(--jp-ui-font-color1,#222);"
+    "background:var(--jp-layout-color1,#fff)"
+)
+_PRE = "white-space:pre-wrap;word-break:break-word;margin:2px 0 8px;font-family:var(--jp-code-font-family,monospace)"
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if hasattr(v, "model_dump"):
+        v = v.model_dump(mode="json")
+    try:
+        return json.dumps(v, indent=2, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def render_html(
+    *,
+    title: str,
+    model: str = "",
+    status: str = "done",
+    status_message: str = "",
+    panes: Sequence[Mapping[str, Any]] = (),
+    prediction: Mapping[str, Any] | None = None,
+    error: str = "",
+    stats: Mapping[str, Any] | None = None,
+) -> str:
+    """The stream as one self-contained, escaped HTML fragment."""
+    parts = [f'<div class="jps-snapshot" style="{_STYLE}">']
+    head = f"<b>{_e(title)}</b>" + (f" · {_e(model)}" if model else "") + f" · <i>{_e(status)}</i>"
+    if status_message:
+        head += f" · {_e(status_message)}"
+    if stats:
+        bits = []
+        if stats.get("tokens"):
+            bits.append(f"{int(stats['tokens'])} tokens")
+        if stats.get("elapsed"):
+            bits.append(f"{float(stats['elapsed']):.1f} s")
+        if stats.get("ttft") is not None:
+            bits.append(f"first token {float(stats['ttft']) * 1000:.0f} ms")
+        if bits:
+            head += " · " + _e(", ".join(bits))
+    parts.append(f"<div>{head}</div>")
+    for pane in panes:
+        parts.append(f'<div style="margin-top:6px;opacity:.75;font-size:90%">{_e(pane.get("key", ""))}</div>')
+        parts.append(f'<pre style="{_PRE}">{_e(pane.get("text", ""))}</pre>')
+    if error:
+        parts.append(f'<pre style="{_PRE};color:var(--jp-error-color1,#c00)">{_e(error)}</pre>')
+    if prediction:
+        parts.append("<details><summary>Prediction</summary>")
+        for k, v in prediction.items():
+            parts.append(f"<div><b>{_e(k)}</b></div><pre style=\"{_PRE}\">{_e(_value(v))}</pre>")
+        parts.append("</details>")
+    parts.append("</div>")
+    return "".join(parts)

@@ -1,0 +1,98 @@
+"""%%stream through IPython's run_cell_magic: parsing, inputs, errors (one clear line), text output."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError as IPyUsageError
+from IPython.testing.globalipapp import get_ipython
+
+import jupyter_stream as js
+from jupyter_stream.notebook.magic import parse_body
+
+
+@pytest.fixture(scope="module")
+def ip():
+    shell = get_ipython()
+    shell.run_line_magic("load_ext", "jupyter_stream")
+    return shell
+
+
+def test_signature_cell_streams_text_and_stores_the_prediction(ip, lm, server, capsys):
+    server.script("[[ ## reasoning ## ]]\nBlue light scatters.\n\n[[ ## answer ## ]]\nRayleigh\n\n[[ ## completed ## ]]")
+    ip.run_cell_magic("stream", '"question -> reasoning, answer" --out res --text', "Why is the sky blue?\n")
+    out = capsys.readouterr().out
+    assert "── self.reasoning ──\nBlue light scatters.\n" in out
+    assert "── self.answer ──\nRayleigh\n" in out
+    assert ip.user_ns["res"].answer == "Rayleigh"
+    assert ip.user_ns["_"] is ip.user_ns["res"]
+    user = server.requests[-1]["messages"][-1]["content"]
+    assert "Why is the sky blue?" in user
+
+
+def test_program_variable_multi_input_body_and_placeholders(ip, lm, server, capsys):
+    ip.user_ns["qa"] = js.Predict("question, context -> answer")
+    ip.user_ns["topic"] = "oceans"
+    server.script("[[ ## answer ## ]]\nSalty.\n\n[[ ## completed ## ]]")
+    ip.run_cell_magic("stream", "qa --text --listen answer", "question: Why are {topic} salty?\ncontext: line one\nline two {{x}}\n")
+    user = server.requests[-1]["messages"][-1]["content"]
+    assert "Why are oceans salty?" in user
+    assert "line one\nline two {x}" in user
+    assert ip.user_ns["_"].answer == "Salty."
+
+
+def test_session_sends_earlier_turns_as_history(ip, lm, server, capsys):
+    server.script("[[ ## answer ## ]]\nFirst.\n\n[[ ## completed ## ]]", "[[ ## answer ## ]]\nSecond.\n\n[[ ## completed ## ]]")
+    ip.run_cell_magic("stream", '"question -> answer" --session chat1 --text', "hello\n")
+    ip.run_cell_magic("stream", '"question -> answer" --session chat1 --text', "and again\n")
+    messages = server.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert "First." in messages[2]["content"] and "hello" in messages[1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("line", "body", "needle"),
+    [
+        ('"question -> answer" --adapter yaml', "x", "invalid choice: 'yaml'"),
+        ('"question -> answer" --temperature hot', "x", "invalid float value"),
+        ("", "x", "needs a signature"),
+        ("nosuchvar", "x", "no variable named 'nosuchvar'"),
+        ('"question -> -> answer"', "x", "exactly one '->'"),
+        ('"question, context -> answer"', "just text", "must start with one of question:, context:"),
+        ('"question -> answer" --listen nope', "x", "cannot listen to 'nope'"),
+        ('"question -> answer"', "{undefined_name}", "no variable named 'undefined_name'"),
+        ('"question -> answer" --profile fast', "x", "invalid choice: 'fast'"),
+    ],
+)
+def test_bad_arguments_give_one_clear_line_and_no_request(ip, lm, server, line, body, needle):
+    with pytest.raises(IPyUsageError) as info:
+        ip.run_cell_magic("stream", line, body)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value).strip()
+    assert server.requests == []
+
+
+def test_runtime_error_is_reported_and_the_shell_stays_usable(ip, lm, server, capsys):
+    from jupyter_stream.demo import Fault, Reply
+
+    server.script(Reply(content="[[ ## answer ## ]]\nPartial answer text", fault=Fault("drop", after=9)))
+    with pytest.raises(IPyUsageError, match="connection closed|connection failed"):
+        ip.run_cell_magic("stream", '"question -> answer" --text', "q")
+    out = capsys.readouterr().out
+    assert "Partial" in out and "error: LMError" in out
+    server.script("[[ ## answer ## ]]\nfine\n\n[[ ## completed ## ]]")
+    ip.run_cell_magic("stream", '"question -> answer" --text', "q")
+    assert ip.user_ns["_"].answer == "fine"
+
+
+def test_parse_body_blocks():
+    assert parse_body("one\ntwo\n", ["q"]) == {"q": "one\ntwo"}
+    assert parse_body("a: 1\nb: two\nlines\n", ["a", "b"]) == {"a": "1", "b": "two\nlines"}
+    with pytest.raises(js.UsageError, match="no value for b"):
+        parse_body("a: 1\n", ["a", "b"])
+
+
+def test_help_documents_every_option(ip):
+    doc = ip.find_cell_magic("stream").__doc__
+    for opt in ["--listen", "--predictor", "--out", "--model", "--adapter", "--temperature", "--no-cache",
+                "--timeout", "--stream-timeout", "--profile", "--session", "--markdown", "--background", "--text"]:
+        assert opt in doc
