@@ -950,7 +950,7 @@ class DemoServer:
             if eof.is_set():
                 return False
             if ts <= i < te:
-                due = t0 + (i - ts + 1) * interval
+                due = t0 + (i - ts) * interval  # the first delta goes out at once
                 delay = due - loop.time()
                 if delay > 0:
                     await flush()
