@@ -53,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo-lm":
         from .demo import serve_forever
 
-        serve_forever(args.host, args.port, args.rate)
+        try:
+            serve_forever(args.host, args.port, args.rate)
+        except OSError as e:  # the port is taken, the host cannot be bound...
+            print(f"jupyter-stream: cannot serve the demo LM on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
+            return 1
         return 0
 
     import jupyter_stream as js
@@ -65,10 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             lm = js.LM(args.model or "default", base_url=args.base_url, cache=not args.no_cache, temperature=args.temperature)
         program = (js.ChainOfThought if args.cot else js.Predict)(args.signature)
         config = {"temperature": args.temperature} if args.temperature is not None and lm is None else {}
+        # Without --timeout the "streaming" profile limits the whole call (passing timeout=None would lift it).
+        limits = {"timeout": args.timeout} if args.timeout is not None else {"timeout_profile": "streaming"}
         with js.context(lm=lm, adapter=args.adapter) if lm else js.context(adapter=args.adapter):
             s = js.stream(
-                program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout,
-                timeout=args.timeout, timeout_profile="streaming" if args.timeout is None else None,
+                program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout, **limits,
                 **({"config": config} if config else {}),
             )
     except js.UsageError as e:
@@ -82,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         renderer.finish(stopped=True)
         return 130
+    except js.UsageError as e:  # found only when the call starts, e.g. no API key for --model
+        renderer.finish()
+        print(f"jupyter-stream: {e}", file=sys.stderr)
+        return 2
     except js.JupyterStreamError as e:
         renderer.finish(error=e)
         return 1

@@ -147,7 +147,7 @@ class LM:
             base_url=self.base_url, api_key=self._api_key, temperature=self.temperature,
             max_tokens=self.max_tokens, cache=self.cache, cache_dir=self.cache_dir,
             num_retries=self.num_retries, request_timeout=self.request_timeout,
-            include_usage=self.include_usage, **self.kwargs,
+            history_size=self.history.maxlen, include_usage=self.include_usage, **self.kwargs,
         )
         opts.update(changes)
         return LM(opts.pop("model", self.model), **opts)
@@ -267,6 +267,12 @@ class LM:
                 return rec
         try:
             await self._read(messages, params, rec, on_content, on_reasoning, on_chunk)
+        except LMError as e:
+            # A server may echo the key in its error text ("Incorrect API key provided: sk-..."): mask it.
+            key = self._api_key or os.environ.get("OPENAI_API_KEY")
+            if key and len(key) >= 8 and key in str(e):
+                e.args = (str(e).replace(key, key[:3] + "***"),)
+            raise
         finally:
             rec.duration = time.perf_counter() - rec.started
         rec.text = "".join(rec.parts)

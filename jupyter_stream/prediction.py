@@ -36,6 +36,9 @@ class Prediction:
         return p
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("_store", "_lm_usage") or (name.startswith("__") and name.endswith("__")):
+            # Not a field: an unset slot (an instance made by __new__, mid-unpickling) or a protocol probe.
+            raise AttributeError(name)
         try:
             return self._store[name]
         except KeyError:

@@ -44,6 +44,7 @@ class Settings:
 
 
 _KEYS = frozenset(Settings.__dataclass_fields__)
+_HOOKS = tuple(f"on_{kind}_{when}" for kind in ("module", "lm", "tool") for when in ("start", "end"))
 _global = Settings()
 _global_lock = threading.Lock()
 _override: contextvars.ContextVar[Settings | None] = contextvars.ContextVar("jupyter_stream_settings", default=None)
@@ -69,8 +70,13 @@ def _normalise(kwargs: dict[str, Any]) -> dict[str, Any]:
             raise ConfigurationError(f"lm must be a jupyter_stream.LM or a model name, got {type(out['lm']).__name__}")
     if "callbacks" in out:
         cbs = out["callbacks"] or ()
-        if not isinstance(cbs, Sequence):
+        if not isinstance(cbs, Sequence) or isinstance(cbs, (str, bytes)):
             raise ConfigurationError("callbacks must be a list of BaseCallback instances")
+        for cb in cbs:
+            if not any(callable(getattr(cb, hook, None)) for hook in _HOOKS):
+                raise ConfigurationError(
+                    f"callbacks must be a list of BaseCallback instances, got {type(cb).__name__} {cb!r:.60}"
+                )
         out["callbacks"] = tuple(cbs)
     return out
 

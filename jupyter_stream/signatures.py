@@ -264,8 +264,14 @@ def _parse_side(part: str, kind: str, names: dict[str, Any], whole: str) -> list
 
 def _split_top_level(part: str, whole: str) -> list[str]:
     items, depth, cur = [], 0, []
+    quote = ""  # inside a quoted Literal value, brackets and commas are text
     for ch in part:
-        if ch in "[(":
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[(":
             depth += 1
         elif ch in "])":
             depth -= 1
@@ -326,7 +332,14 @@ def _eval_type(node: ast.AST, names: dict[str, Any], text: str, where: str) -> A
         except AttributeError:
             raise SignatureError(f"unknown type {text!r} for {where}") from None
     if isinstance(node, ast.Constant):
-        return node.value
+        if node.value is None:  # `int | None`, `Optional[None]`
+            return type(None)
+        if node.value is Ellipsis:  # `tuple[int, ...]`
+            return ...
+        raise SignatureError(
+            f"{node.value!r} is not a type (in {text!r} of {where}); use str, int, float, bool, list[...] "
+            "or Literal[...]"
+        )
     if isinstance(node, ast.Subscript):
         base = _eval_type(node.value, names, text, where)
         sl = node.slice
@@ -375,6 +388,8 @@ def _dedent(doc: str) -> str:
 
 
 def _type_name(ann: Any) -> str:
+    if ann is type(None):
+        return "None"
     if isinstance(ann, type) and not typing.get_args(ann):
         return ann.__name__
     origin = typing.get_origin(ann)

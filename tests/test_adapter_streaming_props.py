@@ -29,8 +29,8 @@ TYPED_SIG = make_signature("question -> reasoning, count: int, answer")
 ADAPTERS = [ChatAdapter(), JSONAdapter(), XMLAdapter()]
 COMPLETED = "\n\n[[ ## completed ## ]]"
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-QUICK = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+QUICK = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TRICKY = [
     "[", "]", "[[", "]]", "#", "##", " ## ", "[[ ## ", " ## ]]", "[[ ## answer ## ]]", "[[ ## reasoning ## ]]",

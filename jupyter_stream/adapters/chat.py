@@ -78,6 +78,15 @@ class _StrippedText:
         if len(body) != len(t):
             self._ws.append(t[len(body) :])
 
+    def _plain(self, text: str) -> list[FieldDelta]:
+        """The deltas for a whole feed of plain text (no markup, nothing held back) in the open field."""
+        if self._started and not self._ws and not text[-1].isspace():  # the common case: a word
+            return [FieldDelta(self._field, text, False)]  # type: ignore[arg-type]
+        out: list[FieldDelta] = []
+        self._text(text)
+        self._flush(out)
+        return out
+
     def _open(self, name: str, out: list[FieldDelta]) -> None:
         """A section called ``name`` starts: close the current field, open ``name`` if it is a new output."""
         self._close(out)
@@ -126,13 +135,8 @@ class ChatFieldParser(_StrippedText, FieldParser):
             self._pend = _HEADER_START + "".join(self._name)
             self._name = None
         elif not self._pend and "[" not in text:  # fast path: plain text
-            if self._field is None:
-                return []
-            out: list[FieldDelta] = []
-            self._text(text)
-            self._flush(out)
-            return out
-        out = []
+            return [] if self._field is None else self._plain(text)
+        out: list[FieldDelta] = []
         s = self._pend + text if self._pend else text
         self._pend = ""
         n = len(s)
@@ -182,7 +186,7 @@ def parse_sections(completion: str) -> dict[str, str]:
     matches = list(HEADER_RE.finditer(completion))
     for idx, m in enumerate(matches):
         end = matches[idx + 1].start() if idx + 1 < len(matches) else len(completion)
-        sections.setdefault(m.group(1), completion[m.end() : end].strip())
+        sections[m.group(1)] = completion[m.end() : end].strip()
     return sections
 
 

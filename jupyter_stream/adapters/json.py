@@ -36,6 +36,12 @@ _SCALAR_END_RE = re.compile(r"[ \t\n\r,\]}]")
 _AFTER_RE = re.compile(r"[,}]")
 _KEYWAIT_RE = re.compile(r'["}]')
 _HEX4_RE = re.compile(r"[0-9a-fA-F]{4}")
+# A run of string content json.decoder.scanstring decodes exactly as the step-by-step decoder would:
+# plain characters and complete escapes, a high surrogate only together with its low half.
+_STR_RUN_RE = re.compile(
+    r'(?:[^"\\]+|\\["\\/bfnrt]|\\u(?![dD][89abAB])[0-9a-fA-F]{4}'
+    r"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})*"
+)
 _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 # Parser states.
@@ -139,21 +145,24 @@ class JSONFieldParser(FieldParser):
         i = 0
         while i < n:
             if state == _STR:
-                m = _STR_SPECIAL_RE.search(s, i)
-                if m is None:
-                    self._emit(s[i:])
-                    break
-                j = m.start()
-                if j > i:
-                    self._emit(s[i:j])
-                if s[j] == '"':
+                j = _STR_RUN_RE.match(s, i).end()  # type: ignore[union-attr]
+                if j > i:  # plain text and complete escapes: decoded in one C call
+                    if self._field is not None:
+                        seg = s[i:j]
+                        self._acc.append(_scanstring(seg + '"', 0, False)[0] if "\\" in seg else seg)
+                    i = j
+                    if i >= n:
+                        break
+                if s[i] == '"':
                     self._close(out)
                     state = _AFTER
-                    i = j + 1
+                    i += 1
                     continue
-                r = _decode_escape(s, j, n)
+                # A backslash the run did not take: an unfinished or invalid escape, or a high
+                # surrogate whose low half is not (yet) there.
+                r = _decode_escape(s, i, n)
                 if r is None:
-                    self._pend = s[j:]
+                    self._pend = s[i:]
                     break
                 self._emit(r[0])
                 i = r[1]

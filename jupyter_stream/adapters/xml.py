@@ -74,13 +74,8 @@ class XMLFieldParser(_StrippedText, FieldParser):
         if self._done or not text:
             return []
         if not self._pend and self._close_tag is not None and "<" not in text:  # fast path: inside a field
-            if self._field is None:
-                return []
-            out: list[FieldDelta] = []
-            self._text(text)
-            self._flush(out)
-            return out
-        out = []
+            return [] if self._field is None else self._plain(text)
+        out: list[FieldDelta] = []
         s = self._pend + text if self._pend else text
         self._pend = ""
         n = len(s)
