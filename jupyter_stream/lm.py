@@ -80,7 +80,7 @@ class LM:
 
     Args:
         model: the model name; an ``openai/`` prefix is accepted and removed.
-        base_url: the server (default: ``OPENAI_BASE_URL`` or OpenAI's).
+        base_url: the server (default: ``OPENAI_BASE_URL`` or OpenAI's); ``api_base=`` (DSPy's name) works too.
         api_key: the key (default: ``OPENAI_API_KEY``; local servers accept any string).
         temperature, max_tokens: sampling options sent with every request.
         cache: keep replies in memory keyed on the request; a hit returns at once and streams nothing.
@@ -111,7 +111,8 @@ class LM:
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError("LM needs a model name, e.g. LM('openai/gpt-4o-mini')")
         self.model = model.removeprefix("openai/")
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        api_base = kwargs.pop("api_base", None)  # DSPy's (litellm's) name for base_url
+        self.base_url = base_url or api_base or os.environ.get("OPENAI_BASE_URL")
         self._api_key = api_key
         self.temperature = temperature
         self.max_tokens = max_tokens
