@@ -186,7 +186,7 @@ def parse_sections(completion: str) -> dict[str, str]:
     matches = list(HEADER_RE.finditer(completion))
     for idx, m in enumerate(matches):
         end = matches[idx + 1].start() if idx + 1 < len(matches) else len(completion)
-        sections[m.group(1)] = completion[m.end() : end].strip()
+        sections.setdefault(m.group(1), completion[m.end() : end].strip())
     return sections
 
 
