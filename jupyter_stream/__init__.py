@@ -85,10 +85,21 @@ __all__ = [
     "context",
     "load_ipython_extension",
     "settings",
+    "show",
     "stream",
     "streamify",
     "streaming_response",
 ]
+
+
+def show(source, /, **kwargs):  # pragma: no cover - exercised in a real kernel
+    """Display the live widget for a program, stream or streamified callable: ``js.show(program, question=...)``.
+
+    The notebook layer is imported only when this is called, so the engine stays free of IPython.
+    """
+    from .notebook.show import show as _show
+
+    return _show(source, **kwargs)
 
 
 def load_ipython_extension(ipython):  # pragma: no cover - exercised in a real kernel

@@ -50,6 +50,7 @@ PUBLIC = [
     "context",
     "load_ipython_extension",
     "settings",
+    "show",
     "stream",
     "streamify",
     "streaming_response",

@@ -201,13 +201,18 @@ class _Job:
         if args.adapter:
             ctx["adapter"] = args.adapter
         self.ctx = ctx
-        with js.context(**ctx):
-            self.stream = js.stream(
-                self.program, args.predictor, self.inputs, listen=args.listen, stream_timeout=args.stream_timeout,
-                timeout=args.timeout if args.timeout is not None else js.runtime.UNSET,
-                timeout_profile=args.profile or ("streaming" if args.timeout is None else None),
-                lm_events=True, **opts,
-            )
+        if self.streamified is not None and not args.predictor:
+            # A streamified callable keeps its own listeners and status provider.
+            with js.context(**ctx):
+                self.stream = self.streamified(**self.inputs)
+        else:
+            with js.context(**ctx):
+                    self.stream = js.stream(
+                    self.program, args.predictor, self.inputs, listen=args.listen, stream_timeout=args.stream_timeout,
+                    timeout=args.timeout if args.timeout is not None else js.runtime.UNSET,
+                    timeout_profile=args.profile or ("streaming" if args.timeout is None else None),
+                    lm_events=True, **opts,
+                )
         self.model = (ctx.get("lm") or js.settings.current().lm or _DemoName()).model
 
     async def run(self, sink: Any, shell: Any) -> Any:

@@ -96,3 +96,18 @@ def test_help_documents_every_option(ip):
     for opt in ["--listen", "--predictor", "--out", "--model", "--adapter", "--temperature", "--no-cache",
                 "--timeout", "--stream-timeout", "--profile", "--session", "--markdown", "--background", "--text"]:
         assert opt in doc
+
+
+def test_streamified_callable_keeps_its_status_provider(ip, lm, server, capsys):
+    class Provider(js.StatusMessageProvider):
+        def lm_start_status_message(self, instance, inputs):
+            return "thinking hard"
+
+    ip.user_ns["sp"] = js.streamify(
+        js.Predict("question -> answer"), status_message_provider=Provider(), stream_listeners=[js.StreamListener("answer")]
+    )
+    server.script("[[ ## answer ## ]]\nYes.\n\n[[ ## completed ## ]]")
+    ip.run_cell_magic("stream", "sp --text", "Is it?")
+    out = capsys.readouterr().out
+    assert "· thinking hard\n" in out and "── self.answer ──\nYes.\n" in out
+    assert ip.user_ns["_"].answer == "Yes."

@@ -1,0 +1,95 @@
+"""show(): the live widget for any stream, from Python code.
+
+``show(program, **inputs)`` displays the widget and streams into it on the kernel's loop: the cell
+returns at once and the widget fills while the kernel is idle. It accepts a program (Module or
+Predict), a :class:`~jupyter_stream.Stream`, a streamified callable, or any async iterable of events.
+``await view`` waits for the prediction; ``view.stop()`` cancels.
+
+Example (in a notebook)::
+
+    view = js.show(js.ChainOfThought("question -> answer"), question="Why is the sky blue?")
+    prediction = await view          # optional: wait for the end
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable
+from typing import Any
+
+import jupyter_stream as js
+
+from .display import WidgetDisplay
+
+__all__ = ["StreamView", "show"]
+
+
+def _events(source: Any, inputs: dict[str, Any]) -> tuple[AsyncIterable[Any], str, str]:
+    """An async iterable of events for ``source``, with a title and a model name."""
+    lm = js.settings.current().lm
+    model = lm.model if lm is not None else "demo LM"
+    if isinstance(source, js.Stream):
+        return source, source.predictor_name or type(source.program).__name__, model
+    if isinstance(source, js.Module):
+        s = js.stream(source, None, inputs, lm_events=True, timeout_profile="streaming")
+        return s, type(source).__name__ if not isinstance(source, js.Predict) else source.signature.signature, model
+    if callable(source) and hasattr(source, "program"):  # a streamified callable
+        return source(**inputs), type(source.program).__name__, model
+    if hasattr(source, "__aiter__"):
+        return source, "stream", model
+    raise js.UsageError(
+        f"show() takes a program, a Stream, a streamified callable or an async iterable of events, got {type(source).__name__}"
+    )
+
+
+class StreamView:
+    """A displayed stream: the widget, the task feeding it, and the prediction when it ends."""
+
+    def __init__(self, events: AsyncIterable[Any], *, title: str, model: str, markdown: bool = False, display: bool = True) -> None:
+        self.display = WidgetDisplay(markdown=markdown, display=display)
+        self.widget = self.display.widget
+        self.prediction: Any = None
+        self.error: BaseException | None = None
+        self._events = events
+        self._title, self._model = title, model
+        self._stopped = False
+        self.display.on_stop(self.stop)
+        self.display.start(title=title, model=model)
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> Any:
+        try:
+            async for event in self._events:
+                self.display.handle(event)
+                if isinstance(event, js.Prediction):
+                    self.prediction = event
+        except asyncio.CancelledError:
+            self.display.finish(stopped=True)
+            return None
+        except Exception as e:  # shown in the widget; also kept on the view
+            self.error = e
+            self.display.finish(error=e)
+            return None
+        self.display.finish(prediction=self.prediction)
+        return self.prediction
+
+    def stop(self) -> None:
+        """Cancel the stream (the LM request is closed; the panes keep what arrived)."""
+        self._stopped = True
+        self.task.cancel()
+
+    def __await__(self) -> Any:
+        return self.task.__await__()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def show(source: Any, /, *, markdown: bool = False, **inputs: Any) -> StreamView:
+    """Display the live widget for ``source`` and stream into it (see the module docs)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise js.UsageError("show() needs a running event loop, as in a Jupyter cell; use stream() in scripts") from None
+    events, title, model = _events(source, inputs)
+    return StreamView(events, title=title, model=model, markdown=markdown)
