@@ -1,0 +1,1 @@
+"""Notebook front ends: ``jupyter_stream.notebook.widget`` holds the StreamWidget and its WidgetSink."""

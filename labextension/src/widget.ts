@@ -1,0 +1,731 @@
+/**
+ * StreamWidget front end (an anywidget ESM module).
+ *
+ * Safety: everything the model writes is text. The DOM is built with createElement + textContent /
+ * createTextNode only; no model data ever goes through innerHTML. Markdown mode renders a safe subset
+ * (see state.ts) from a tree of plain strings.
+ *
+ * Speed: each plain pane keeps one Text node and grows it with appendData(delta); DOM updates are
+ * batched per animation frame.
+ *
+ * The comm listener lives in `initialize` (per model), not in `render`: anywidget delivers custom
+ * messages that arrive before the first view exists only to listeners attached in `initialize`.
+ */
+
+import type { AnyWidget } from "@anywidget/types";
+import {
+  type Block,
+  type Change,
+  type DeltaMessage,
+  type Inline,
+  type ListItem,
+  type Pane,
+  type PaneSnapshot,
+  type Stats,
+  MarkdownStream,
+  StreamState,
+  formatStats,
+} from "./state";
+
+/** The part of anywidget's model proxy we use. */
+export interface ModelLike {
+  get(name: string): any;
+  on(name: string, callback: (...args: any[]) => void): void;
+  off(name?: string | null, callback?: ((...args: any[]) => void) | null): void;
+  send(content: any, callbacks?: any, buffers?: any): void;
+}
+
+type Listener = (changes: Change[]) => void;
+
+// --------------------------------------------------------------------------------- controller
+
+/** Per model: the pane state, fed by deltas and snapshots; views subscribe to its changes. */
+export class Controller {
+  readonly state = new StreamState();
+  private listeners = new Set<Listener>();
+  private lastResync = -Infinity;
+  private snapshotRef: unknown = undefined;
+  private snapshotSeqRef: unknown = undefined;
+
+  constructor(readonly model: ModelLike) {
+    this.onSnapshot();
+    model.on("msg:custom", this.onMessage);
+    model.on("change:panes", this.onSnapshot);
+    model.on("change:snapshot_seq", this.onSnapshot);
+  }
+
+  subscribe(fn: Listener): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  dispose(): void {
+    this.model.off("msg:custom", this.onMessage);
+    this.model.off("change:panes", this.onSnapshot);
+    this.model.off("change:snapshot_seq", this.onSnapshot);
+    this.listeners.clear();
+  }
+
+  private emit(changes: Change[]): void {
+    if (!changes.length) return;
+    for (const fn of this.listeners) fn(changes);
+  }
+
+  readonly onMessage = (msg: any): void => {
+    if (!msg || msg.type !== "deltas") return;
+    const res = this.state.applyDeltas(msg as DeltaMessage);
+    if (res.gap) this.requestResync();
+    this.emit(res.changes);
+  };
+
+  readonly onSnapshot = (): void => {
+    const panes = this.model.get("panes") as PaneSnapshot[] | undefined;
+    const seq = this.model.get("snapshot_seq") as number | undefined;
+    // One update message that sets both traits fires two change events: apply once.
+    if (panes === this.snapshotRef && seq === this.snapshotSeqRef) return;
+    this.snapshotRef = panes;
+    this.snapshotSeqRef = seq;
+    const res = this.state.applySnapshot(panes ?? [], seq ?? 0);
+    this.emit(res.changes);
+  };
+
+  private requestResync(): void {
+    const now = Date.now();
+    if (now - this.lastResync < 500) return;
+    this.lastResync = now;
+    try {
+      this.model.send({ type: "resync", seq: this.state.appliedSeq });
+    } catch {
+      /* no kernel: a later snapshot will do */
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------ DOM helpers
+
+function h<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  if (cls) el.className = cls;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function renderInline(nodes: Inline[], parent: Node): void {
+  for (const n of nodes) {
+    switch (n.t) {
+      case "text":
+        parent.appendChild(document.createTextNode(n.v));
+        break;
+      case "code":
+        parent.appendChild(h("code", undefined, n.v));
+        break;
+      case "strong": {
+        const el = h("strong");
+        renderInline(n.c, el);
+        parent.appendChild(el);
+        break;
+      }
+      case "em": {
+        const el = h("em");
+        renderInline(n.c, el);
+        parent.appendChild(el);
+        break;
+      }
+      case "br":
+        parent.appendChild(h("br"));
+        break;
+    }
+  }
+}
+
+const HEADINGS = ["h1", "h2", "h3", "h4", "h5", "h6"] as const;
+
+function renderList(items: ListItem[], parent: Node): void {
+  // Nest by indent: a stack of [indent, list element].
+  const stack: { indent: number; list: HTMLElement }[] = [];
+  let lastLi: HTMLElement | null = null;
+  for (const it of items) {
+    while (stack.length && it.indent < stack[stack.length - 1].indent) stack.pop();
+    let top = stack[stack.length - 1];
+    if (!top || it.indent > top.indent) {
+      const list = h(it.ordered ? "ol" : "ul");
+      if (it.ordered && it.start !== 1 && Number.isFinite(it.start)) (list as HTMLOListElement).start = it.start;
+      (top && lastLi ? lastLi : parent).appendChild(list);
+      top = { indent: it.indent, list };
+      stack.push(top);
+    }
+    const li = h("li");
+    renderInline(it.c, li);
+    top.list.appendChild(li);
+    lastLi = li;
+  }
+}
+
+/** Markdown blocks -> elements, appended to `parent`. Text only ever via text nodes. */
+export function renderBlocks(blocks: Block[], parent: Node): void {
+  for (const b of blocks) {
+    switch (b.t) {
+      case "p": {
+        const el = h("p");
+        renderInline(b.c, el);
+        parent.appendChild(el);
+        break;
+      }
+      case "h": {
+        const el = h(HEADINGS[Math.min(6, Math.max(1, b.level | 0)) - 1]);
+        renderInline(b.c, el);
+        parent.appendChild(el);
+        break;
+      }
+      case "code": {
+        const pre = h("pre", "jps-md-code");
+        pre.appendChild(h("code", undefined, b.v));
+        parent.appendChild(pre);
+        break;
+      }
+      case "list":
+        renderList(b.items, parent);
+        break;
+      case "quote": {
+        const el = h("blockquote");
+        renderInline(b.c, el);
+        parent.appendChild(el);
+        break;
+      }
+      case "hr":
+        parent.appendChild(h("hr"));
+        break;
+    }
+  }
+}
+
+function pretty(value: unknown): string {
+  if (typeof value === "string") return value;
+  try {
+    return JSON.stringify(value, null, 2) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+function schedule(fn: () => void): void {
+  if (typeof requestAnimationFrame === "function") requestAnimationFrame(() => fn());
+  else setTimeout(fn, 16);
+}
+
+// ----------------------------------------------------------------------------------- panes
+
+/** One token pane. Plain mode: a single Text node grown with appendData. */
+export class PaneView {
+  readonly el: HTMLElement;
+  readonly textEl: HTMLElement;
+  private mark: HTMLElement;
+  private textNode: Text | null = null;
+  private md: MarkdownStream | null = null;
+  private mdDone: HTMLElement | null = null;
+  private mdTail: HTMLElement | null = null;
+  private tailDirty = false;
+
+  constructor(readonly pane: Pane, markdown: boolean) {
+    const label = pane.predict ? `${pane.predict}.${pane.field}` : pane.field;
+    let head: HTMLElement;
+    if (pane.reasoning) {
+      const details = h("details", "jps-pane jps-reasoning");
+      details.open = true;
+      head = h("summary", "jps-pane-label");
+      details.appendChild(head);
+      this.el = details;
+    } else {
+      this.el = h("div", "jps-pane");
+      head = h("div", "jps-pane-label");
+      this.el.appendChild(head);
+    }
+    this.el.dataset.key = pane.key;
+    head.appendChild(h("span", "jps-pane-name", label));
+    this.mark = h("span", "jps-pane-mark");
+    this.mark.setAttribute("aria-hidden", "true");
+    head.appendChild(this.mark);
+    this.textEl = h("div", "jps-pane-text");
+    this.el.appendChild(this.textEl);
+    this.setMarkdown(markdown, "");
+    this.setDone(false);
+  }
+
+  /** Re-render from the full text (mode switch, rebuild). */
+  setMarkdown(markdown: boolean, text: string): void {
+    this.textEl.replaceChildren();
+    this.textEl.classList.toggle("jps-md", markdown);
+    if (markdown) {
+      this.textNode = null;
+      this.md = new MarkdownStream();
+      this.mdDone = h("div", "jps-md-done");
+      this.mdTail = h("div", "jps-md-tail");
+      this.textEl.append(this.mdDone, this.mdTail);
+      this.append(text);
+      this.render();
+    } else {
+      this.md = this.mdDone = this.mdTail = null;
+      this.textNode = document.createTextNode(text);
+      this.textEl.appendChild(this.textNode);
+    }
+  }
+
+  append(text: string): void {
+    if (!text) return;
+    if (this.textNode) {
+      this.textNode.appendData(text);
+    } else if (this.md) {
+      const closed = this.md.feed(text);
+      if (closed.length) renderBlocks(closed, this.mdDone!);
+      this.tailDirty = true;
+    }
+  }
+
+  /** End of frame: re-render the open markdown block. */
+  render(): void {
+    if (!this.tailDirty || !this.md || !this.mdTail) return;
+    this.tailDirty = false;
+    this.mdTail.replaceChildren();
+    renderBlocks(this.md.tail(), this.mdTail);
+  }
+
+  setDone(done: boolean): void {
+    this.el.classList.toggle("done", done);
+    this.mark.textContent = done ? "\u2713" : "";
+    this.mark.title = done ? "done" : "streaming";
+  }
+}
+
+// ------------------------------------------------------------------------------------ view
+
+const TRAITS = [
+  "title",
+  "model_name",
+  "status",
+  "status_message",
+  "status_log",
+  "error",
+  "markdown",
+  "started_at",
+  "stats",
+  "prediction",
+  "lm_calls",
+] as const;
+
+/** One rendering of the widget. */
+export class StreamView {
+  readonly root: HTMLElement;
+  private titleEl: HTMLElement;
+  private modelEl: HTMLElement;
+  private stopBtn: HTMLButtonElement;
+  private stateEl: HTMLElement;
+  private messageEl: HTMLElement;
+  private statsEl: HTMLElement;
+  private logEl: HTMLDetailsElement;
+  private logSummary: HTMLElement;
+  private logList: HTMLElement;
+  private logCount = 0;
+  private errorEl: HTMLElement;
+  private panesEl: HTMLElement;
+  private predictionEl: HTMLDetailsElement;
+  private predictionBody: HTMLElement;
+  private inspectorEl: HTMLDetailsElement;
+  private inspectorSummary: HTMLElement;
+  private inspectorBody: HTMLElement;
+  private inspectorDirty = true;
+
+  private panes = new Map<string, PaneView>();
+  private groups = new Map<string, HTMLElement>();
+  // Work queued for the next frame.
+  private needReset = false;
+  private added: string[] = [];
+  private appends = new Map<string, string[]>();
+  private doneFlags = new Map<string, boolean>();
+  private frameQueued = false;
+  private ticker: ReturnType<typeof setInterval> | null = null;
+  private unsubscribe: () => void;
+  private traitHandlers: [string, () => void][] = [];
+  private stopping = false;
+  private disposed = false;
+
+  constructor(
+    private model: ModelLike,
+    el: HTMLElement,
+    private controller: Controller,
+  ) {
+    this.root = h("div", "jps-widget");
+    // Header: name, model, Stop.
+    const header = h("div", "jps-header");
+    this.titleEl = h("span", "jps-title");
+    this.modelEl = h("span", "jps-model");
+    this.stopBtn = h("button", "jps-stop", "Stop");
+    this.stopBtn.type = "button";
+    this.stopBtn.title = "Stop the stream";
+    this.stopBtn.addEventListener("click", this.onStop);
+    header.append(this.titleEl, this.modelEl, this.stopBtn);
+    // Status line.
+    const status = h("div", "jps-status");
+    const indicator = h("span", "jps-indicator");
+    indicator.setAttribute("aria-hidden", "true");
+    this.stateEl = h("span", "jps-state");
+    this.messageEl = h("span", "jps-status-message");
+    this.statsEl = h("span", "jps-stats");
+    status.append(indicator, this.stateEl, this.messageEl, this.statsEl);
+    // Log.
+    this.logEl = h("details", "jps-log");
+    this.logSummary = h("summary", undefined, "Log");
+    this.logList = h("ol", "jps-log-list");
+    this.logEl.append(this.logSummary, this.logList);
+    // Error, panes, prediction, inspector.
+    this.errorEl = h("div", "jps-error");
+    this.errorEl.setAttribute("role", "alert");
+    this.panesEl = h("div", "jps-panes");
+    this.predictionEl = h("details", "jps-prediction");
+    this.predictionEl.appendChild(h("summary", undefined, "Prediction"));
+    this.predictionBody = h("div", "jps-prediction-body");
+    this.predictionEl.appendChild(this.predictionBody);
+    this.inspectorEl = h("details", "jps-inspector");
+    this.inspectorSummary = h("summary", undefined, "Prompt inspector");
+    this.inspectorBody = h("div", "jps-inspector-body");
+    this.inspectorEl.append(this.inspectorSummary, this.inspectorBody);
+    this.inspectorEl.addEventListener("toggle", () => {
+      if (this.inspectorEl.open && this.inspectorDirty) this.renderInspector();
+    });
+
+    this.root.append(header, status, this.logEl, this.errorEl, this.panesEl, this.predictionEl, this.inspectorEl);
+    el.classList.add("jps-host");
+    el.replaceChildren(this.root);
+
+    this.renderHeader();
+    this.renderStatus();
+    this.renderLog();
+    this.renderError();
+    this.renderPrediction();
+    this.renderInspectorSummary();
+    this.rebuildPanes();
+
+    const on = (name: string, fn: () => void) => {
+      model.on(`change:${name}`, fn);
+      this.traitHandlers.push([`change:${name}`, fn]);
+    };
+    on("title", () => this.renderHeader());
+    on("model_name", () => this.renderHeader());
+    on("status", () => this.renderStatus());
+    on("status_message", () => this.renderStatus());
+    on("started_at", () => this.renderStatus());
+    on("stats", () => this.renderStats());
+    on("status_log", () => this.renderLog());
+    on("error", () => this.renderError());
+    on("markdown", () => this.rebuildPanes());
+    on("prediction", () => this.renderPrediction());
+    on("lm_calls", () => this.renderInspectorSummary());
+    this.unsubscribe = controller.subscribe(this.onChanges);
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    this.unsubscribe();
+    for (const [name, fn] of this.traitHandlers) this.model.off(name, fn);
+    this.traitHandlers = [];
+    if (this.ticker) clearInterval(this.ticker);
+    this.ticker = null;
+  }
+
+  private get<T>(name: (typeof TRAITS)[number]): T {
+    return this.model.get(name) as T;
+  }
+
+  // ---- panes
+
+  private readonly onChanges = (changes: Change[]): void => {
+    if (this.needReset) return; // the rebuild at the next frame reads the full state
+    for (const c of changes) {
+      switch (c.kind) {
+        case "reset":
+          this.needReset = true;
+          this.added = [];
+          this.appends.clear();
+          this.doneFlags.clear();
+          this.queueFrame();
+          return;
+        case "add":
+          this.added.push(c.key);
+          break;
+        case "append": {
+          const parts = this.appends.get(c.key);
+          if (parts) parts.push(c.text);
+          else this.appends.set(c.key, [c.text]);
+          break;
+        }
+        case "done":
+          this.doneFlags.set(c.key, c.done);
+          break;
+      }
+    }
+    this.queueFrame();
+  };
+
+  private queueFrame(): void {
+    if (this.frameQueued) return;
+    this.frameQueued = true;
+    schedule(() => this.flush());
+  }
+
+  /** Apply everything queued since the last frame. */
+  flush(): void {
+    this.frameQueued = false;
+    if (this.disposed) return;
+    if (this.needReset) {
+      this.needReset = false;
+      this.rebuildPanes();
+      return;
+    }
+    for (const key of this.added) this.addPane(key);
+    this.added = [];
+    if (this.appends.size) {
+      const touched: [PaneView, boolean][] = [];
+      for (const key of this.appends.keys()) {
+        const view = this.panes.get(key) ?? this.addPane(key);
+        if (view) touched.push([view, atBottom(view.textEl)]);
+      }
+      for (const [key, parts] of this.appends) {
+        const view = this.panes.get(key);
+        if (view) view.append(parts.length === 1 ? parts[0] : parts.join(""));
+      }
+      this.appends.clear();
+      for (const [view, stick] of touched) {
+        view.render();
+        if (stick) view.textEl.scrollTop = view.textEl.scrollHeight;
+      }
+    }
+    for (const [key, done] of this.doneFlags) this.panes.get(key)?.setDone(done);
+    this.doneFlags.clear();
+  }
+
+  private addPane(key: string): PaneView | undefined {
+    const existing = this.panes.get(key);
+    if (existing) return existing;
+    const pane = this.controller.state.get(key);
+    if (!pane) return undefined;
+    const view = new PaneView(pane, !!this.get<boolean>("markdown"));
+    this.panes.set(key, view);
+    let group = this.groups.get(pane.predict);
+    if (!group) {
+      group = h("div", "jps-group");
+      group.dataset.predict = pane.predict;
+      group.appendChild(h("div", "jps-group-label", pane.predict || "(program)"));
+      this.groups.set(pane.predict, group);
+      this.panesEl.appendChild(group);
+      this.panesEl.dataset.groups = String(this.groups.size);
+    }
+    group.appendChild(view.el);
+    return view;
+  }
+
+  /** Rebuild every pane from the state (snapshot reset, markdown switch, first render). */
+  private rebuildPanes(): void {
+    this.panes.clear();
+    this.groups.clear();
+    this.panesEl.replaceChildren();
+    this.panesEl.dataset.groups = "0";
+    this.added = [];
+    this.appends.clear();
+    this.doneFlags.clear();
+    for (const pane of this.controller.state.list()) {
+      const view = this.addPane(pane.key)!;
+      view.setMarkdown(!!this.get<boolean>("markdown"), pane.text);
+      view.setDone(pane.done);
+    }
+  }
+
+  // ---- header, status, log, error
+
+  private renderHeader(): void {
+    this.titleEl.textContent = this.get<string>("title") || "stream";
+    const model = this.get<string>("model_name") || "";
+    this.modelEl.textContent = model;
+    this.modelEl.hidden = !model;
+  }
+
+  private renderStatus(): void {
+    const status = this.get<string>("status") || "idle";
+    this.root.dataset.status = status;
+    this.stateEl.textContent = status;
+    const message = this.get<string>("status_message") || "";
+    this.messageEl.textContent = message;
+    const running = status === "running";
+    if (!running) this.stopping = false;
+    this.stopBtn.disabled = !running || this.stopping;
+    this.stopBtn.textContent = this.stopping ? "Stopping\u2026" : "Stop";
+    if (running && !this.ticker) this.ticker = setInterval(() => this.renderStats(), 250);
+    if (!running && this.ticker) {
+      clearInterval(this.ticker);
+      this.ticker = null;
+    }
+    this.renderStats();
+  }
+
+  private renderStats(): void {
+    const stats = this.get<Stats>("stats") ?? {};
+    let elapsed: number | null = null;
+    const startedAt = this.get<number>("started_at");
+    if (this.get<string>("status") === "running" && typeof startedAt === "number" && startedAt > 0) {
+      // Tick locally from the start time; never show less than the kernel's own count (clock skew).
+      const local = (Date.now() - startedAt) / 1000;
+      const kernel = typeof stats.elapsed === "number" ? stats.elapsed : 0;
+      elapsed = Math.max(local, kernel);
+    }
+    this.statsEl.textContent = formatStats(stats, elapsed);
+  }
+
+  private renderLog(): void {
+    const log = (this.get<string[]>("status_log") ?? []).map(String);
+    if (log.length < this.logCount) {
+      this.logList.replaceChildren();
+      this.logCount = 0;
+    }
+    for (let i = this.logCount; i < log.length; i++) this.logList.appendChild(h("li", undefined, log[i]));
+    this.logCount = log.length;
+    this.logSummary.textContent = `Log (${log.length})`;
+    this.logEl.hidden = log.length === 0;
+  }
+
+  private renderError(): void {
+    const error = this.get<string>("error") || "";
+    this.errorEl.textContent = error;
+    this.errorEl.hidden = !error;
+  }
+
+  private readonly onStop = (): void => {
+    if (this.stopBtn.disabled) return;
+    this.stopping = true;
+    this.stopBtn.disabled = true;
+    this.stopBtn.textContent = "Stopping\u2026";
+    this.model.send({ type: "stop" });
+  };
+
+  // ---- prediction, inspector
+
+  private renderPrediction(): void {
+    const pred = this.get<{ fields?: Record<string, unknown>; usage?: unknown }>("prediction") ?? {};
+    const fields = pred.fields && typeof pred.fields === "object" ? pred.fields : {};
+    const body = this.predictionBody;
+    body.replaceChildren();
+    const names = Object.keys(fields);
+    for (const name of names) {
+      const row = h("div", "jps-field");
+      row.dataset.field = name;
+      row.append(h("div", "jps-field-name", name), h("pre", "jps-field-value", pretty(fields[name])));
+      body.appendChild(row);
+    }
+    const usage = pred.usage;
+    if (usage && typeof usage === "object" && Object.keys(usage).length) {
+      const row = h("div", "jps-field jps-usage");
+      row.append(h("div", "jps-field-name", "usage"), h("pre", "jps-field-value", pretty(usage)));
+      body.appendChild(row);
+    }
+    this.predictionEl.hidden = names.length === 0;
+  }
+
+  private renderInspectorSummary(): void {
+    const calls = this.get<unknown[]>("lm_calls") ?? [];
+    this.inspectorSummary.textContent = `Prompt inspector (${calls.length} LM call${calls.length === 1 ? "" : "s"})`;
+    this.inspectorEl.hidden = calls.length === 0;
+    this.inspectorDirty = true;
+    if (this.inspectorEl.open) this.renderInspector();
+  }
+
+  private renderInspector(): void {
+    this.inspectorDirty = false;
+    const calls = (this.get<any[]>("lm_calls") ?? []).filter((c) => c && typeof c === "object");
+    const body = this.inspectorBody;
+    body.replaceChildren();
+    for (const call of calls) {
+      const box = h("div", "jps-call");
+      box.dataset.callId = String(call.call_id ?? "");
+      const bits = [`#${call.call_id ?? "?"}`, String(call.predict ?? ""), String(call.model ?? "")];
+      if (typeof call.ttft === "number") bits.push(`TTFT ${call.ttft.toFixed(2)} s`);
+      if (typeof call.duration === "number" && call.duration > 0) bits.push(`${call.duration.toFixed(2)} s`);
+      if (call.cached) bits.push("cached");
+      box.appendChild(h("div", "jps-call-head", bits.filter(Boolean).join(" \u00b7 ")));
+      const messages = Array.isArray(call.messages) ? call.messages : [];
+      for (const m of messages) {
+        const msg = h("div", "jps-msg");
+        const role = m && typeof m === "object" ? String(m.role ?? "") : "";
+        msg.dataset.role = role;
+        msg.append(h("div", "jps-role", role || "message"), h("pre", "jps-msg-content", pretty(m?.content ?? m)));
+        box.appendChild(msg);
+      }
+      if (call.reasoning) {
+        const r = h("div", "jps-msg jps-reply-reasoning");
+        r.append(h("div", "jps-role", "reasoning (native)"), h("pre", "jps-msg-content", String(call.reasoning)));
+        box.appendChild(r);
+      }
+      const reply = h("div", "jps-msg jps-reply");
+      const pending = call.raw === undefined || call.raw === null || (call.done === false && !call.raw);
+      reply.append(
+        h("div", "jps-role", "reply (raw)"),
+        h("pre", "jps-raw", pending ? "(waiting for the reply\u2026)" : String(call.raw)),
+      );
+      box.appendChild(reply);
+      if (call.usage && typeof call.usage === "object" && Object.keys(call.usage).length) {
+        const usage = h("div", "jps-msg jps-call-usage-row");
+        usage.append(h("div", "jps-role", "usage"), h("pre", "jps-call-usage", pretty(call.usage)));
+        box.appendChild(usage);
+      }
+      body.appendChild(box);
+    }
+  }
+}
+
+function atBottom(el: HTMLElement): boolean {
+  return el.scrollHeight - el.scrollTop - el.clientHeight < 8;
+}
+
+// -------------------------------------------------------------------------------- anywidget
+
+/** Controllers by the widget's `_uid` trait: `initialize` and `render` get different model proxies. */
+const controllers = new Map<string, Controller>();
+
+function uidOf(model: ModelLike): string | null {
+  const uid = model.get("_uid");
+  return typeof uid === "string" && uid ? uid : null;
+}
+
+/** Exposed for tests. */
+export function controllerFor(model: ModelLike): Controller | undefined {
+  const uid = uidOf(model);
+  return uid ? controllers.get(uid) : undefined;
+}
+
+// Note: no named export called `render` or `initialize` (anywidget would take the module for the
+// deprecated render-only API and skip `initialize`).
+const widget = {
+  initialize({ model }: { model: ModelLike }) {
+    const controller = new Controller(model);
+    const uid = uidOf(model);
+    if (uid) controllers.set(uid, controller);
+    return () => {
+      controller.dispose();
+      if (uid && controllers.get(uid) === controller) controllers.delete(uid);
+    };
+  },
+  render({ model, el }: { model: ModelLike; el: HTMLElement }) {
+    let controller = controllerFor(model);
+    let own = false;
+    if (!controller) {
+      controller = new Controller(model);
+      own = true;
+    }
+    const view = new StreamView(model, el, controller);
+    return () => {
+      view.dispose();
+      if (own) controller!.dispose();
+    };
+  },
+};
+
+// Compile-time check against anywidget's own contract (types only; nothing is bundled).
+widget satisfies AnyWidget;
+
+export default widget;

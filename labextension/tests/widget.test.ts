@@ -1,0 +1,307 @@
+// @vitest-environment jsdom
+import { afterEach, describe, expect, it } from "vitest";
+import widget, { PaneView, controllerFor, renderBlocks } from "../src/widget";
+import { parseMarkdown } from "../src/state";
+
+/** A stand-in for anywidget's model proxy: traits, change events, custom messages. */
+class FakeModel {
+  attrs: Record<string, any>;
+  handlers = new Map<string, Set<(...a: any[]) => void>>();
+  sent: any[] = [];
+  constructor(attrs: Record<string, any> = {}) {
+    this.attrs = {
+      _uid: Math.random().toString(36).slice(2),
+      title: "predict",
+      model_name: "gpt-4o-mini",
+      status: "running",
+      status_message: "",
+      status_log: [],
+      error: "",
+      markdown: false,
+      started_at: Date.now(),
+      stats: {},
+      panes: [],
+      snapshot_seq: 0,
+      prediction: {},
+      lm_calls: [],
+      ...attrs,
+    };
+  }
+  get(name: string) {
+    return this.attrs[name];
+  }
+  /** Set several traits at once, like one comm update message (events after all are set). */
+  set(values: Record<string, any>) {
+    const changed = Object.keys(values).filter((k) => this.attrs[k] !== values[k]);
+    Object.assign(this.attrs, values);
+    for (const k of changed) this.trigger(`change:${k}`);
+  }
+  on(name: string, cb: (...a: any[]) => void) {
+    if (!this.handlers.has(name)) this.handlers.set(name, new Set());
+    this.handlers.get(name)!.add(cb);
+  }
+  off(name?: string | null, cb?: ((...a: any[]) => void) | null) {
+    if (!name) return this.handlers.clear();
+    if (!cb) return this.handlers.delete(name);
+    this.handlers.get(name)?.delete(cb);
+  }
+  send(content: any) {
+    this.sent.push(content);
+  }
+  trigger(name: string, ...args: any[]) {
+    for (const cb of [...(this.handlers.get(name) ?? [])]) cb(...args);
+  }
+  custom(msg: any) {
+    this.trigger("msg:custom", msg, []);
+  }
+}
+
+const frame = () => new Promise<void>((r) => requestAnimationFrame(() => r()));
+const cleanups: (() => void)[] = [];
+
+function mount(attrs: Record<string, any> = {}) {
+  const model = new FakeModel(attrs);
+  const disposeInit = widget.initialize({ model });
+  const el = document.createElement("div");
+  document.body.appendChild(el);
+  const disposeView = widget.render({ model, el });
+  cleanups.push(() => {
+    disposeView();
+    disposeInit();
+    el.remove();
+  });
+  return { model, el };
+}
+
+afterEach(() => {
+  while (cleanups.length) cleanups.pop()!();
+});
+
+const pane = (el: HTMLElement, key: string) => el.querySelector<HTMLElement>(`.jps-pane[data-key="${key}"]`);
+const paneText = (el: HTMLElement, key: string) => pane(el, key)?.querySelector(".jps-pane-text")?.textContent;
+
+describe("StreamWidget view", () => {
+  it("renders header, status, stop button with the stable class names", () => {
+    const { el } = mount({ status_message: "Calling the LM…" });
+    for (const cls of [".jps-widget", ".jps-header", ".jps-status", ".jps-status-message", ".jps-stats", ".jps-log",
+      ".jps-prediction", ".jps-inspector", ".jps-stop", ".jps-error"]) {
+      expect(el.querySelector(cls), cls).not.toBeNull();
+    }
+    expect(el.querySelector(".jps-header")!.textContent).toContain("predict");
+    expect(el.querySelector(".jps-header")!.textContent).toContain("gpt-4o-mini");
+    expect(el.querySelector(".jps-status-message")!.textContent).toBe("Calling the LM…");
+    expect(el.querySelector<HTMLButtonElement>(".jps-stop")!.disabled).toBe(false);
+  });
+
+  it("messages that arrive before the first view are kept (listener in initialize)", async () => {
+    const model = new FakeModel();
+    const disposeInit = widget.initialize({ model });
+    model.custom({ type: "deltas", seq: 1, items: [["predict.answer", "early ", false]] });
+    model.custom({ type: "deltas", seq: 2, items: [["predict.answer", "bird", true]] });
+    const el = document.createElement("div");
+    const disposeView = widget.render({ model, el });
+    cleanups.push(() => (disposeView(), disposeInit()));
+    expect(paneText(el, "predict.answer")).toBe("early bird");
+    expect(pane(el, "predict.answer")!.classList.contains("done")).toBe(true);
+  });
+
+  it("appends deltas per frame into one text node, marks done, groups by predictor", async () => {
+    const { model, el } = mount();
+    model.custom({ type: "deltas", seq: 1, items: [["predict.answer", "Pa", false]] });
+    await frame();
+    const textEl = pane(el, "predict.answer")!.querySelector(".jps-pane-text")!;
+    const node = textEl.firstChild;
+    expect(node?.nodeType).toBe(Node.TEXT_NODE);
+    model.custom({ type: "deltas", seq: 2, items: [["predict.answer", "ri", false]] });
+    model.custom({ type: "deltas", seq: 3, items: [["predict.answer", "s", true], ["step.gen.answer", "x", false]] });
+    // Nothing touched the DOM yet: updates wait for the frame.
+    expect(textEl.textContent).toBe("Pa");
+    await frame();
+    expect(textEl.textContent).toBe("Paris");
+    expect(textEl.firstChild).toBe(node); // the same Text node, grown with appendData
+    expect(textEl.childNodes.length).toBe(1);
+    expect(pane(el, "predict.answer")!.classList.contains("done")).toBe(true);
+    expect(pane(el, "step.gen.answer")!.classList.contains("done")).toBe(false);
+    expect(pane(el, "predict.answer")!.querySelector(".jps-pane-label")!.textContent).toContain("predict.answer");
+    const groups = [...el.querySelectorAll<HTMLElement>(".jps-group")].map((g) => g.dataset.predict);
+    expect(groups).toEqual(["predict", "step.gen"]);
+    // A duplicate batch changes nothing.
+    model.custom({ type: "deltas", seq: 3, items: [["predict.answer", "s", true]] });
+    await frame();
+    expect(textEl.textContent).toBe("Paris");
+  });
+
+  it("shows a reasoning field in its own open <details>", async () => {
+    const { model, el } = mount();
+    model.custom({ type: "deltas", seq: 1, items: [["predict.reasoning", "Think.", false], ["predict.answer", "A", false]] });
+    await frame();
+    const r = pane(el, "predict.reasoning")!;
+    expect(r.tagName).toBe("DETAILS");
+    expect((r as HTMLDetailsElement).open).toBe(true);
+    expect(r.classList.contains("jps-reasoning")).toBe(true);
+    expect(pane(el, "predict.answer")!.tagName).toBe("DIV");
+  });
+
+  it("a snapshot replaces the panes; a second view and a reload show the full text from it", async () => {
+    const { model, el } = mount();
+    model.custom({ type: "deltas", seq: 1, items: [["p.a", "ab", false]] });
+    model.set({ panes: [{ key: "p.a", predict: "p", field: "a", text: "abcd", done: true }], snapshot_seq: 2 });
+    await frame();
+    expect(paneText(el, "p.a")).toBe("abcd");
+    // Deltas already in the snapshot are not applied again.
+    model.custom({ type: "deltas", seq: 2, items: [["p.a", "cd", true]] });
+    await frame();
+    expect(paneText(el, "p.a")).toBe("abcd");
+    // A second view of the same model.
+    const el2 = document.createElement("div");
+    const dispose2 = widget.render({ model, el: el2 });
+    cleanups.push(dispose2);
+    expect(paneText(el2, "p.a")).toBe("abcd");
+    // A reload: a fresh model holding only the saved traits.
+    const { el: el3 } = mount({ panes: model.get("panes"), snapshot_seq: 2, status: "done" });
+    expect(paneText(el3, "p.a")).toBe("abcd");
+    expect(pane(el3, "p.a")!.classList.contains("done")).toBe(true);
+  });
+
+  it("asks the kernel for a snapshot when a batch skips a seq", () => {
+    const { model } = mount({ panes: [{ key: "p.a", text: "x" }], snapshot_seq: 5 });
+    model.custom({ type: "deltas", seq: 9, items: [["p.a", "late", false]] });
+    expect(model.sent).toEqual([{ type: "resync", seq: 5 }]);
+    expect(controllerFor(model)!.state.get("p.a")!.text).toBe("x");
+  });
+
+  it("Stop sends {type: 'stop'} and is disabled once the stream is not running", () => {
+    const { model, el } = mount();
+    const stop = el.querySelector<HTMLButtonElement>(".jps-stop")!;
+    stop.click();
+    expect(model.sent).toEqual([{ type: "stop" }]);
+    expect(stop.disabled).toBe(true);
+    stop.click();
+    expect(model.sent.length).toBe(1);
+    model.set({ status: "stopped" });
+    expect(stop.disabled).toBe(true);
+    expect(el.querySelector(".jps-widget")!.getAttribute("data-status")).toBe("stopped");
+    expect(el.querySelector(".jps-status")!.textContent).toContain("stopped");
+  });
+
+  it("shows errors, keeps partial text", async () => {
+    const { model, el } = mount();
+    model.custom({ type: "deltas", seq: 1, items: [["p.answer", "partial", false]] });
+    await frame();
+    model.set({ status: "error", error: "LMError: <b>boom</b>" });
+    const err = el.querySelector<HTMLElement>(".jps-error")!;
+    expect(err.hidden).toBe(false);
+    expect(err.textContent).toBe("LMError: <b>boom</b>");
+    expect(err.querySelector("b")).toBeNull();
+    expect(paneText(el, "p.answer")).toBe("partial");
+    expect(el.querySelector<HTMLButtonElement>(".jps-stop")!.disabled).toBe(true);
+  });
+
+  it("status log, stats, prediction and inspector", () => {
+    const { model, el } = mount();
+    model.set({ status_log: ["one", "two"], status_message: "two" });
+    expect([...el.querySelectorAll(".jps-log li")].map((li) => li.textContent)).toEqual(["one", "two"]);
+    model.set({ status_log: ["one", "two", "three"] });
+    expect(el.querySelectorAll(".jps-log li").length).toBe(3);
+    model.set({ status: "done", stats: { elapsed: 2, tokens: 10, tokens_per_s: 5, ttft: 0.5 } });
+    expect(el.querySelector(".jps-stats")!.textContent).toBe("2.0 s · 10 tokens · 5.0 tok/s · TTFT 0.50 s");
+    model.set({
+      prediction: { fields: { answer: "Paris", n: "42", items: '[\n  1,\n  2\n]' }, usage: { m: { completion_tokens: 3 } } },
+    });
+    const pred = el.querySelector<HTMLDetailsElement>(".jps-prediction")!;
+    expect(pred.hidden).toBe(false);
+    expect(pred.tagName).toBe("DETAILS");
+    expect([...pred.querySelectorAll(".jps-field-value")].map((x) => x.textContent)).toEqual([
+      "Paris",
+      "42",
+      "[\n  1,\n  2\n]",
+      JSON.stringify({ m: { completion_tokens: 3 } }, null, 2),
+    ]);
+    model.set({
+      lm_calls: [
+        {
+          call_id: 1, predict: "predict", model: "m",
+          messages: [{ role: "system", content: "Be <b>brief</b>" }, { role: "user", content: "Q?" }],
+          raw: "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]", reasoning: "", usage: {}, ttft: 0.2, cached: false,
+        },
+      ],
+    });
+    const insp = el.querySelector<HTMLDetailsElement>(".jps-inspector")!;
+    insp.open = true;
+    insp.dispatchEvent(new Event("toggle"));
+    expect([...insp.querySelectorAll(".jps-role")].map((r) => r.textContent)).toEqual(["system", "user", "reply (raw)"]);
+    expect(insp.querySelector(".jps-msg-content")!.textContent).toBe("Be <b>brief</b>");
+    expect(insp.querySelector("b")).toBeNull();
+    expect(insp.querySelector(".jps-raw")!.textContent).toContain("[[ ## answer ## ]]");
+  });
+});
+
+describe("safety: model text stays inert", () => {
+  const evil = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">';
+
+  it("plain panes", async () => {
+    const { model, el } = mount();
+    model.custom({ type: "deltas", seq: 1, items: [["p.answer", evil, true]] });
+    model.set({ status_message: evil, status_log: [evil], title: evil });
+    await frame();
+    expect(paneText(el, "p.answer")).toBe(evil);
+    expect(el.querySelector("script")).toBeNull();
+    expect(el.querySelector("img")).toBeNull();
+    expect(el.querySelector(".jps-status-message")!.textContent).toBe(evil);
+    expect((window as any).__pwned).toBeUndefined();
+  });
+
+  it("markdown panes", async () => {
+    const { model, el } = mount({ markdown: true });
+    const text = `# Title <script>x()</script>\n\n**bold** ${evil}\n\n\`\`\`\n${evil}\n\`\`\`\n\n- [link](javascript:alert(1))\n`;
+    model.custom({ type: "deltas", seq: 1, items: [["p.answer", text.slice(0, 25), false]] });
+    await frame();
+    model.custom({ type: "deltas", seq: 2, items: [["p.answer", text.slice(25), true]] });
+    await frame();
+    const t = pane(el, "p.answer")!.querySelector(".jps-pane-text")!;
+    expect(t.classList.contains("jps-md")).toBe(true);
+    expect(t.querySelector("h1")!.textContent).toBe("Title <script>x()</script>");
+    expect(t.querySelector("strong")!.textContent).toBe("bold");
+    expect(t.querySelector("pre code")!.textContent).toBe(evil);
+    expect(t.querySelector("li")!.textContent).toBe("link");
+    expect(t.querySelector("script, img, a, iframe, [onerror]")).toBeNull();
+    expect(t.textContent).toContain('<img src=x onerror="window.__pwned = 2">');
+    expect((window as any).__pwned).toBeUndefined();
+  });
+
+  it("switching markdown on re-renders the full text", async () => {
+    const { model, el } = mount();
+    model.custom({ type: "deltas", seq: 1, items: [["p.answer", "**hi** there", true]] });
+    await frame();
+    expect(paneText(el, "p.answer")).toBe("**hi** there");
+    model.set({ markdown: true });
+    expect(pane(el, "p.answer")!.querySelector("strong")!.textContent).toBe("hi");
+    expect(paneText(el, "p.answer")).toBe("hi there");
+  });
+
+  it("renderBlocks builds only whitelisted elements", () => {
+    const div = document.createElement("div");
+    renderBlocks(parseMarkdown(`${evil}\n\n## ${evil}\n\n> ${evil}\n\n1. ${evil}\n   - *${evil}*`), div);
+    const tags = new Set([...div.querySelectorAll("*")].map((e) => e.tagName.toLowerCase()));
+    for (const tag of tags) expect(["p", "h2", "blockquote", "ol", "ul", "li", "em", "br"]).toContain(tag);
+    expect(div.querySelectorAll("[src], [onerror], [href]").length).toBe(0);
+  });
+
+  it("PaneView appends O(delta): appendData on the same node", () => {
+    const view = new PaneView(
+      { key: "p.a", predict: "p", field: "a", text: "", done: false, reasoning: false },
+      false,
+    );
+    const node = view.textEl.firstChild as Text;
+    let calls = 0;
+    const orig = node.appendData.bind(node);
+    node.appendData = (d: string) => {
+      calls++;
+      orig(d);
+    };
+    for (let i = 0; i < 100; i++) view.append("x");
+    expect(calls).toBe(100);
+    expect(view.textEl.textContent).toBe("x".repeat(100));
+    expect(view.textEl.firstChild).toBe(node);
+  });
+});

@@ -1,0 +1,76 @@
+"""The quickstart notebook runs top to bottom on the demo LM with no key, in a real kernel (nbclient)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "01_quickstart.ipynb"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    env_before = dict(os.environ)
+    os.environ.pop("OPENAI_API_KEY", None)
+    os.environ["JUPYTER_STREAM_DEMO_RATE"] = "500"
+    try:
+        nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    return nb
+
+
+def test_runs_without_errors(executed):
+    for cell in executed.cells:
+        for out in cell.get("outputs", []):
+            assert out["output_type"] != "error", out
+    stderr = "".join(
+        o.get("text", "") for c in executed.cells for o in c.get("outputs", []) if o.get("name") == "stderr"
+    )
+    assert "built-in demo LM" in stderr
+
+
+def test_widgets_hold_the_streamed_fields_and_the_prediction(executed):
+    states = executed.metadata["widgets"][WIDGET_STATE]["state"]
+    streams = [s["state"] for s in states.values() if "panes" in s["state"]]
+    done = [s for s in streams if s["status"] == "done"]
+    assert len(done) >= 5
+    titles = {s["title"] for s in done}
+    assert {"question -> reasoning, answer", "pipeline", "researcher"} <= titles
+    for s in done:
+        fields = s["prediction"]["fields"]
+        assert s["panes"], s["title"]
+        for pane in s["panes"]:
+            assert pane["done"] is True
+            assert pane["text"].strip(), (s["title"], pane["key"])
+            if pane["field"] in fields:  # a field of the final prediction: the pane holds exactly its value
+                assert pane["text"] == fields[pane["field"]], (s["title"], pane["key"])
+    pipeline = next(s for s in done if s["title"] == "pipeline")
+    assert [p["key"] for p in pipeline["panes"]] == ["draft.predict.paragraph", "polish.polished"]
+    researcher = next(s for s in done if s["title"] == "researcher")
+    assert researcher["status_log"] == [
+        "Calling tool search...",
+        "Tool calling finished! Querying the LLM with tool calling results...",
+        "Asking demo...",
+        "The model answered.",
+    ]
+    inspected = next(s for s in done if s["title"] == "question -> answer")
+    call = inspected["lm_calls"][0]
+    assert call["messages"][0]["role"] == "system" and "JSON" in call["messages"][0]["content"]
+    assert call["raw"].lstrip().startswith("{")
+
+
+def test_finished_cells_carry_a_static_html_snapshot(executed):
+    sky = next(c for c in executed.cells if c.cell_type == "code" and c.source.startswith('%%stream "question -> reasoning'))
+    bundle = next(o for o in sky.outputs if o["output_type"] == "display_data")
+    html = bundle["data"]["text/html"]
+    assert "self.answer" in html and "Why is the sky blue?" in html.replace("&quot;", '"')
+    assert "application/vnd.jupyter.widget-view+json" in bundle["data"]
