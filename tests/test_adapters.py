@@ -423,6 +423,17 @@ def test_json_non_string_values_stream_raw() -> None:
     assert [d for d in deltas if d.last] == [FieldDelta("reasoning", "]", True), FieldDelta("answer", "", True)]
 
 
+def test_json_number_closes_at_the_whitespace_after_it() -> None:
+    reply = '{"reasoning": -12 \n, "answer": true }'
+    assert JSONAdapter().parse(RA, reply) == {"reasoning": "-12", "answer": "true"}
+    parser = JSONAdapter().field_parser(RA)
+    assert [parser.feed(c) for c in ['{"reasoning": -1', "2", " ", '\n, "answer": tr', "ue", " }"]] == [
+        [FieldDelta("reasoning", "-1")], [FieldDelta("reasoning", "2")], [FieldDelta("reasoning", "", True)],
+        [FieldDelta("answer", "tr")], [FieldDelta("answer", "ue")], [FieldDelta("answer", "", True)],
+    ]
+    assert parser.finish() == []
+
+
 def test_json_typed_fields() -> None:
     reply = '{"count": 3, "tags": ["x"], "mood": "happy", "capital": {"city": "Rome", "population": "5"}}'
     assert JSONAdapter().parse(TYPED, reply) == {
