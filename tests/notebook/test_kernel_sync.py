@@ -1,0 +1,104 @@
+"""The sync API inside a real kernel cell: why jupyter_stream runs it on a thread, not nest-asyncio2.
+
+Pins the measurement behind the choice in ``jupyter_stream/runtime.py``: on an interrupt, the thread
+runner cancels the request (the server sees the connection closed at once); a nest-asyncio2 nested
+``run_until_complete`` raises KeyboardInterrupt but leaves the coroutine - and its HTTP request -
+running to the end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+jupyter_client = pytest.importorskip("jupyter_client")
+
+from test_kernel import execute, stream_text  # noqa: E402
+
+from jupyter_stream.demo import DemoServer  # noqa: E402
+
+LONG = "[[ ## answer ## ]]\n" + " ".join(f"word{i}" for i in range(120)) + "\n\n[[ ## completed ## ]]"
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    srv = DemoServer(token_rate=60).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def kc(slow_server):
+    km = jupyter_client.KernelManager(kernel_name="python3")
+    km.start_kernel()
+    client = km.client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    reply, _ = execute(client, (
+        "import jupyter_stream as js\n"
+        f"js.configure(lm=js.LM('sync-test', base_url={slow_server.url!r}, api_key='k', cache=False))\n"
+    ))
+    assert reply["content"]["status"] == "ok"
+    client.km = km
+    yield client
+    client.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def test_sync_predict_in_a_cell(kc, slow_server):
+    slow_server.reset()
+    slow_server.script("[[ ## answer ## ]]\nfrom a sync call\n\n[[ ## completed ## ]]")
+    reply, msgs = execute(kc, "print(js.Predict('question -> answer')(question='q').answer)")
+    assert reply["content"]["status"] == "ok"
+    assert stream_text(msgs).strip() == "from a sync call"
+
+
+def test_sync_streaming_generator_in_a_cell(kc, slow_server):
+    slow_server.reset()
+    slow_server.script("[[ ## answer ## ]]\nsync chunks\n\n[[ ## completed ## ]]")
+    code = (
+        "p = js.streamify(js.Predict('question -> answer'), stream_listeners=[js.StreamListener('answer')], async_streaming=False)\n"
+        "print(''.join(e.chunk for e in p(question='q') if isinstance(e, js.StreamResponse)))"
+    )
+    reply, msgs = execute(kc, code)
+    assert reply["content"]["status"] == "ok"
+    assert stream_text(msgs).strip() == "sync chunks"
+
+
+def _interrupt_during(kc, slow_server, code):
+    slow_server.reset()
+    slow_server.script(LONG)
+    timer = threading.Timer(1.0, kc.km.interrupt_kernel)
+    timer.start()
+    started = time.monotonic()
+    reply, _ = execute(kc, code)
+    timer.join()
+    return reply, time.monotonic() - started
+
+
+def test_interrupting_a_sync_call_cancels_the_request(kc, slow_server):
+    reply, took = _interrupt_during(kc, slow_server, "js.Predict('question -> answer')(question='q')")
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert took < 3.0  # the 4 s stream did not run to its end
+    assert slow_server.wait_idle(5.0)
+    assert slow_server.stream_closed_early == 1  # the HTTP request was closed
+    reply, msgs = execute(kc, "print('still usable')")
+    assert stream_text(msgs).strip() == "still usable"
+
+
+def test_nest_asyncio2_would_leave_the_request_running(kc, slow_server):
+    """The measurement that ruled nest-asyncio2 out for the sync API (kept as a test)."""
+    code = (
+        "import asyncio, nest_asyncio2\n"
+        "nest_asyncio2.apply()\n"
+        "lm = js.settings.current().lm\n"
+        "asyncio.get_event_loop().run_until_complete(lm.acall('q'))\n"
+    )
+    reply, _ = _interrupt_during(kc, slow_server, code)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert slow_server.wait_idle(10.0)
+    assert slow_server.stream_closed_early == 0  # the request ran on to its end after the interrupt
