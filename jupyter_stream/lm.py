@@ -21,6 +21,7 @@ import asyncio
 import collections
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -35,6 +36,8 @@ import openai
 from ._exceptions import ConfigurationError, LMError
 
 __all__ = ["LM", "LMRecord"]
+
+_log = logging.getLogger("jupyter_stream")
 
 _json_loads = json.loads
 try:  # jiter (an openai dependency) parses small JSON objects about twice as fast as json.
@@ -226,10 +229,13 @@ class LM:
             while len(self._memory) > self._memory_max:
                 self._memory.popitem(last=False)
         if disk and self.cache_dir is not None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_dir / f".{key}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(entry), "utf-8")
-            tmp.replace(self.cache_dir / f"{key}.json")
+            tmp = self.cache_dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(entry), "utf-8")
+                tmp.replace(self.cache_dir / f"{key}.json")
+            except OSError as e:  # a cache that cannot be written must not fail a call that succeeded
+                _log.warning("jupyter_stream: cannot write the LM cache in %s: %s", self.cache_dir, e)
 
     def clear_cache(self) -> None:
         """Forget every cached reply (memory only; delete ``cache_dir`` to clear the disk)."""
@@ -363,20 +369,17 @@ class LM:
             raise LMError(f"{self.model}: cannot reach {where}: {_cause(e)}") from None
         except LMError:
             raise
-        except (OSError, ValueError, RuntimeError) as e:  # httpx2 stream errors, a dropped connection
-            if isinstance(e, (asyncio.CancelledError,)):  # pragma: no cover
-                raise
-            raise LMError(
-                f"{self.model}: the connection failed after {n} deltas ({type(e).__name__}: {_cause(e)})"
-            ) from None
-        except Exception as e:  # the transport's own exception types
-            if type(e).__module__.split(".")[0] in ("httpx2", "httpx", "httpcore", "httpcore2", "h11", "anyio"):
+        except Exception as e:  # the transport's own exception types; anything else (a hook's bug) propagates
+            if isinstance(e, OSError) or type(e).__module__.split(".")[0] in _TRANSPORT_MODULES:
                 raise LMError(
                     f"{self.model}: the connection failed after {n} deltas ({type(e).__name__}: {_cause(e)})"
                 ) from None
             raise
         if not saw_done and rec.finish_reason is None:
             raise LMError(f"{self.model}: the connection closed after {n} deltas, before the reply finished")
+
+
+_TRANSPORT_MODULES = frozenset({"httpx2", "httpx", "httpcore", "httpcore2", "h11", "anyio"})
 
 
 def _server_message(e: openai.APIStatusError) -> str:

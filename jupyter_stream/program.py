@@ -194,7 +194,7 @@ class Predict(Module):
                     _type_adapter(f.annotation).validate_python(kwargs[name])
                 except pydantic.ValidationError:
                     raise InputError(
-                        f"input {name!r} of {self!r} must be a {f.type_name()}, got {type(kwargs[name]).__name__} "
+                        f"input {name!r} of {self!r} must be of type {f.type_name()}, got {type(kwargs[name]).__name__} "
                         f"{_short(kwargs[name])}"
                     ) from None
 

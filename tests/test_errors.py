@@ -467,3 +467,18 @@ def test_whole_call_timeout_keeps_partial_text(server, lm):
     assert chunks and err.partial["answer"].startswith("".join(chunks).strip())
     assert server.wait_idle(5)
     assert server.stream_closed_early == 1
+
+
+def test_stream_checks_module_inputs_at_once(server, lm):
+    class Qa(js.Module):
+        def __init__(self):
+            self.p = js.Predict("question -> answer")
+
+        def forward(self, question):
+            return self.p(question=question)
+
+    with pytest.raises(js.InputError, match=r"cannot run on inputs \['bogus', 'question'\].*takes \['question'\]"):
+        js.stream(Qa(), None, {"question": "q", "bogus": 1})
+    with pytest.raises(js.InputError, match="missing a required argument: 'question'"):
+        js.stream(Qa(), None, {})
+    assert server.requests == []

@@ -25,6 +25,8 @@ from pydantic_core import to_jsonable_python
 
 from ..signatures import Field, Signature
 
+from .base import Adapter
+
 if typing.TYPE_CHECKING:
     from .base import Message, Turn
 
@@ -135,3 +137,35 @@ def build_messages(
 def reply_start(completion: str, limit: int = 200) -> str:
     """The start of a reply, for error messages."""
     return completion if len(completion) <= limit else completion[:limit] + "..."
+
+
+class PromptAdapter(Adapter):
+    """An adapter whose messages are built from three pieces: a system message, the output
+    requirements sentence, and the reply format (used for demos and history turns)."""
+
+    def format(
+        self,
+        signature: type[Signature],
+        inputs: Mapping[str, Any],
+        *,
+        demos: Sequence[Turn] = (),
+        history: Sequence[Turn] = (),
+    ) -> list[Message]:
+        return build_messages(
+            signature,
+            inputs,
+            system=self.system_message(signature),
+            requirements=self.output_requirements(signature),
+            format_reply=self.format_reply,
+            demos=demos,
+            history=history,
+        )
+
+    def system_message(self, signature: type[Signature]) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def output_requirements(self, signature: type[Signature]) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def format_reply(self, signature: type[Signature], outputs: Mapping[str, Any]) -> str:  # pragma: no cover
+        raise NotImplementedError

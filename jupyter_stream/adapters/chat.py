@@ -205,7 +205,7 @@ def missing_fields_error(
     )
 
 
-class ChatAdapter(Adapter):
+class ChatAdapter(_prompt.PromptAdapter):
     """DSPy's chat format: every field is a ``[[ ## name ## ]]`` section, ending with ``[[ ## completed ## ]]``.
 
     Example::
@@ -233,24 +233,6 @@ class ChatAdapter(Adapter):
     """
 
     name = "chat"
-
-    def format(
-        self,
-        signature: type[Signature],
-        inputs: Mapping[str, Any],
-        *,
-        demos: Sequence[Turn] = (),
-        history: Sequence[Turn] = (),
-    ) -> list[Message]:
-        return _prompt.build_messages(
-            signature,
-            inputs,
-            system=self.system_message(signature),
-            requirements=self.output_requirements(signature),
-            format_reply=self.format_reply,
-            demos=demos,
-            history=history,
-        )
 
     def system_message(self, signature: type[Signature]) -> str:
         """The system message: field descriptions, the section structure, then the instructions."""

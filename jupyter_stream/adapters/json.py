@@ -353,7 +353,7 @@ def scan_object(completion: str, outputs: Mapping[str, Any]) -> dict[str, tuple[
     return found
 
 
-class JSONAdapter(Adapter):
+class JSONAdapter(_prompt.PromptAdapter):
     """The reply is a JSON object, ``{"reasoning": "...", "answer": 3}``; string values stream decoded.
 
     Example::
@@ -373,24 +373,6 @@ class JSONAdapter(Adapter):
     """
 
     name = "json"
-
-    def format(
-        self,
-        signature: type[Signature],
-        inputs: Mapping[str, Any],
-        *,
-        demos: Sequence[Turn] = (),
-        history: Sequence[Turn] = (),
-    ) -> list[Message]:
-        return _prompt.build_messages(
-            signature,
-            inputs,
-            system=self.system_message(signature),
-            requirements=self.output_requirements(signature),
-            format_reply=self.format_reply,
-            demos=demos,
-            history=history,
-        )
 
     def system_message(self, signature: type[Signature]) -> str:
         """The system message: field descriptions, the input blocks and the JSON object, the instructions."""

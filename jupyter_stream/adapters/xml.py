@@ -130,7 +130,7 @@ class XMLFieldParser(_StrippedText, FieldParser):
         return out
 
 
-class XMLAdapter(Adapter):
+class XMLAdapter(_prompt.PromptAdapter):
     """Each output field is an XML element, ``<answer>Paris</answer>``; its text streams between the tags.
 
     Example::
@@ -150,24 +150,6 @@ class XMLAdapter(Adapter):
     """
 
     name = "xml"
-
-    def format(
-        self,
-        signature: type[Signature],
-        inputs: Mapping[str, Any],
-        *,
-        demos: Sequence[Turn] = (),
-        history: Sequence[Turn] = (),
-    ) -> list[Message]:
-        return _prompt.build_messages(
-            signature,
-            inputs,
-            system=self.system_message(signature),
-            requirements=self.output_requirements(signature),
-            format_reply=self.format_reply,
-            demos=demos,
-            history=history,
-        )
 
     def system_message(self, signature: type[Signature]) -> str:
         """The system message: field descriptions, input blocks and one XML element per output, the instructions."""

@@ -20,9 +20,16 @@ Example (in a notebook cell, on the kernel's loop)::
     display(widget)
     sink = WidgetSink(widget)
     sink.start(title="predict", model="gpt-4o-mini")
-    async for event in js.stream(program, "predict", {"question": "..."}, lm_events=True):
-        sink.handle(event)
-    sink.finish(prediction=event)
+    task = asyncio.ensure_future(consume())      # consume(): async for event in stream: sink.handle(event)
+    widget.on_stop(task.cancel)                  # the Stop button
+    try:
+        prediction = await task
+    except asyncio.CancelledError:
+        sink.finish(stopped=True)
+    except Exception as e:
+        sink.finish(error=e)
+    else:
+        sink.finish(prediction=prediction)
 
 The engine never imports this module.
 """

@@ -19,6 +19,6 @@ __all__ = [
     "StreamResponse",
     "apply_sync_streaming",
     "stream",
-    "streaming_response",
     "streamify",
+    "streaming_response",
 ]

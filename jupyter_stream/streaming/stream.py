@@ -126,10 +126,11 @@ class Stream:
                     f"cannot listen to {', '.join(repr(u) for u in unknown)}: not an output field of "
                     f"{self.predictor_name or 'the program'}; its output fields are {sorted(outputs)}"
                 )
-        if isinstance(self.target, Predict):
-            self.target.check_inputs({**self.inputs, **opts})
-        elif self.target is None and isinstance(program, Predict):
-            program.check_inputs({**self.inputs, **opts})
+        runs = self.target if self.target is not None else program
+        if isinstance(runs, Predict):
+            runs.check_inputs({**self.inputs, **opts})
+        else:
+            _check_module_inputs(runs, {**self.inputs, **opts})
         self.limits = resolve_limits(timeout=timeout, stream_timeout=stream_timeout, timeout_profile=timeout_profile)
         self.snapshot = _settings.current()
         self.provider = status_message_provider or StatusMessageProvider()
@@ -218,6 +219,27 @@ class _Deferred:
     async def aclose(self) -> None:
         if self.agen is not None:
             await self.agen.aclose()
+
+
+def _check_module_inputs(module: Any, inputs: dict[str, Any]) -> None:
+    """Raise InputError now when the module's forward/aforward cannot take ``inputs``."""
+    import inspect
+
+    from .._exceptions import InputError
+    from ..program import Module
+
+    cls = type(module)
+    fn = cls.aforward if cls.aforward is not Module.aforward else cls.forward
+    if fn is Module.forward:
+        return
+    sig = inspect.signature(fn)
+    try:
+        sig.bind(module, **inputs)
+    except TypeError as e:
+        params = [p for p in list(sig.parameters)[1:]]
+        raise InputError(
+            f"{cls.__name__} cannot run on inputs {sorted(inputs)} ({e}); its {fn.__name__} takes {params}"
+        ) from None
 
 
 def _find_predictor(program: Any, predictor: Any, named: list[tuple[str, Any]]) -> Any:

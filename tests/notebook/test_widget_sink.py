@@ -78,7 +78,8 @@ async def test_burst_of_2000_tokens_is_batched_and_complete():
     await asyncio.sleep(0.15)  # the trailing flush sends the end of the burst
     elapsed = time.monotonic() - t0
     n = len(w.deltas())
-    assert 0.3 < burst < 2.0
+    print(f"{n} delta messages in {elapsed:.2f} s")
+    assert 0.3 < burst < 5.0
     assert n <= elapsed * 30 + 2, (n, elapsed)
     assert n >= 5  # it streamed during the burst, not all at the end
     assert w.joined() == {k: "".join(v) for k, v in expected.items()}
@@ -94,13 +95,16 @@ async def test_burst_of_2000_tokens_is_batched_and_complete():
 
 async def test_last_deltas_of_a_burst_arrive_by_the_trailing_flush():
     w = CapturingWidget()
-    sink = WidgetSink(w, flush_interval=0.05)
+    sink = WidgetSink(w, flush_interval=0.3)
     sink.start(title="predict")
     sink.handle(chunk("answer", "Hello"))  # first event: flushed at once
     assert w.joined() == {"predict.answer": "Hello"}
     sink.handle(chunk("answer", ", world"))  # inside the interval: held
     assert w.joined() == {"predict.answer": "Hello"}
-    await asyncio.sleep(0.12)
+    assert isinstance(sink._trailing, asyncio.TimerHandle)
+    await asyncio.sleep(0.1)
+    assert w.joined() == {"predict.answer": "Hello"}  # not before the interval is over
+    await asyncio.sleep(0.5)
     assert w.joined() == {"predict.answer": "Hello, world"}
     assert len(w.deltas()) == 2
     assert not sink.finished
@@ -108,13 +112,13 @@ async def test_last_deltas_of_a_burst_arrive_by_the_trailing_flush():
 
 def test_trailing_flush_without_a_loop_uses_a_thread():
     w = CapturingWidget()
-    sink = WidgetSink(w, flush_interval=0.05)
+    sink = WidgetSink(w, flush_interval=0.3)
     sink.start(title="predict")
     sink.handle(chunk("answer", "a"))
     sink.handle(chunk("answer", "b"))
     assert w.joined() == {"predict.answer": "a"}
     assert isinstance(sink._trailing, threading.Timer)
-    time.sleep(0.2)
+    time.sleep(0.7)
     assert w.joined() == {"predict.answer": "ab"}
 
 
