@@ -33,7 +33,7 @@ from .callbacks import fire_end, fire_start
 from .prediction import Prediction
 from .runtime import run_in_thread, run_sync
 from .signatures import OutputField, Signature, ensure_signature
-from .streaming.call import Router, current_call, partial_fields
+from .streaming.call import FieldFeed, current_call, partial_fields
 from .streaming.events import LMRequest, LMResponse
 
 __all__ = ["ChainOfThought", "Module", "Predict", "Tool"]
@@ -223,9 +223,8 @@ async def _run_lm(predict: Predict, lm: Any, adapter: Any, sig: type[Signature],
 
     call = current_call()
     rec = LMRecord(lm.model, messages)
-    router: Router | None = None
+    fields: FieldFeed | None = None
     on_content = on_reasoning = on_chunk = None
-    parser = None
     name = "predict"
     call_key = 0
     if call is not None:
@@ -236,29 +235,12 @@ async def _run_lm(predict: Predict, lm: Any, adapter: Any, sig: type[Signature],
         if call.lm_events:
             call.emit(LMRequest(name, lm.model, messages, call_key))
         if call.passthrough:
-            from openai.types.chat import ChatCompletionChunk
-
-            emit = call.emit
-
-            def on_chunk(data: dict[str, Any]) -> None:
-                if data.get("choices"):
-                    emit(ChatCompletionChunk.model_validate(data))
+            on_chunk = _passthrough(call.emit)
         else:
             router = call.router_for(predict, sig.output_fields)
-        if router is not None:
-            parser = adapter.field_parser(sig)
-            route, feed = router.route, parser.feed
-            reasoning_open = [False]
-
-            def on_content(text: str) -> None:
-                if reasoning_open[0]:
-                    reasoning_open[0] = False
-                    route(((("reasoning", "", True)),))
-                route(feed(text))
-
-            def on_reasoning(text: str) -> None:
-                reasoning_open[0] = True
-                route((("reasoning", text, False),))
+            if router is not None:
+                fields = FieldFeed(router, adapter.field_parser(sig))
+                on_content, on_reasoning = fields.content, fields.reasoning
 
     lm_id, lm_cbs = fire_start("lm", lm, {"messages": messages, **config})
     try:
@@ -269,14 +251,8 @@ async def _run_lm(predict: Predict, lm: Any, adapter: Any, sig: type[Signature],
             e._attach(partial=partial_fields(adapter, sig, raw, rec.reasoning_parts), raw=raw, predict_name=name)
             raise
         finally:
-            if router is not None and parser is not None:
-                if rec.cached:
-                    router.mark_cache_hit()
-                else:
-                    if rec.reasoning_parts and not rec.parts:
-                        router.route((("reasoning", "", True),))
-                    router.route(parser.finish())
-                    router.close_open()
+            if fields is not None:
+                fields.finish(cached=rec.cached)
         outputs = _parse(adapter, sig, rec, name)
     except BaseException as e:
         fire_end("lm", lm_id, lm_cbs, None, e)
@@ -288,6 +264,17 @@ async def _run_lm(predict: Predict, lm: Any, adapter: Any, sig: type[Signature],
     if call is not None and call.lm_events:
         call.emit(LMResponse(name, lm.model, rec.text, rec.reasoning, rec.usage, rec.ttft, rec.duration, rec.cached, call_key))
     return Prediction.from_dict(outputs, usage={lm.model: rec.usage} if rec.usage else None)
+
+
+def _passthrough(emit: Any) -> Any:
+    """Without listeners, the raw LM chunks go to the consumer as typed ``ChatCompletionChunk`` objects."""
+    from openai.types.chat import ChatCompletionChunk
+
+    def on_chunk(data: dict[str, Any]) -> None:
+        if data.get("choices"):
+            emit(ChatCompletionChunk.model_validate(data))
+
+    return on_chunk
 
 
 def _parse(adapter: Any, sig: type[Signature], rec: Any, name: str) -> dict[str, Any]:

@@ -146,7 +146,7 @@ def test_stream_timeout_between_events(lm, server):
 def test_whole_call_timeout(lm, server):
     server.script(Reply(content=LONG, token_rate=100))
     with pytest.raises(js.StreamTimeoutError) as info:
-        list(js.stream(js.Predict("question -> answer"), None, {"question": "q"}, timeout=0.3))
+        list(js.stream(js.Predict("question -> answer"), None, {"question": "q"}, timeout=1.0))
     assert info.value.limit == "timeout"
     assert info.value.partial["answer"].startswith("w0 w1")
     assert server.wait_idle(5.0) and server.stream_closed_early == 1

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .listener import StreamListener
     from .status import StatusMessageProvider
 
-__all__ = ["Channel", "StreamCall", "current_call"]
+__all__ = ["Channel", "FieldFeed", "Router", "StreamCall", "current_call"]
 
 _current: contextvars.ContextVar[StreamCall | None] = contextvars.ContextVar("jupyter_stream_call", default=None)
 
@@ -137,6 +137,45 @@ class Router:
     @property
     def fields(self) -> frozenset[str]:
         return frozenset(self._states)
+
+
+_REASONING_END = (FieldDelta("reasoning", "", True),)
+
+
+class FieldFeed:
+    """One LM call's deltas -> the adapter's incremental parser -> the router.
+
+    Native reasoning (``reasoning_content``) bypasses the parser as the ``reasoning`` field, closed
+    when the first content delta arrives or the reply ends.
+    """
+
+    __slots__ = ("_route", "_feed", "_parser", "_router", "_reasoning_open")
+
+    def __init__(self, router: Router, parser: Any) -> None:
+        self._router, self._parser = router, parser
+        self._route, self._feed = router.route, parser.feed
+        self._reasoning_open = False
+
+    def content(self, text: str) -> None:
+        if self._reasoning_open:
+            self._reasoning_open = False
+            self._route(_REASONING_END)
+        self._route(self._feed(text))
+
+    def reasoning(self, text: str) -> None:
+        self._reasoning_open = True
+        self._route((FieldDelta("reasoning", text, False),))
+
+    def finish(self, *, cached: bool) -> None:
+        """The call ended (or failed): close every field that opened, exactly once."""
+        if cached:
+            self._router.mark_cache_hit()
+            return
+        if self._reasoning_open:
+            self._reasoning_open = False
+            self._route(_REASONING_END)
+        self._route(self._parser.finish())
+        self._router.close_open()
 
 
 class _StatusCallback(BaseCallback):
