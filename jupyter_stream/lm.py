@@ -39,15 +39,8 @@ __all__ = ["LM", "LMRecord"]
 
 _log = logging.getLogger("jupyter_stream")
 
-_json_loads = json.loads
-try:  # jiter (an openai dependency) parses small JSON objects about twice as fast as json.
-    from jiter import from_json as _from_json
-
-    def _loads(line: str) -> Any:
-        return _from_json(line.encode())
-
-except ImportError:  # pragma: no cover
-    _loads = _json_loads
+# jiter (an openai dependency) parses the SSE payload bytes directly, with no str round trip.
+from jiter import from_json as _loads  # noqa: E402
 
 
 @dataclass(slots=True)
@@ -311,54 +304,62 @@ class LM:
             async with client.chat.completions.with_streaming_response.create(
                 messages=messages, **extra, **params
             ) as response:
-                async for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        if line.startswith("event: error"):
-                            raise LMError("the server sent an SSE error event")
-                        continue
-                    payload = line[5:].lstrip()
-                    if payload == "[DONE]":
-                        saw_done = True
-                        break
-                    try:
-                        data = _loads(payload)
-                    except ValueError:
-                        raise LMError(
-                            f"malformed SSE line from the server after {n} deltas: {payload[:120]!r}"
-                        ) from None
-                    if on_chunk is not None:
-                        on_chunk(data)
-                    choices = data.get("choices")
-                    if choices:
-                        choice = choices[0]
-                        delta = choice.get("delta")
-                        if delta:
-                            text = delta.get("content")
-                            if text:
-                                if rec.ttft is None:
-                                    rec.ttft = time.perf_counter() - started
-                                n += 1
-                                parts_append(text)
-                                if on_content is not None:
-                                    on_content(text)
-                            else:
-                                thought = delta.get("reasoning_content") or delta.get("reasoning")
-                                if thought:
+                # Raw bytes split on newlines: one split per network read, no per-line decode.
+                pending = b""
+                async for block in response.http_response.aiter_bytes():
+                    lines = (pending + block).split(b"\n") if pending else block.split(b"\n")
+                    pending = lines.pop()
+                    for line in lines:
+                        if line[:5] != b"data:":
+                            if line[:12] == b"event: error":
+                                raise LMError("the server sent an SSE error event")
+                            continue
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            saw_done = True
+                            break
+                        try:
+                            data = _loads(payload)
+                        except ValueError:
+                            shown = payload[:120].decode("utf-8", "replace")
+                            raise LMError(f"malformed SSE line from the server after {n} deltas: {shown!r}") from None
+                        if on_chunk is not None:
+                            on_chunk(data)
+                        choices = data.get("choices")
+                        if choices:
+                            choice = choices[0]
+                            delta = choice.get("delta")
+                            if delta:
+                                text = delta.get("content")
+                                if text:
                                     if rec.ttft is None:
                                         rec.ttft = time.perf_counter() - started
-                                    reasoning_append(thought)
-                                    if on_reasoning is not None:
-                                        on_reasoning(thought)
-                        fr = choice.get("finish_reason")
-                        if fr:
-                            rec.finish_reason = fr
-                    elif "error" in data:
-                        err = data["error"]
-                        msg = err.get("message", err) if isinstance(err, dict) else err
-                        raise LMError(f"the server reported an error mid-stream after {n} deltas: {msg}")
-                    usage = data.get("usage")
-                    if usage:
-                        rec.usage = usage
+                                    n += 1
+                                    parts_append(text)
+                                    if on_content is not None:
+                                        on_content(text)
+                                else:
+                                    thought = delta.get("reasoning_content") or delta.get("reasoning")
+                                    if thought:
+                                        if rec.ttft is None:
+                                            rec.ttft = time.perf_counter() - started
+                                        reasoning_append(thought)
+                                        if on_reasoning is not None:
+                                            on_reasoning(thought)
+                            fr = choice.get("finish_reason")
+                            if fr:
+                                rec.finish_reason = fr
+                        elif "error" in data:
+                            err = data["error"]
+                            msg = err.get("message", err) if isinstance(err, dict) else err
+                            raise LMError(f"the server reported an error mid-stream after {n} deltas: {msg}")
+                        usage = data.get("usage")
+                        if usage:
+                            rec.usage = usage
+                    if saw_done:
+                        break
+                else:
+                    saw_done = pending.strip() == b"data: [DONE]"  # a last line without its newline
         except openai.APIStatusError as e:
             raise LMError(
                 f"{self.model}: the server answered HTTP {e.status_code}: {_server_message(e)}",
