@@ -1,7 +1,8 @@
 """Running a program as a task and handing its events to one consumer, within time limits.
 
-Both ``streamify`` and ``stream()`` are built on :func:`drive`: the program runs as a task in a
-context that holds the :class:`StreamCall`; the consumer pops events from the call's channel. Leaving
+Both ``streamify`` and ``stream()`` are :func:`drive`: the program runs as a task in a context that
+holds the :class:`StreamCall`; the consumer pops events straight from the call's channel (no
+intermediate generator per event). Leaving
 the loop early, an exception, a timeout or a cancellation of the consumer cancels the task and waits
 for it, so the LM request is closed before control returns.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from .. import settings as _settings
@@ -18,16 +19,7 @@ from .._exceptions import StreamError, StreamTimeoutError
 from ..runtime import Limits
 from .call import StreamCall, _current
 
-__all__ = ["Result", "drive"]
-
-
-class Result:
-    """The program's return value, as the last item :func:`drive` yields."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
+__all__ = ["attach_partial", "drive"]
 
 
 _DONE = object()
@@ -35,14 +27,20 @@ _DEADLINE = object()
 
 
 async def drive(
-    call: StreamCall,
+    make_call: Callable[[asyncio.AbstractEventLoop], StreamCall],
     run: Callable[[], Awaitable[Any]],
     limits: Limits,
     *,
     snapshot: _settings.Settings | None = None,
+    finish: Callable[[StreamCall, Any], Iterable[Any]] = lambda _call, value: (value,),
 ) -> AsyncIterator[Any]:
-    """Run ``run()`` as a task inside ``call``; yield its events, then ``Result(return value)``."""
+    """Run ``run()`` as a task inside a new call; yield its events, then ``finish(call, return value)``.
+
+    The call is made when iteration starts (on the loop that iterates), so the generator itself can be
+    created anywhere, e.g. in a thread that hands it to :func:`apply_sync_streaming`.
+    """
     loop = asyncio.get_running_loop()
+    call = make_call(loop)
     ctx = contextvars.copy_context()
     ctx.run(_current.set, call)
     if snapshot is not None:
@@ -58,10 +56,11 @@ async def drive(
     deadline_handle = None
     if limits.timeout is not None:
         deadline_handle = loop.call_later(limits.timeout, channel.emit_first, _DEADLINE)
+    items = channel._items
+    popleft = items.popleft
     try:
-        pop = channel.pop
         while True:
-            if not channel:
+            if not items:
                 if gap is None:
                     await channel.wait()
                 else:
@@ -69,17 +68,20 @@ async def drive(
                         async with asyncio.timeout(gap):
                             await channel.wait()
                     except TimeoutError:
-                        raise _timeout(call, "stream_timeout", gap, task) from None
-            item = pop()
+                        raise _timeout(call, "stream_timeout", gap) from None
+            item = popleft()
             if item is _DONE:
                 break
             if item is _DEADLINE:
-                raise _timeout(call, "timeout", limits.timeout, task)
+                raise _timeout(call, "timeout", limits.timeout)
             yield item
-        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if task.cancelled():
+            raise asyncio.CancelledError()
+        exc = task.exception()
         if exc is not None:
-            raise exc
-        yield Result(task.result())
+            raise attach_partial(call, exc)
+        for item in finish(call, task.result()):
+            yield item
     finally:
         if deadline_handle is not None:
             deadline_handle.cancel()
@@ -101,7 +103,7 @@ async def _settle(task: asyncio.Task[Any]) -> None:
         pass
 
 
-def _timeout(call: StreamCall, limit: str, seconds: float | None, task: asyncio.Task[Any]) -> StreamTimeoutError:
+def _timeout(call: StreamCall, limit: str, seconds: float | None) -> StreamTimeoutError:
     partial, raw, name = call.partial()
     if limit == "stream_timeout":
         msg = (

@@ -26,7 +26,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
+import weakref
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from typing import Any
 
@@ -34,7 +34,7 @@ from .. import settings as _settings
 from .._exceptions import ListenerError, UsageError
 from ..runtime import resolve_limits
 from .call import StreamCall
-from .drive import Result, attach_partial, drive
+from .drive import drive
 from .status import StatusMessageProvider
 from .streamify import apply_sync_streaming
 
@@ -137,41 +137,45 @@ class Stream:
         self.lm_events = lm_events
         self.prediction: Any = None
         self.call: StreamCall | None = None
-        self._agen: Any = None
-        self._sync: Generator[Any, None, None] | None = None
+        # Weak references to the running generators: the consumer's loop owns them, so leaving the loop
+        # (break, an exception in the body, KeyboardInterrupt) drops the last reference and closes them,
+        # which cancels the forward pass. A strong reference here made a cycle (the generator's frame holds
+        # this Stream) that kept the request streaming after a break until the end of the reply.
+        self._agen: weakref.ref[Any] | None = None
+        self._sync: weakref.ref[Generator[Any, None, None]] | None = None
 
     def __repr__(self) -> str:
         what = self.predictor_name or type(self.program).__name__
         return f"<Stream of {what} ({'started' if self._agen else 'not started'})>"
 
     # ------------------------------------------------------------------------------------ async
-    async def _events(self) -> AsyncIterator[Any]:
-        call = self.call = StreamCall(
-            loop=asyncio.get_running_loop(), status_provider=self.provider, names=self.names,
-            listen_all=True, listen_fields=self.listen, only=self.target, lm_events=self.lm_events,
-        )
+    def _events(self) -> AsyncIterator[Any]:
+        def make_call(loop: asyncio.AbstractEventLoop) -> StreamCall:
+            self.call = StreamCall(
+                loop=loop, status_provider=self.provider, names=self.names,
+                listen_all=True, listen_fields=self.listen, only=self.target, lm_events=self.lm_events,
+            )
+            return self.call
+
+        def finish(_call: StreamCall, prediction: Any) -> tuple[Any]:
+            self.prediction = prediction
+            return (prediction,)
+
         target = self.target if self.target is not None else self.program
         inputs = {**self.inputs, **self.opts}
-        try:
-            async with aclosing(drive(call, lambda: target.acall(**inputs), self.limits, snapshot=self.snapshot)) as events:
-                async for item in events:
-                    if type(item) is Result:
-                        self.prediction = item.value
-                        yield item.value
-                        return
-                    yield item
-        except Exception as e:
-            raise attach_partial(call, e)
+        return drive(make_call, lambda: target.acall(**inputs), self.limits, snapshot=self.snapshot, finish=finish)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         self._start()
-        self._agen = self._events()
-        return self._agen
+        agen = self._events()
+        self._agen = weakref.ref(agen)
+        return agen
 
     async def aclose(self) -> None:
         """Stop the stream: cancel the forward pass and close the LM request."""
-        if self._agen is not None:
-            await self._agen.aclose()
+        agen = self._agen() if self._agen is not None else None
+        if agen is not None:
+            await agen.aclose()
 
     async def __aenter__(self) -> Stream:
         return self
@@ -182,13 +186,17 @@ class Stream:
     # ------------------------------------------------------------------------------------- sync
     def __iter__(self) -> Generator[Any, None, None]:
         self._start()
-        self._sync = apply_sync_streaming(_Deferred(self))
-        return self._sync
+        agen = self._events()
+        self._agen = weakref.ref(agen)
+        gen = apply_sync_streaming(agen)
+        self._sync = weakref.ref(gen)
+        return gen
 
     def close(self) -> None:
         """Stop a stream iterated with ``for`` (cancels the forward pass, closes the request)."""
-        if self._sync is not None:
-            self._sync.close()
+        gen = self._sync() if self._sync is not None else None
+        if gen is not None:
+            gen.close()
 
     def __enter__(self) -> Stream:
         return self
@@ -199,26 +207,6 @@ class Stream:
     def _start(self) -> None:
         if self._agen is not None or self._sync is not None:
             raise UsageError("a Stream runs once; call stream(...) again to run it again")
-
-
-class _Deferred:
-    """Creates the stream's async generator on the loop that iterates it."""
-
-    def __init__(self, owner: Stream) -> None:
-        self.owner = owner
-        self.agen: Any = None
-
-    def __aiter__(self) -> _Deferred:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self.agen is None:
-            self.agen = self.owner._agen = self.owner._events()
-        return await self.agen.__anext__()
-
-    async def aclose(self) -> None:
-        if self.agen is not None:
-            await self.agen.aclose()
 
 
 def _check_module_inputs(module: Any, inputs: dict[str, Any]) -> None:

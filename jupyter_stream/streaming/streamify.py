@@ -21,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import queue
-from contextlib import aclosing
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from typing import Any
 
 from ..runtime import _wait_cancelled, resolve_limits, run_in_thread, submit_tracked
 from .call import StreamCall
-from .drive import Result, attach_partial, drive
+from .drive import drive
 from .listener import StreamListener, find_predictor_for_stream_listeners
 from .status import StatusMessageProvider
 
@@ -68,7 +67,7 @@ def streamify(
     provider = status_message_provider or StatusMessageProvider()
     runner = _runner(program, is_async_program)
 
-    async def async_streamer(
+    def async_streamer(
         *args: Any,
         timeout: Any = _UNSET,
         stream_timeout: Any = _UNSET,
@@ -76,25 +75,26 @@ def streamify(
         **kwargs: Any,
     ) -> AsyncGenerator[Any, None]:
         limits = resolve_limits(timeout=timeout, stream_timeout=stream_timeout, timeout_profile=timeout_profile)
-        call = StreamCall(
-            loop=asyncio.get_running_loop(), status_provider=provider, listeners=listeners, names=names,
-            passthrough=not listeners, lm_events=include_lm_events,
-        )
-        try:
-            async with aclosing(drive(call, lambda: runner(*args, **kwargs), limits)) as events:
-                async for item in events:
-                    if type(item) is Result:
-                        if (
-                            include_final_prediction_in_output_stream
-                            or not listeners
-                            or call.any_cache_hit()
-                            or not call.any_started()
-                        ):
-                            yield item.value
-                        return
-                    yield item
-        except Exception as e:
-            raise attach_partial(call, e)
+
+        def make_call(loop: asyncio.AbstractEventLoop) -> StreamCall:
+            return StreamCall(
+                loop=loop, status_provider=provider, listeners=listeners, names=names,
+                passthrough=not listeners, lm_events=include_lm_events,
+            )
+
+        def finish(call: StreamCall, prediction: Any) -> tuple[Any, ...]:
+            # DSPy's rule: the prediction is yielded unless asked not to, but always on a cache hit
+            # or when no listener ever started.
+            if (
+                include_final_prediction_in_output_stream
+                or not listeners
+                or call.any_cache_hit()
+                or not call.any_started()
+            ):
+                return (prediction,)
+            return ()
+
+        return drive(make_call, lambda: runner(*args, **kwargs), limits, finish=finish)
 
     async_streamer.program = program  # type: ignore[attr-defined] - lets %%stream find the program
     if async_streaming:
