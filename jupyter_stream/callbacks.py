@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from . import settings
@@ -75,6 +77,28 @@ def fire_start(kind: str, instance: Any, inputs: dict[str, Any]) -> tuple[int, t
         except Exception:  # a callback must never break the program
             _log.exception("callback %r failed in on_%s_start", cb, kind)
     return call_id, cbs
+
+
+class Scope:
+    """What :func:`scoped` yields: set ``out`` to the result so ``on_<kind>_end`` receives it."""
+
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        self.out: Any = None
+
+
+@contextmanager
+def scoped(kind: str, instance: Any, inputs: dict[str, Any]) -> Iterator[Scope]:
+    """Fire ``on_<kind>_start`` now and ``on_<kind>_end`` with the scope's ``out`` (or the exception)."""
+    call_id, cbs = fire_start(kind, instance, inputs)
+    scope = Scope()
+    try:
+        yield scope
+    except BaseException as e:
+        fire_end(kind, call_id, cbs, None, e)
+        raise
+    fire_end(kind, call_id, cbs, scope.out, None)
 
 
 def fire_end(kind: str, call_id: int, cbs: tuple[Any, ...], outputs: Any, exception: BaseException | None) -> None:

@@ -21,7 +21,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -29,7 +31,7 @@ import pydantic
 
 from . import settings as _settings
 from ._exceptions import AdapterParseError, InputError, StreamError
-from .callbacks import fire_end, fire_start
+from .callbacks import fire_end, fire_start, scoped
 from .prediction import Prediction
 from .runtime import run_in_thread, run_sync
 from .signatures import OutputField, Signature, ensure_signature
@@ -41,6 +43,52 @@ __all__ = ["ChainOfThought", "Module", "Predict", "Tool"]
 _RESERVED = frozenset({"lm", "config", "demos", "history"})
 
 
+class _UsageTotals:
+    """Token usage of every LM call within one outermost program call, summed per model."""
+
+    __slots__ = ("by_model",)
+
+    def __init__(self) -> None:
+        self.by_model: dict[str, dict[str, Any]] = {}
+
+    def add(self, model: str, usage: Mapping[str, Any]) -> None:
+        _add_counts(self.by_model.setdefault(model, {}), usage)
+
+
+def _add_counts(total: dict[str, Any], usage: Mapping[str, Any]) -> None:
+    for k, v in usage.items():
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, (int, float)):
+            total[k] = total.get(k, 0) + v
+        elif isinstance(v, Mapping):
+            _add_counts(total.setdefault(k, {}), v)
+
+
+_usage: contextvars.ContextVar[_UsageTotals | None] = contextvars.ContextVar("jupyter_stream_usage", default=None)
+
+
+@contextmanager
+def _usage_scope() -> Iterator[Callable[[Any], Any]]:
+    """The outermost module call collects the usage of all LM calls beneath it and stamps it on its
+    prediction (``prediction.get_lm_usage()``); inner calls leave their own predictions as they are."""
+    if _usage.get() is not None:
+        yield lambda out: out
+        return
+    totals = _UsageTotals()
+    token = _usage.set(totals)
+
+    def stamp(out: Any) -> Any:
+        if isinstance(out, Prediction) and totals.by_model:
+            object.__setattr__(out, "_lm_usage", {m: dict(u) for m, u in totals.by_model.items()})
+        return out
+
+    try:
+        yield stamp
+    finally:
+        _usage.reset(token)
+
+
 class Module:
     """Base class of programs. Define ``forward`` (sync) and/or ``aforward`` (async).
 
@@ -49,26 +97,16 @@ class Module:
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        call_id, cbs = fire_start("module", self, kwargs)
-        try:
-            out = self.forward(*args, **kwargs)
-        except BaseException as e:
-            fire_end("module", call_id, cbs, None, e)
-            raise
-        fire_end("module", call_id, cbs, out, None)
-        return out
+        with scoped("module", self, kwargs) as scope, _usage_scope() as stamp:
+            scope.out = stamp(self.forward(*args, **kwargs))
+        return scope.out
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Run the program asynchronously."""
         if type(self).aforward is not Module.aforward:
-            call_id, cbs = fire_start("module", self, kwargs)
-            try:
-                out = await self.aforward(*args, **kwargs)
-            except BaseException as e:
-                fire_end("module", call_id, cbs, None, e)
-                raise
-            fire_end("module", call_id, cbs, out, None)
-            return out
+            with scoped("module", self, kwargs) as scope, _usage_scope() as stamp:
+                scope.out = stamp(await self.aforward(*args, **kwargs))
+            return scope.out
         return await run_in_thread(self.__call__, *args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -164,14 +202,9 @@ class Predict(Module):
         if args:
             raise InputError(f"{self!r} takes its inputs as keywords")
         self.check_inputs(kwargs)
-        call_id, cbs = fire_start("module", self, kwargs)
-        try:
-            out = await self.aforward(**kwargs)
-        except BaseException as e:
-            fire_end("module", call_id, cbs, None, e)
-            raise
-        fire_end("module", call_id, cbs, out, None)
-        return out
+        with scoped("module", self, kwargs) as scope, _usage_scope() as stamp:
+            scope.out = stamp(await self.aforward(**kwargs))
+        return scope.out
 
     def check_inputs(self, kwargs: Mapping[str, Any]) -> None:
         """Raise :class:`InputError` for missing, unknown or ill-typed inputs (before any request)."""
@@ -263,6 +296,9 @@ async def _run_lm(predict: Predict, lm: Any, adapter: Any, sig: type[Signature],
     fire_end("lm", lm_id, lm_cbs, rec.text, None)
     if call is not None and call.lm_events:
         call.emit(LMResponse(name, lm.model, rec.text, rec.reasoning, rec.usage, rec.ttft, rec.duration, rec.cached, call_key))
+    usage = _usage.get()
+    if usage is not None and rec.usage:
+        usage.add(lm.model, rec.usage)
     return Prediction.from_dict(outputs, usage={lm.model: rec.usage} if rec.usage else None)
 
 
@@ -361,30 +397,19 @@ class Tool:
         return f"Tool(name={self.name!r}, args={list(self.args)})"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        call_id, cbs = fire_start("tool", self, kwargs)
-        try:
+        with scoped("tool", self, kwargs) as scope:
             out = self.func(*args, **kwargs)
-            if inspect.isawaitable(out):
-                out = run_sync(_await(out))
-        except BaseException as e:
-            fire_end("tool", call_id, cbs, None, e)
-            raise
-        fire_end("tool", call_id, cbs, out, None)
-        return out
+            scope.out = run_sync(_await(out)) if inspect.isawaitable(out) else out
+        return scope.out
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Call the tool from async code (an async function is awaited, a sync one runs in a thread)."""
-        call_id, cbs = fire_start("tool", self, kwargs)
-        try:
+        with scoped("tool", self, kwargs) as scope:
             if inspect.iscoroutinefunction(self.func):
-                out = await self.func(*args, **kwargs)
+                scope.out = await self.func(*args, **kwargs)
             else:
-                out = await asyncio.to_thread(self.func, *args, **kwargs)
-        except BaseException as e:
-            fire_end("tool", call_id, cbs, None, e)
-            raise
-        fire_end("tool", call_id, cbs, out, None)
-        return out
+                scope.out = await asyncio.to_thread(self.func, *args, **kwargs)
+        return scope.out
 
 
 async def _await(x: Any) -> Any:

@@ -7,6 +7,7 @@ Every test that streams talks HTTP + SSE to :class:`jupyter_stream.demo.DemoServ
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,11 @@ def lm(server):
     js.configure(lm=model, adapter=None, callbacks=None)
     yield model
     js.configure(lm=None, adapter=None, callbacks=None)
+    model.close()  # pooled keep-alive connections must not close during the next test
     assert server.wait_idle(5.0), "a streamed response was still in flight after the test"
+    deadline = time.monotonic() + 2.0
+    while server.connections_closed < server.connections_opened and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def collect_fields(events) -> dict[str, str]:

@@ -402,3 +402,21 @@ def test_copy_keeps_options_and_shares_no_cache(server, lm):
     assert other._memory is not model._memory
     assert model.copy(model="openai/n").model == "n"
     assert KEY not in repr(other)
+
+
+async def test_a_program_prediction_sums_the_usage_of_all_its_lm_calls(server, lm):
+    class Two(js.Module):
+        def __init__(self):
+            self.a = js.Predict("question -> answer")
+            self.b = js.Predict("answer -> final")
+
+        async def aforward(self, question):
+            return await self.b.acall(answer=(await self.a.acall(question=question)).answer)
+
+    server.script(
+        Reply(content="[[ ## answer ## ]]\nA\n\n[[ ## completed ## ]]", usage={"prompt_tokens": 10, "completion_tokens": 3}),
+        Reply(content="[[ ## final ## ]]\nB\n\n[[ ## completed ## ]]", usage={"prompt_tokens": 20, "completion_tokens": 5}),
+    )
+    out = await Two().acall(question="q")
+    usage = out.get_lm_usage()["test-model"]
+    assert usage["prompt_tokens"] == 30 and usage["completion_tokens"] == 8

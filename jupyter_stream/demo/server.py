@@ -976,8 +976,8 @@ _shared_lock = threading.Lock()
 def shared_server(token_rate: float | None | str = "env") -> DemoServer:
     """The process-wide demo server, started on first use (the package's auto-start uses this).
 
-    ``token_rate="env"`` takes :func:`default_token_rate`; the rate of an already running shared server
-    is updated to the one asked for.
+    ``token_rate="env"`` takes :func:`default_token_rate` for a server it starts and leaves a running
+    one as it is; an explicit rate also changes the pace of an already running shared server.
 
         >>> from jupyter_stream.demo import shared_server
         >>> shared_server(token_rate=None).url  # doctest: +ELLIPSIS
@@ -988,7 +988,7 @@ def shared_server(token_rate: float | None | str = "env") -> DemoServer:
     with _shared_lock:
         if _shared is None or not _shared.running:
             _shared = DemoServer(token_rate=rate).start()  # type: ignore[arg-type]
-        else:
+        elif token_rate != "env":  # only an explicit rate changes a running server's pace
             _shared.token_rate = rate or None  # type: ignore[assignment]
         return _shared
 
