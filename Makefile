@@ -1,12 +1,14 @@
 # Two commands from a fresh clone:
-#   make demo   - set up .venv and stream a program on the embedded demo LM (no key needed)
-#   make test   - set up .venv with the test tools and run the whole test suite
+#   make demo   - set up .venv, stream a program in the terminal on the embedded demo LM (no key needed),
+#                 then open the quickstart notebook in JupyterLab (NO_LAB=1 skips that step)
+#   make test   - set up .venv with the test tools (and Debian's chromium), run the Python suite
+#                 (engine, real kernel, real browser) and the widget's front-end unit tests
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test venv bench lab clean chromium
+.PHONY: demo test venv bench lab clean chromium frontend-test
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +21,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/jupyter-stream run "question -> reasoning, answer" \
 		--input question="Why is the sky blue?"
+	@if [ -z "$(NO_LAB)" ] && [ -z "$(CI)" ]; then $(MAKE) --no-print-directory lab; fi
 
-test: $(STAMP) chromium
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/01_quickstart.ipynb
+
+test: $(STAMP) chromium frontend-test
 	$(PY) -m pytest -q
+
+# The widget's TypeScript unit tests (vitest), from the committed lockfile.
+frontend-test:
+	cd labextension && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 # The browser tests (tests/browser) drive Debian's chromium through Playwright (no `playwright install`).
 chromium:
