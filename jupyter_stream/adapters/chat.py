@@ -80,8 +80,21 @@ class _StrippedText:
 
     def _plain(self, text: str) -> list[FieldDelta]:
         """The deltas for a whole feed of plain text (no markup, nothing held back) in the open field."""
-        if self._started and not self._ws and not text[-1].isspace():  # the common case: a word
-            return [FieldDelta(self._field, text, False)]  # type: ignore[arg-type]
+        if self._started:  # the common case: a token inside a field that has begun
+            if not self._ws and not text[-1].isspace():
+                return [FieldDelta(self._field, text, False)]  # type: ignore[arg-type]
+            body = text.rstrip()
+            if body:  # emit up to the trailing whitespace, which is held back
+                if len(body) != len(text):
+                    tail = text[len(body) :]
+                    if self._ws:
+                        body = "".join(self._ws) + body
+                        self._ws.clear()
+                    self._ws.append(tail)
+                else:
+                    body = "".join(self._ws) + body
+                    self._ws.clear()
+                return [FieldDelta(self._field, body, False)]  # type: ignore[arg-type]
         out: list[FieldDelta] = []
         self._text(text)
         self._flush(out)

@@ -102,41 +102,34 @@ class _FieldState:
 class Router:
     """Routes one LM call's field deltas to the listeners of its predictor (the per-token hot path)."""
 
-    __slots__ = ("_emit", "_name", "_states", "_closed")
+    __slots__ = ("_emit", "_name", "_states")
 
     def __init__(self, emit: Any, name: str, states: dict[str, _FieldState]) -> None:
         self._emit = emit
         self._name = name
         self._states = states
-        self._closed: set[str] = set()
 
     def route(self, deltas: Iterable[FieldDelta]) -> None:
         states, emit, name = self._states, self._emit, self._name
         for field, text, last in deltas:
             st = states.get(field)
-            if st is None or st.done or field in self._closed:
+            if st is None or st.done:
                 continue
             st.started = True
             emit(StreamResponse(name, field, text, last))
             if last:
                 st.done = True
-                self._closed.add(field)
 
     def close_open(self) -> None:
         """Give every field that started but did not close its one ``is_last_chunk`` (a failed call)."""
         for field, st in self._states.items():
-            if st.started and not st.done and field not in self._closed:
+            if st.started and not st.done:
                 self._emit(StreamResponse(self._name, field, "", True))
                 st.done = True
-                self._closed.add(field)
 
     def mark_cache_hit(self) -> None:
         for st in self._states.values():
             st.cache_hit = True
-
-    @property
-    def fields(self) -> frozenset[str]:
-        return frozenset(self._states)
 
 
 _REASONING_END = (FieldDelta("reasoning", "", True),)
@@ -312,9 +305,11 @@ class StreamCall:
 
     def partial(self) -> tuple[dict[str, str], str, str | None]:
         """What the LM calls in flight had received: ``(field texts, raw text, predictor name)``."""
-        for rec, adapter, signature, name in reversed(list(self.live.values())):
-            return partial_fields(adapter, signature, rec.content_so_far(), rec.reasoning_parts), rec.content_so_far(), name
-        return {}, "", None
+        if not self.live:
+            return {}, "", None
+        rec, adapter, signature, name = self.live[max(self.live)]  # the latest call in flight
+        raw = rec.content_so_far()
+        return partial_fields(adapter, signature, raw, rec.reasoning_parts), raw, name
 
 
 def partial_fields(adapter: Any, signature: Any, raw: str, reasoning_parts: list[str] | None = None) -> dict[str, str]:
