@@ -1069,7 +1069,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"interleaved; times in ms.")
                 emit()
                 labels = {"a": "(a) transport floor, first delta (pooled connection)",
-                          "a_new": "(a) floor, stopping at [DONE]: a new connection per request, as js.LM does",
+                          "a_new": "(a) floor, stopping at [DONE]: a new connection per request",
                           "b": "(b) openai typed, first chunk",
                           "d": "(d) streamify async, first StreamResponse",
                           "f": "(f) streamify sync, first StreamResponse"}

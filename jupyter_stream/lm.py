@@ -289,6 +289,10 @@ class LM:
             key = self._api_key or os.environ.get("OPENAI_API_KEY")
             if key and len(key) >= 8 and key in str(e):
                 e.args = (str(e).replace(key, key[:3] + "***"),)
+            # ``raise ... from None`` hides the transport's exception from tracebacks but keeps it as
+            # ``__context__``, and it holds the request (``Authorization: Bearer <key>``) and the server's
+            # unmasked text. The message already says what went wrong: drop it.
+            e.__context__ = None
             raise
         finally:
             rec.duration = time.perf_counter() - rec.started
@@ -354,12 +358,15 @@ class LM:
                             if delta:
                                 text = delta.get("content")
                                 if text:
-                                    if rec.ttft is None:
-                                        rec.ttft = time.perf_counter() - started
                                     n += 1
                                     parts_append(text)
                                     if on_content is not None:
                                         on_content(text)
+                                    if rec.ttft is None:
+                                        rec.ttft = time.perf_counter() - started
+                                        # Let the consumer show the first token now, before the rest of
+                                        # this network read is processed.
+                                        await asyncio.sleep(0)
                                 else:
                                     thought = delta.get("reasoning_content") or delta.get("reasoning")
                                     if thought:
