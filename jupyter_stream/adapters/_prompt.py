@@ -139,6 +139,17 @@ def reply_start(completion: str, limit: int = 200) -> str:
     return completion if len(completion) <= limit else completion[:limit] + "..."
 
 
+def system_message_with_outputs(signature: type[Signature], outputs_intro: str, outputs_shape: str) -> str:
+    """A system message for a non-chat format: fields, input blocks, the output shape, the instructions."""
+    parts = [STRUCTURE_INTRO]
+    if signature.input_fields:
+        parts.append("Inputs will have the following structure:")
+        parts.append("\n\n".join(f"{header(n)}\n{{{n}}}" for n in signature.input_fields))
+    parts += [outputs_intro, outputs_shape]
+    structure = "\n\n".join(parts)
+    return f"{field_description_block(signature)}\n{structure}\n{task_description(signature)}"
+
+
 class PromptAdapter(Adapter):
     """An adapter whose messages are built from three pieces: a system message, the output
     requirements sentence, and the reply format (used for demos and history turns)."""

@@ -18,7 +18,7 @@ from typing import Any
 from .._exceptions import AdapterParseError
 from ..signatures import Signature
 from . import _prompt
-from .base import Adapter, FieldDelta, FieldParser, Message, Turn, coerce_value
+from .base import FieldDelta, FieldParser, coerce_value
 
 __all__ = ["ChatAdapter"]
 

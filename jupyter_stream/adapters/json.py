@@ -21,7 +21,7 @@ from typing import Any
 from .._exceptions import AdapterParseError
 from ..signatures import Signature
 from . import _prompt
-from .base import Adapter, FieldDelta, FieldParser, Message, Turn, coerce_value
+from .base import FieldDelta, FieldParser, coerce_value
 from .chat import missing_fields_error
 
 __all__ = ["JSONAdapter"]
@@ -376,15 +376,11 @@ class JSONAdapter(_prompt.PromptAdapter):
 
     def system_message(self, signature: type[Signature]) -> str:
         """The system message: field descriptions, the input blocks and the JSON object, the instructions."""
-        parts = [_prompt.STRUCTURE_INTRO]
-        if signature.input_fields:
-            parts.append("Inputs will have the following structure:")
-            parts.append("\n\n".join(f"{_prompt.header(n)}\n{{{n}}}" for n in signature.input_fields))
-        parts.append("Outputs will be a JSON object with the following fields.")
         skeleton = {n: _prompt.placeholder(f) for n, f in signature.output_fields.items()}
-        parts.append(_json.dumps(skeleton, indent=2, ensure_ascii=False))
-        structure = "\n\n".join(parts)
-        return f"{_prompt.field_description_block(signature)}\n{structure}\n{_prompt.task_description(signature)}"
+        return _prompt.system_message_with_outputs(
+            signature, "Outputs will be a JSON object with the following fields.",
+            _json.dumps(skeleton, indent=2, ensure_ascii=False),
+        )
 
     def output_requirements(self, signature: type[Signature]) -> str:
         """The sentence ending the last user message."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..signatures import Signature
 from . import _prompt
-from .base import Adapter, FieldDelta, FieldParser, Message, Turn, coerce_value
+from .base import FieldDelta, FieldParser, coerce_value
 from .chat import _StrippedText, missing_fields_error
 
 __all__ = ["XMLAdapter"]
@@ -153,14 +153,10 @@ class XMLAdapter(_prompt.PromptAdapter):
 
     def system_message(self, signature: type[Signature]) -> str:
         """The system message: field descriptions, input blocks and one XML element per output, the instructions."""
-        parts = [_prompt.STRUCTURE_INTRO]
-        if signature.input_fields:
-            parts.append("Inputs will have the following structure:")
-            parts.append("\n\n".join(f"{_prompt.header(n)}\n{{{n}}}" for n in signature.input_fields))
-        parts.append("Outputs will be XML elements, one per field, in this order:")
-        parts.append("\n\n".join(f"<{n}>\n{{{n}}}\n</{n}>" for n in signature.output_fields))
-        structure = "\n\n".join(parts)
-        return f"{_prompt.field_description_block(signature)}\n{structure}\n{_prompt.task_description(signature)}"
+        return _prompt.system_message_with_outputs(
+            signature, "Outputs will be XML elements, one per field, in this order:",
+            "\n\n".join(f"<{n}>\n{{{n}}}\n</{n}>" for n in signature.output_fields),
+        )
 
     def output_requirements(self, signature: type[Signature]) -> str:
         """The sentence ending the last user message."""

@@ -2,75 +2,21 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 
 import pytest
 
-jupyter_client = pytest.importorskip("jupyter_client")
+pytest.importorskip("jupyter_client")
 
-from jupyter_stream.demo import DemoServer, Reply  # noqa: E402
-
-LONG = "[[ ## answer ## ]]\n" + " ".join(f"word{i}" for i in range(120)) + "\n\n[[ ## completed ## ]]"
-
-
-@pytest.fixture(scope="module")
-def slow_server():
-    srv = DemoServer(token_rate=60).start()
-    yield srv
-    srv.stop()
+from _kernel import LONG, execute, slow_server, start_kernel, stop_kernel, stream_text  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")
 def kernel(slow_server):
-    km = jupyter_client.KernelManager(kernel_name="python3")
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    env["JUPYTER_STREAM_DEMO_RATE"] = "0"
-    km.start_kernel(env=env)
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    setup = (
-        "%load_ext jupyter_stream\n"
-        "import jupyter_stream as js\n"
-        f"js.configure(lm=js.LM('kernel-test', base_url={slow_server.url!r}, api_key='k', cache=False))\n"
-    )
-    reply, _ = execute(kc, setup)
-    assert reply["content"]["status"] == "ok", reply
+    km, kc = start_kernel(slow_server.url)
     yield km, kc
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
-
-
-def execute(kc, code, *, timeout=60.0, on_iopub=None):
-    """Run ``code``; return (execute_reply, [(receive time, iopub msg)]) for this cell."""
-    msg_id = kc.execute(code)
-    msgs = []
-    deadline = time.monotonic() + timeout
-    idle = False
-    while not idle:
-        try:
-            msg = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            raise AssertionError(f"cell did not finish in {timeout}s: {code[:60]!r}") from None
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        msgs.append((time.monotonic(), msg))
-        if on_iopub is not None:
-            on_iopub(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            idle = True
-    reply = kc.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=timeout)
-    return reply, msgs
-
-
-def stream_text(msgs):
-    return "".join(m["content"]["text"] for _, m in msgs if m["msg_type"] == "stream" and m["content"]["name"] == "stdout")
+    stop_kernel(km, kc)
 
 
 def test_text_output_arrives_while_the_cell_runs(kernel, slow_server):

@@ -13,38 +13,17 @@ import time
 
 import pytest
 
-jupyter_client = pytest.importorskip("jupyter_client")
+pytest.importorskip("jupyter_client")
 
-from test_kernel import execute, stream_text  # noqa: E402
-
-from jupyter_stream.demo import DemoServer  # noqa: E402
-
-LONG = "[[ ## answer ## ]]\n" + " ".join(f"word{i}" for i in range(120)) + "\n\n[[ ## completed ## ]]"
-
-
-@pytest.fixture(scope="module")
-def slow_server():
-    srv = DemoServer(token_rate=60).start()
-    yield srv
-    srv.stop()
+from _kernel import LONG, execute, slow_server, start_kernel, stop_kernel, stream_text  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")
 def kc(slow_server):
-    km = jupyter_client.KernelManager(kernel_name="python3")
-    km.start_kernel()
-    client = km.client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    reply, _ = execute(client, (
-        "import jupyter_stream as js\n"
-        f"js.configure(lm=js.LM('sync-test', base_url={slow_server.url!r}, api_key='k', cache=False))\n"
-    ))
-    assert reply["content"]["status"] == "ok"
+    km, client = start_kernel(slow_server.url, magic=False)
     client.km = km
     yield client
-    client.stop_channels()
-    km.shutdown_kernel(now=True)
+    stop_kernel(km, client)
 
 
 def test_sync_predict_in_a_cell(kc, slow_server):
