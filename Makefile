@@ -46,3 +46,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# The reliability scenarios of tests/reliability at full size; prints the figures, writes benchmarks/SOAK.md.
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py

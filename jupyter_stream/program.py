@@ -230,6 +230,13 @@ class Predict(Module):
                         f"input {name!r} of {self!r} must be of type {f.type_name()}, got {type(kwargs[name]).__name__} "
                         f"{_short(kwargs[name])}"
                     ) from None
+            problem = _not_unicode(kwargs[name])
+            if problem:
+                # Caught here, not as a UnicodeError from deep inside the HTTP client's JSON encoder.
+                raise InputError(
+                    f"input {name!r} of {self!r} {problem}; pass text that encodes as UTF-8 "
+                    "(decode bytes with errors='replace')"
+                )
 
     async def aforward(self, **kwargs: Any) -> Prediction:
         lm_opt = kwargs.pop("lm", None)
@@ -424,6 +431,31 @@ def _type_adapter(ann: Any) -> pydantic.TypeAdapter[Any]:
     if ta is None:
         ta = _TA[ann] = pydantic.TypeAdapter(ann)
     return ta
+
+
+def _not_unicode(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` cannot be sent as UTF-8 JSON text (a lone surrogate, undecodable bytes), or None."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"is not valid Unicode text: it holds a lone surrogate {value[e.start]!r} at position {e.start}"
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            bytes(value).decode("utf-8")
+        except UnicodeDecodeError as e:
+            return f"is bytes that are not UTF-8 text (byte {value[e.start]:#04x} at position {e.start})"
+        return None
+    if depth < 20 and isinstance(value, (list, tuple, set, frozenset, dict)):
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        for item in items:
+            problem = _not_unicode(item, depth + 1)
+            if problem:
+                return problem.replace("is ", "holds a value that is ", 1) if depth == 0 else problem
+    return None
 
 
 def _short(v: Any) -> str:
