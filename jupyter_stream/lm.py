@@ -27,7 +27,6 @@ import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,9 +122,11 @@ class LM:
         self.history: collections.deque[LMRecord] = collections.deque(maxlen=history_size)
         self._memory: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._memory_max = 1024
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-            weakref.WeakKeyDictionary()
-        )
+        # One client (and connection pool) per event loop: a pool's connections belong to the loop that
+        # opened them. Each entry has a keeper (see ``_keeper``) that closes the client when its loop
+        # shuts down, and entries of loops closed some other way are dropped on the next call.
+        self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
+        self._keepers: dict[asyncio.AbstractEventLoop, Any] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------ surface
@@ -177,29 +178,47 @@ class LM:
         return await self.astream(messages, **overrides)
 
     # ------------------------------------------------------------------------------------- client
-    def _client(self) -> openai.AsyncOpenAI:
+    async def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
-        if client is None:
-            key = self._api_key or os.environ.get("OPENAI_API_KEY")
-            if not key:
-                if self.base_url:
-                    key = "none"  # local servers (vLLM, Ollama, llama.cpp) ignore the key
-                else:
-                    raise ConfigurationError(
-                        f"no API key for model {self.model!r}: set OPENAI_API_KEY, pass LM(..., api_key=...), "
-                        "or point base_url at a local server"
-                    )
-            client = openai.AsyncOpenAI(
-                api_key=key, base_url=self.base_url, max_retries=self.num_retries, timeout=self.request_timeout
-            )
+        if client is not None:
+            return client
+        key = self._api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if not self.base_url:
+                raise ConfigurationError(
+                    f"no API key for model {self.model!r}: set OPENAI_API_KEY, pass LM(..., api_key=...), "
+                    "or point base_url at a local server"
+                )
+            key = "none"  # local servers (vLLM, Ollama, llama.cpp) ignore the key
+        client = openai.AsyncOpenAI(
+            api_key=key, base_url=self.base_url, max_retries=self.num_retries, timeout=self.request_timeout
+        )
+        keeper = _keeper(self, loop, client)
+        with self._lock:
+            for old in [old for old in self._clients if old.is_closed()]:
+                _abandon(self._clients.pop(old))  # its loop closed without shutting down
+                self._keepers.pop(old, None)
             self._clients[loop] = client
+            self._keepers[loop] = keeper
+        await keeper.__anext__()  # the loop now tracks it: its shutdown_asyncgens() will close the client
         return client
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, client: openai.AsyncOpenAI) -> None:
+        with self._lock:
+            if self._clients.get(loop) is client:
+                del self._clients[loop]
+                self._keepers.pop(loop, None)
+
+    def _take_clients(self) -> list[tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI]]:
+        with self._lock:
+            clients = list(self._clients.items())
+            self._clients, self._keepers = {}, {}
+        return clients
 
     async def aclose(self) -> None:
         """Close this LM's HTTP clients (their pooled connections). The LM stays usable."""
-        clients, self._clients = list(self._clients.items()), weakref.WeakKeyDictionary()
-        for loop, client in clients:
+        for loop, client in self._take_clients():
             if loop is asyncio.get_running_loop():
                 await client.close()
             else:
@@ -207,8 +226,7 @@ class LM:
 
     def close(self) -> None:
         """Close this LM's HTTP clients from synchronous code. The LM stays usable."""
-        clients, self._clients = list(self._clients.items()), weakref.WeakKeyDictionary()
-        for loop, client in clients:
+        for loop, client in self._take_clients():
             _close_elsewhere(loop, client)
 
     # --------------------------------------------------------------------------------------- cache
@@ -312,7 +330,7 @@ class LM:
         on_reasoning: ContentHook | None,
         on_chunk: Callable[[dict[str, Any]], Any] | None,
     ) -> None:
-        client = self._client()
+        client = await self._client()
         extra: dict[str, Any] = {"stream": True}
         if self.include_usage:
             extra["stream_options"] = {"include_usage": True}
@@ -329,10 +347,10 @@ class LM:
                 "/chat/completions", body={"messages": messages, **extra, **params},
                 cast_to=_transport_response(client), options={"headers": {_RAW_STREAM_HEADER: "stream"}},
             )
-            async with _closing(response):
+            async with _closing(response), contextlib.aclosing(response.aiter_bytes()) as blocks:
                 # Raw bytes split on newlines: one split per network read, no per-line decode.
                 pending = b""
-                async for block in response.aiter_bytes():
+                async for block in blocks:
                     lines = (pending + block).split(b"\n") if pending else block.split(b"\n")
                     pending = lines.pop()
                     for line in lines:
@@ -433,6 +451,35 @@ def _close_elsewhere(loop: asyncio.AbstractEventLoop, client: openai.AsyncOpenAI
             fut.result(timeout=5)
     else:
         loop.run_until_complete(client.close())
+
+
+async def _keeper(lm: LM, loop: asyncio.AbstractEventLoop, client: openai.AsyncOpenAI) -> Any:
+    """Close ``client`` when its event loop shuts down.
+
+    An async generator started on a loop is tracked by it, and ``asyncio.run()`` / ``Runner.close()``
+    finalise every tracked generator (``loop.shutdown_asyncgens()``) before closing the loop: that is the
+    last moment the client's connections can be closed on their own loop. Without it a script that calls
+    ``asyncio.run()`` per request would keep one socket open per call for the life of the LM.
+    """
+    try:
+        yield
+    finally:
+        lm._forget(loop, client)
+        await client.close()
+
+
+def _abandon(client: openai.AsyncOpenAI) -> None:
+    """Let go of a client whose event loop closed without shutting down (``loop.close()`` by hand).
+
+    Nothing can run on that loop any more, so its sockets close when the garbage collector takes their
+    transports. The client is marked closed first: otherwise the ``openai`` client's ``__del__`` would
+    schedule its ``aclose()`` on whichever loop is running then, which fails on the dead loop's transports
+    and logs "Task exception was never retrieved".
+    """
+    inner = getattr(client, "_client", None)  # the httpx/httpx2 AsyncClient
+    state = getattr(inner, "_state", None)
+    if state is not None:
+        inner._state = type(state).CLOSED
 
 
 @contextlib.asynccontextmanager
