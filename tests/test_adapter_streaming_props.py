@@ -67,14 +67,21 @@ def splits(draw: st.DrawFn, text: str) -> list[str]:
 
 
 def stream(adapter: Adapter, sig: type, chunks: list[str]) -> tuple[list[FieldDelta], list[FieldDelta]]:
-    """(deltas from feed, deltas from finish), checking the structural invariants on the way."""
-    parser = adapter.field_parser(sig)
-    fed = []
+    """(deltas from feed, deltas from finish), checking the structural invariants on the way.
+
+    The same chunks also go through a second parser the way the engine feeds it (``passthrough`` first,
+    ``feed`` when it answers None): both must give the same deltas, so the fast path is exact.
+    """
+    parser, fast = adapter.field_parser(sig), adapter.field_parser(sig)
+    fed, fast_fed = [], []
     for c in chunks:
         got = parser.feed(c)
         assert isinstance(got, list)
         fed.extend(got)
+        field = fast.passthrough(c)
+        fast_fed.extend([FieldDelta(field, c, False)] if field is not None else fast.feed(c))
     done = parser.finish()
+    assert fast_fed + fast.finish() == fed + done, "passthrough() disagrees with feed()"
     check_structure(fed + done, sig)
     return fed, done
 

@@ -69,6 +69,16 @@ class FieldParser(ABC):
     def finish(self) -> list[FieldDelta]:
         """The reply ended: flush held-back text and close every open field (one ``last=True`` each)."""
 
+    def passthrough(self, text: str) -> str | None:
+        """The open field's name if ``feed(text)`` would be exactly ``[FieldDelta(name, text, False)]``.
+
+        The per-token fast path: most deltas are plain text inside a field that has begun, and a
+        parser that can tell so cheaply lets the caller skip building the list. When it returns a name,
+        the caller must NOT call ``feed(text)`` (the text counts as fed); ``None`` means "call feed".
+        The default always answers ``None``.
+        """
+        return None
+
 
 class Adapter(ABC):
     """Formats prompts, parses replies, and streams fields, for one reply format."""

@@ -78,6 +78,12 @@ class _StrippedText:
         if len(body) != len(t):
             self._ws.append(t[len(body) :])
 
+    def _plain_field(self, text: str) -> str | None:
+        """The field ``_plain(text)`` would pass ``text`` to unchanged, as one delta (else ``None``)."""
+        if self._started and not self._ws and text and not text[-1].isspace():
+            return self._field
+        return None
+
     def _plain(self, text: str) -> list[FieldDelta]:
         """The deltas for a whole feed of plain text (no markup, nothing held back) in the open field."""
         if self._started:  # the common case: a token inside a field that has begun
@@ -177,6 +183,11 @@ class ChatFieldParser(_StrippedText, FieldParser):
             k = j + 1
         self._flush(out)
         return out
+
+    def passthrough(self, text: str) -> str | None:
+        if not self._pend and self._name is None and not self._done and "[" not in text:
+            return self._plain_field(text)
+        return None
 
     def finish(self) -> list[FieldDelta]:
         if self._done:

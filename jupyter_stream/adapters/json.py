@@ -130,6 +130,11 @@ class JSONFieldParser(FieldParser):
             self._acc.clear()
             self._field = None
 
+    def passthrough(self, text: str) -> str | None:
+        if self._state == _STR and text and not self._pend and not self._done and '"' not in text and "\\" not in text:
+            return self._field
+        return None
+
     def feed(self, text: str) -> list[FieldDelta]:
         if self._done or not text:
             return []

@@ -70,6 +70,11 @@ class XMLFieldParser(_StrippedText, FieldParser):
         self._pend = ""
         self._done = False
 
+    def passthrough(self, text: str) -> str | None:
+        if not self._done and not self._pend and self._close_tag is not None and "<" not in text:
+            return self._plain_field(text)
+        return None
+
     def feed(self, text: str) -> list[FieldDelta]:
         if self._done or not text:
             return []

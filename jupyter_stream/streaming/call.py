@@ -120,6 +120,13 @@ class Router:
             if last:
                 st.done = True
 
+    def route_one(self, field: str, text: str) -> None:
+        """``route([FieldDelta(field, text, False)])`` without the list: the per-token fast path."""
+        st = self._states.get(field)
+        if st is not None and not st.done:
+            st.started = True
+            self._emit(StreamResponse(self._name, field, text, False))
+
     def close_open(self) -> None:
         """Give every field that started but did not close its one ``is_last_chunk`` (a failed call)."""
         for field, st in self._states.items():
@@ -135,6 +142,11 @@ class Router:
 _REASONING_END = (FieldDelta("reasoning", "", True),)
 
 
+def _never(text: str) -> None:
+    """The passthrough of a parser that does not implement one (duck-typed third-party parsers)."""
+    return None
+
+
 class FieldFeed:
     """One LM call's deltas -> the adapter's incremental parser -> the router.
 
@@ -142,18 +154,23 @@ class FieldFeed:
     when the first content delta arrives or the reply ends.
     """
 
-    __slots__ = ("_route", "_feed", "_parser", "_router", "_reasoning_open")
+    __slots__ = ("_route", "_route_one", "_feed", "_pass", "_parser", "_router", "_reasoning_open")
 
     def __init__(self, router: Router, parser: Any) -> None:
         self._router, self._parser = router, parser
-        self._route, self._feed = router.route, parser.feed
+        self._route, self._route_one, self._feed = router.route, router.route_one, parser.feed
+        self._pass = getattr(parser, "passthrough", None) or _never
         self._reasoning_open = False
 
     def content(self, text: str) -> None:
         if self._reasoning_open:
             self._reasoning_open = False
             self._route(_REASONING_END)
-        self._route(self._feed(text))
+        field = self._pass(text)
+        if field is not None:
+            self._route_one(field, text)
+        else:
+            self._route(self._feed(text))
 
     def reasoning(self, text: str) -> None:
         self._reasoning_open = True
