@@ -58,6 +58,8 @@ HOSTILE = (
     '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"> <a href="javascript:alert(1)">x</a>'
     "\n\n[[ ## completed ## ]]"
 )
+# The close-the-tab test's reply: about 300 tokens, some 5 s at DEMO_RATE, so the tab closes mid-stream.
+CLOSE_TAB_ANSWER = " ".join(f"word{i}" for i in range(150))
 # A long essay for the Stop test: at 20 tokens/s it would stream for about half a minute.
 ESSAY = " ".join(f"Paragraph {i}: tea was traded, taxed, smuggled and argued about for centuries." for i in range(40))
 
@@ -112,6 +114,14 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
         '%%stream "question -> essay"\nWrite about the history of tea.',
         'print("after stop, the kernel runs cells:", 6 * 7)',
     ),
+    # A stream whose tab is closed mid-reply, then a cell queued behind it (Run All sent it before the close).
+    "closetab.ipynb": _notebook(
+        "%load_ext jupyter_stream\n"
+        "from jupyter_stream.demo import shared_server\n"
+        f"shared_server().script('[[ ## answer ## ]]\\n' + {CLOSE_TAB_ANSWER!r} + '\\n\\n[[ ## completed ## ]]')",
+        '%%stream "question -> answer" --out closed_tab\nKeep talking while the tab closes.',
+        'print("after the tab closed:", closed_tab.answer.split()[-1])',
+    ),
     # Markup in the model's reply, in plain and in Markdown panes.
     "hostile.ipynb": _notebook(
         "%load_ext jupyter_stream\n"
@@ -141,8 +151,8 @@ def _write_json(path: Path, data: Any) -> None:
 class Lab:
     """A running JupyterLab server: its URL, token and notebook dir, plus the page helpers."""
 
-    def __init__(self, url: str, token: str, notebook_dir: Path) -> None:
-        self.url, self.token, self.notebook_dir = url, token, notebook_dir
+    def __init__(self, url: str, token: str, notebook_dir: Path, runtime_dir: Path) -> None:
+        self.url, self.token, self.notebook_dir, self.runtime_dir = url, token, notebook_dir, runtime_dir
 
     def api(self, method: str, path: str) -> Any:
         req = urllib.request.Request(
@@ -159,6 +169,22 @@ class Lab:
                 self.api("DELETE", f"/api/sessions/{session['id']}")
         except (OSError, urllib.error.URLError, ValueError):
             pass
+
+    def kernel_id(self, notebook: str) -> str:
+        """The id of the kernel of ``notebook``'s session."""
+        ids = [s["kernel"]["id"] for s in self.api("GET", "/api/sessions") if s.get("path") == notebook]
+        assert len(ids) == 1, f"expected one session for {notebook}, got {ids}"
+        return ids[0]
+
+    def kernel_client(self, kernel_id: str) -> Any:
+        """A jupyter_client ``BlockingKernelClient`` on the same kernel as the page (from its connection file):
+        it sees the kernel's iopub and can run cells, with or without a page open. Call ``stop_channels()``."""
+        from jupyter_client import BlockingKernelClient
+
+        kc = BlockingKernelClient(connection_file=str(self.runtime_dir / f"kernel-{kernel_id}.json"))
+        kc.load_connection_file()
+        kc.start_channels()
+        return kc
 
     def open(self, page: Any, notebook: str, timeout: float = 60) -> None:
         """Open ``notebook`` (ignoring any saved workspace) and wait for its kernel to be idle."""
@@ -227,7 +253,7 @@ def lab(_requirements, tmp_path_factory):
         ],
         env=env, cwd=notebooks, stdout=log, stderr=subprocess.STDOUT,
     )
-    server = Lab(f"http://127.0.0.1:{port}", token, notebooks)
+    server = Lab(f"http://127.0.0.1:{port}", token, notebooks, home / "runtime")
     try:
         deadline = time.monotonic() + 60
         while True:

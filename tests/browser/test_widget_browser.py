@@ -203,3 +203,128 @@ def test_hostile_model_output_is_inert(page, lab):
         "document.querySelectorAll('.jp-OutputArea-output img, .jp-OutputArea-output script').length"
     ) == 0
     assert not [line for line in page.console_log if line.startswith("[dialog]")], page.console_log
+
+
+def _iopub_until(kc, log: list, done, timeout: float) -> None:
+    """Append the kernel client's iopub messages to ``log`` until ``done(log)`` (AssertionError after ``timeout`` s)."""
+    import queue
+
+    deadline = time.monotonic() + timeout
+    while not done(log):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"not seen on iopub in {timeout} s; last messages: {[m['msg_type'] for m in log[-10:]]}")
+        try:
+            log.append(kc.get_iopub_msg(timeout=min(left, 0.5)))
+        except queue.Empty:
+            pass
+
+
+def _delta_texts(msgs) -> list[tuple[object, str]]:
+    """(kernel send time, text) of every widget delta batch of the answer pane in ``msgs``."""
+    out = []
+    for m in msgs:
+        data = m["content"].get("data", {}) if m["msg_type"] == "comm_msg" else {}
+        if data.get("method") == "custom" and data["content"].get("type") == "deltas":
+            text = "".join(item[1] for item in data["content"]["items"] if item[0] == "self.answer")
+            out.append((m["header"]["date"], text))
+    return out
+
+
+def test_closing_the_tab_mid_stream_keeps_the_kernel_streaming_and_responsive(page, lab, request):
+    """Closing the tab is not a Stop: the kernel (Jupyter's design) runs on, so the stream must end normally
+    with every widget message sent into the void, and the cells after it must run at once.
+
+    Watched from a second client on the same kernel (jupyter_client, from the kernel's connection file): the
+    widget deltas go on after the server has no front end connected, the widget ends "done" (no error), the
+    `--out` variable holds the whole reply, the server saw no early close, the notebook's queued cell and a
+    new cell run promptly after the stream, and the server reports the kernel idle.
+    """
+    import json
+    from datetime import datetime, timezone
+
+    from .conftest import CLOSE_TAB_ANSWER
+
+    lab.open(page, "closetab.ipynb")
+    kernel_id = lab.kernel_id("closetab.ipynb")
+    kc = lab.kernel_client(kernel_id)
+    try:
+        lab.run_all(page)
+        widget = lab.cell(page, '%%stream "question -> answer"').locator(".jps-widget")
+        text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+        page.wait_for_function(
+            "el => el.textContent.includes('word3 ')", arg=text.element_handle(timeout=30_000), timeout=30_000
+        )
+        log: list = []
+        _iopub_until(kc, log, lambda ms: _delta_texts(ms), 10)  # the second client hears the stream too
+        assert widget.get_attribute("data-status") == "running"
+        shown = text.text_content()
+        assert CLOSE_TAB_ANSWER.startswith(shown) and "word149" not in shown, shown
+        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-before-close.png"))
+
+        page.close()
+        deadline = time.monotonic() + 15
+        while lab.api("GET", f"/api/kernels/{kernel_id}")["connections"] != 0:
+            assert time.monotonic() < deadline, "the server still has a websocket on the kernel after page.close()"
+            time.sleep(0.05)
+        gone = datetime.now(timezone.utc)  # from here on no front end receives anything
+
+        # The stream goes on to its end: deltas and the final "done" state are sent after the tab went away.
+        def finished(ms) -> bool:
+            return any(
+                m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "update"
+                and m["content"]["data"]["state"].get("status") == "done" for m in ms
+            )
+
+        _iopub_until(kc, log, finished, 20)
+        done_at = next(
+            m["header"]["date"] for m in log if m["msg_type"] == "comm_msg"
+            and m["content"]["data"].get("method") == "update" and m["content"]["data"]["state"].get("status") == "done"
+        )
+        deltas = _delta_texts(log)
+        heard = "".join(t for _, t in deltas)
+        assert heard and CLOSE_TAB_ANSWER.endswith(heard), heard  # no gap from the first batch heard to the end
+        assert len(heard) > len(CLOSE_TAB_ANSWER) - len(shown)  # more than what was left when the tab closed
+        after_close = [d for d, _ in deltas if d > gone]
+        assert after_close and done_at > gone, "the stream ended before the tab was gone: nothing was tested"
+        print(f"tab closed with {len(shown)} of {len(CLOSE_TAB_ANSWER)} characters shown; {len(after_close)} delta "
+              f"batches sent after, stream done {(done_at - gone).total_seconds():.2f} s after the close")
+
+        # The notebook's next cell (queued by Run All before the close) runs, then a new cell from this client.
+        _iopub_until(kc, log, lambda ms: any(
+            m["msg_type"] == "stream" and "after the tab closed: word149" in m["content"]["text"] for m in ms), 15)
+        code = (
+            "import json\nfrom ipywidgets.widgets.widget import _instances\n"
+            "from jupyter_stream.demo import shared_server\n"
+            "_ws = [w for w in list(_instances.values()) if type(w).__name__ == 'StreamWidget']\n"
+            "_srv = shared_server()\n"
+            "print(json.dumps({'answer': closed_tab.answer,"
+            " 'widgets': [[w.status, w.error, [p['text'] for p in w.panes]] for w in _ws],"
+            " 'requests': len(_srv.requests), 'closed_early': _srv.stream_closed_early}))"
+        )
+        msg_id = kc.execute(code)
+        mine: list = []
+        _iopub_until(kc, mine, lambda ms: any(
+            m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
+            and m["content"]["execution_state"] == "idle" for m in ms), 20)
+        log += mine
+        reply = kc.get_shell_msg(timeout=10)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=10)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        # Promptly: the cell was waiting only for the stream (seconds are generous; it takes milliseconds).
+        assert (reply["header"]["date"] - done_at).total_seconds() < 5.0
+        out = "".join(m["content"]["text"] for m in mine
+                      if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msg_id)
+        state = json.loads(out)
+        assert state["answer"] == CLOSE_TAB_ANSWER
+        assert state["widgets"] == [["done", "", [CLOSE_TAB_ANSWER]]]
+        assert state["requests"] == 1 and state["closed_early"] == 0  # the request ran to its end
+        assert not [m for m in log if m["msg_type"] == "error"], [m["content"] for m in log if m["msg_type"] == "error"]
+
+        deadline = time.monotonic() + 10
+        while lab.api("GET", f"/api/kernels/{kernel_id}")["execution_state"] != "idle":
+            assert time.monotonic() < deadline, "the server does not see the kernel idle"
+            time.sleep(0.1)
+    finally:
+        kc.stop_channels()

@@ -128,3 +128,62 @@ def test_stop_button_is_handled_while_the_cell_runs(kernel, slow_server):
     assert any(s.get("status") == "stopped" for s in states)
     reply, out = execute(kc, "print('s' in globals())")
     assert stream_text(out).strip() == "False"
+
+
+@pytest.mark.parametrize("mode", ["cell", "background"])
+def test_restart_during_a_stream_closes_the_request_and_the_new_kernel_streams(slow_server, mode):
+    """Restart (what JupyterLab's restart does: interrupt, shutdown_request, then SIGTERM/SIGKILL only if the
+    kernel does not exit) while a widget stream is mid-reply: the old kernel exits by itself, the server sees
+    its request closed early (no orphaned request streams on), and the new kernel runs cells and streams.
+
+    ``cell``: the stream is the running cell (the interrupt cancels it first). ``background``: a
+    ``--background`` stream, which an interrupt does not touch: only the kernel's exit ends its request."""
+    slow_server.reset()
+    slow_server.script(LONG)
+    km, kc = start_kernel(slow_server.url)
+    try:
+        # SIGTERM goes out at shutdown_wait_time / 2: a kernel that cannot exit during a stream shows as a slow restart.
+        km.shutdown_wait_time = 20.0
+        flag = " --background" if mode == "background" else ""
+        msg_id = kc.execute(f'%%stream "question -> answer" --out r{flag}\nHello?')
+        received = ""
+        deadline = time.monotonic() + 30
+        while "word3" not in received:  # a few delta batches of the answer have arrived
+            msg = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "comm_msg":
+                received += "".join(item[1] for _, d in _deltas([(0, msg)]) for item in d["items"])
+        assert "word119" not in received
+        assert slow_server.stream_closed_early == 0
+
+        started = time.monotonic()
+        km.restart_kernel()
+        took = time.monotonic() - started
+        assert took < km.shutdown_wait_time / 2, f"the kernel did not exit on shutdown_request ({took:.1f}s)"
+
+        # The old kernel's request is closed, not streaming on to the end of the reply (about 4 s).
+        assert slow_server.wait_idle(10.0), "the server still streams to the old kernel"
+        assert slow_server.stream_closed_early == 1
+        assert len(slow_server.requests) == 1
+        assert slow_server.connections_opened == slow_server.connections_closed == 1
+
+        kc.wait_for_ready(timeout=60)
+        reply, msgs = execute(kc, "import sys\nprint(6 * 7, 'r' in globals(), 'jupyter_stream' in sys.modules)")
+        assert reply["content"]["status"] == "ok", reply
+        assert stream_text(msgs).strip() == "42 False False"  # a new process, and it runs cells
+
+        setup = (
+            "%load_ext jupyter_stream\nimport jupyter_stream as js\n"
+            f"js.configure(lm=js.LM('kernel-test', base_url={slow_server.url!r}, api_key='k', cache=False))\n"
+        )
+        reply, _ = execute(kc, setup)
+        assert reply["content"]["status"] == "ok", reply
+        slow_server.script("[[ ## answer ## ]]\nback after the restart\n\n[[ ## completed ## ]]")
+        reply, msgs = execute(kc, '%%stream "question -> answer" --out again\nStill there?', timeout=30)
+        assert reply["content"]["status"] == "ok", reply
+        assert len(_comm_opens(msgs)) == 1 and _deltas(msgs)
+        reply, msgs = execute(kc, "print(repr(again.answer))")
+        assert stream_text(msgs).strip() == repr("back after the restart")
+        assert slow_server.wait_idle(5.0)
+        assert slow_server.stream_closed_early == 1 and len(slow_server.requests) == 2
+    finally:
+        stop_kernel(km, kc)
