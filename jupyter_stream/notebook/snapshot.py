@@ -1,6 +1,7 @@
 """A static HTML snapshot of a finished stream, for viewers without a kernel (GitHub, nbviewer, nbconvert).
 
-Everything the model wrote is escaped: the snapshot is text, never HTML or script.
+Everything the model wrote is escaped: the snapshot is text, never HTML or script. Each long text
+appears once: a prediction field whose value is the text of a pane above names that pane instead.
 
 Example::
 
@@ -77,9 +78,19 @@ def render_html(
     if error:
         parts.append(f'<pre style="{_PRE};color:var(--jp-error-color1,#c00)">{_e(error)}</pre>')
     if prediction:
+        shown: dict[str, str] = {}
+        for pane in panes:
+            text = pane.get("text", "")
+            if isinstance(text, str) and len(text) >= 32 and text not in shown:  # short ones: shown again
+                shown[text] = str(pane.get("key", ""))
         parts.append("<details><summary>Prediction</summary>")
         for k, v in prediction.items():
-            parts.append(f"<div><b>{_e(k)}</b></div><pre style=\"{_PRE}\">{_e(_value(v))}</pre>")
+            value = _value(v)
+            parts.append(f"<div><b>{_e(k)}</b>")
+            if value in shown:  # the text is in that pane above: not a second copy
+                parts.append(f" <i>(the text of {_e(shown[value])} above)</i></div>")
+            else:
+                parts.append(f'</div><pre style="{_PRE}">{_e(value)}</pre>')
         parts.append("</details>")
     parts.append("</div>")
     return "".join(parts)

@@ -1,18 +1,31 @@
 """StreamWidget (an anywidget) and WidgetSink, the renderer that feeds it from a stream's events.
 
-The wire protocol (Python -> front end):
+The wire protocol (Python -> front end). The text of the panes travels once while streaming, in
+custom messages; the synced traits are the durable state (what a saved notebook, a reloaded page or
+a late view starts from) and are refreshed only at the start, on a view's request and at the end:
 
+- custom messages ``{"type": "deltas", "seq": n, "items": [[key, text, done], ...], "stats": {...}}``,
+  ``n`` going up by one per batch; ``stats`` (as in the ``stats`` trait) rides along at most every
+  ``stats_interval`` seconds; ``items`` may be empty when a batch only carries stats. The front end
+  applies a batch only if ``seq`` > the last applied one; a snapshot with ``snapshot_seq = s``
+  replaces its panes and counts as batch ``s`` applied;
 - synced traits: ``title``, ``model_name``, ``status`` (idle|running|done|stopped|error),
-  ``status_message``, ``status_log``, ``error``, ``markdown``, ``started_at`` (epoch ms), ``stats``,
-  ``panes`` (the snapshot: ``[{key, predict, field, text, done}]`` in display order), ``snapshot_seq``,
-  ``prediction`` (``{"fields": {...}, "usage": {...}}``), ``lm_calls``;
-- custom messages ``{"type": "deltas", "seq": n, "items": [[key, text, done], ...]}``, ``n`` going up
-  by one per batch. The front end applies a batch only if ``seq`` > the last applied one; a snapshot
-  with ``snapshot_seq = s`` replaces its panes and counts as batch ``s`` applied. So a page reload,
-  a second view or a saved notebook shows the full text from the ``panes`` trait alone.
+  ``status_message``, ``status_log``, ``error``, ``markdown``, ``started_at`` (epoch ms),
+  ``lm_calls`` (the prompt inspector), and the snapshot ``panes`` (``[{key, predict, field, text,
+  done}]`` in display order) + ``snapshot_seq`` + ``stats``, always set together: at the start
+  (empty), when a view asks (``resync``), optionally every ``snapshot_interval`` s once the text has
+  grown ``snapshot_growth`` times, and at the end, where the final snapshot also carries the text
+  and done flags not yet sent in a batch. ``prediction`` (``{"fields": {...}, "usage": {...}}``) is
+  set at the end, in the same update as the final snapshot.
+- Text sent by reference: in the synced form of ``prediction``, a field whose value is exactly the text
+  of a pane is ``{"$pane": key}``; in ``lm_calls``, ``raw`` and ``reasoning`` may be a list of strings
+  and ``{"$pane": key, "end": n}`` (the first ``n`` UTF-16 code units of that pane's text, which only
+  grows). The Python values (``widget.prediction``, ``widget.lm_calls``) always hold the full text;
+  :func:`resolve_text` turns the synced form back into text.
 
 Front end -> Python: ``{"type": "stop"}`` (the Stop button) and ``{"type": "resync"}`` (a view that
-missed batches, e.g. reloaded mid-stream, asks for a fresh snapshot).
+missed batches, or a view created while the stream runs, e.g. a page reloaded mid-stream, asks for a
+fresh snapshot).
 
 Example (in a notebook cell, on the kernel's loop)::
 
@@ -33,16 +46,16 @@ Example (in a notebook cell, on the kernel's loop)::
 
 The engine never imports this module.
 """
-
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +65,19 @@ import traitlets as t
 from ..prediction import Prediction
 from ..streaming.events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
-__all__ = ["STATUSES", "StreamWidget", "WidgetSink"]
+__all__ = ["STATUSES", "StreamWidget", "WidgetSink", "resolve_text"]
 
 _STATIC = Path(__file__).parent.parent / "static"
 
 STATUSES = ("idle", "running", "done", "stopped", "error")
 
 _EMPTY_STATS: dict[str, Any] = {"elapsed": 0.0, "tokens": 0, "tokens_per_s": None, "ttft": None}
+
+PANE_REF = "$pane"
+"""The key of a reference to a pane's text in the synced form of ``prediction`` and ``lm_calls``."""
+
+_MIN_REF = 32
+"""Texts shorter than this are sent as they are (a reference would not be much shorter)."""
 
 
 def _payload_size(content: Any) -> int:
@@ -68,12 +87,120 @@ def _payload_size(content: Any) -> int:
         return 0
 
 
+# ------------------------------------------------------------------------ text by reference
+
+
+def _len16(text: str) -> int:
+    """The length of ``text`` in UTF-16 code units (JavaScript's ``string.length``)."""
+    # surrogatepass: a lone surrogate (JSON allows "\ud800") is one unit, as in JavaScript.
+    return len(text) if text.isascii() else len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _prefix16(text: str, n: int) -> str:
+    """The first ``n`` UTF-16 code units of ``text`` (JavaScript's ``text.slice(0, n)``)."""
+    if text.isascii():
+        return text[:n]
+    return text.encode("utf-16-le", "surrogatepass")[: 2 * n].decode("utf-16-le", "surrogatepass")
+
+
+def _compact(text: str, panes: Iterable[tuple[str, str]]) -> str | list[Any]:
+    """``text`` with the whole texts of ``panes`` (``(key, text)``, in the order they appear) replaced by
+    references ``{"$pane": key, "end": n}``; ``text`` itself when none appears in it."""
+    parts: list[Any] = []
+    cursor = 0
+    for key, pane_text in panes:
+        if len(pane_text) < _MIN_REF:
+            continue
+        i = text.find(pane_text, cursor)
+        if i < 0:
+            continue
+        if i > cursor:
+            parts.append(text[cursor:i])
+        parts.append({PANE_REF: key, "end": _len16(pane_text)})
+        cursor = i + len(pane_text)
+    if not parts:
+        return text
+    if cursor < len(text):
+        parts.append(text[cursor:])
+    return parts
+
+
+def resolve_text(value: Any, panes: Mapping[str, str] | Iterable[Mapping[str, Any]]) -> Any:
+    """The text of a value in its synced form: a string as it is, ``{"$pane": key}`` (with an optional
+    ``end``) as that pane's text, a list of those joined. ``panes``: ``{key: text}`` or the ``panes``
+    trait. Any other value is returned unchanged; a reference to an unknown pane resolves to ``""``.
+
+        >>> resolve_text(["<", {"$pane": "p.answer", "end": 3}, ">"], {"p.answer": "Paris"})
+        '<Par>'
+    """
+    texts = panes if isinstance(panes, Mapping) else {p.get("key"): p.get("text", "") for p in panes}
+
+    def one(part: Any) -> str | None:
+        if isinstance(part, str):
+            return part
+        if isinstance(part, dict) and isinstance(part.get(PANE_REF), str):
+            text = texts.get(part[PANE_REF]) or ""
+            end = part.get("end")
+            return _prefix16(text, end) if isinstance(end, int) else text
+        return None
+
+    if isinstance(value, list):
+        pieces = [one(p) for p in value]
+        return "".join(pieces) if all(p is not None for p in pieces) else value
+    text = one(value)
+    return value if text is None else text
+
+
+def _prediction_to_json(value: Any, widget: StreamWidget) -> Any:
+    """The synced form of ``prediction``: a field equal to the text of a pane of ``widget.panes`` (set in
+    the same update, at the end of the stream) is sent as ``{"$pane": key}``."""
+    fields = value.get("fields") if isinstance(value, dict) else None
+    if not isinstance(fields, dict) or not fields:
+        return value
+    by_text: dict[str, str] = {}
+    for pane in widget.panes:
+        text = pane.get("text")
+        if isinstance(text, str) and len(text) >= _MIN_REF and text not in by_text:
+            by_text[text] = pane.get("key", "")
+    if not by_text:
+        return value
+    out = {name: {PANE_REF: by_text[v]} if isinstance(v, str) and v in by_text else v for name, v in fields.items()}
+    return {**value, "fields": out}
+
+
+def _lm_calls_to_json(value: Any, widget: StreamWidget) -> Any:
+    """The synced form of ``lm_calls``: in ``raw`` and ``reasoning``, the text of a pane of the call's
+    predictor is sent as a reference (the front end has that text from the deltas or the snapshot)."""
+    if not isinstance(value, list) or not value:
+        return value
+    by_predict: dict[str, list[tuple[str, str]]] = {}
+    for key, predict, text in widget._pane_texts():
+        if len(text) >= _MIN_REF:
+            by_predict.setdefault(predict, []).append((key, text))
+    if not by_predict:
+        return value
+    out = []
+    for call in value:
+        candidates = by_predict.get(call.get("predict")) if isinstance(call, dict) else None
+        if candidates:
+            call = dict(call)
+            for name in ("raw", "reasoning"):
+                text = call.get(name)
+                if isinstance(text, str) and text:
+                    call[name] = _compact(text, candidates)
+        out.append(call)
+    return out
+
+
+# --------------------------------------------------------------------------------- the widget
+
+
 class StreamWidget(anywidget.AnyWidget):
     """Shows one stream: header, status line, per-field token panes, prediction, prompt inspector, Stop.
 
     ``on_stop(callback)`` registers a callable (no arguments) run when the Stop button is clicked.
     ``messages_sent``/``bytes_sent`` count the custom messages sent (and their JSON payload bytes);
-    ``state_updates_sent``/``state_bytes_sent`` the trait updates.
+    ``state_updates_sent``/``state_bytes_sent`` the trait updates (their synced form).
     """
 
     _esm = _STATIC / "widget.js"
@@ -91,8 +218,8 @@ class StreamWidget(anywidget.AnyWidget):
     stats = t.Dict(default_value=dict(_EMPTY_STATS)).tag(sync=True)
     panes = t.List(t.Dict()).tag(sync=True)
     snapshot_seq = t.Int(0).tag(sync=True)
-    prediction = t.Dict().tag(sync=True)
-    lm_calls = t.List(t.Dict()).tag(sync=True)
+    prediction = t.Dict().tag(sync=True, to_json=_prediction_to_json)
+    lm_calls = t.List(t.Dict()).tag(sync=True, to_json=_lm_calls_to_json)
 
     @t.default("_uid")
     def _default_uid(self) -> str:
@@ -108,6 +235,7 @@ class StreamWidget(anywidget.AnyWidget):
         self._delta_seq = 0
         self._stop_callbacks: list[Callable[[], Any]] = []
         self._resync_callback: Callable[[], Any] | None = None
+        self._text_source: Callable[[], list[tuple[str, str, str]]] | None = None
         super().__init__(**kwargs)
         self.on_msg(self._on_frontend_msg)
 
@@ -115,6 +243,13 @@ class StreamWidget(anywidget.AnyWidget):
     def last_seq(self) -> int:
         """The seq of the last delta batch sent."""
         return self._delta_seq
+
+    def _pane_texts(self) -> list[tuple[str, str, str]]:
+        """``(key, predict, text)`` of every pane as streamed so far (the sink's, else the ``panes`` trait)."""
+        source = self._text_source
+        if source is not None:
+            return source()
+        return [(str(p.get("key", "")), str(p.get("predict", "")), str(p.get("text", ""))) for p in self.panes]
 
     def on_stop(self, callback: Callable[[], Any], remove: bool = False) -> None:
         """Run ``callback()`` when the front end's Stop button is clicked (``remove=True`` unregisters)."""
@@ -224,37 +359,50 @@ class WidgetSink:
     """Consumes a stream's events into a :class:`StreamWidget`.
 
     Per event the work is O(len(chunk)): the chunk goes into a pending batch and the pane's parts.
-    Batched deltas go out at most ``1/flush_interval`` times a second: at an event when the last flush
-    is older than ``flush_interval``, and by a trailing flush (``loop.call_later`` on the running loop,
-    or a ``threading.Timer`` where no loop runs) so the end of a burst is not held back. The ``panes``
-    snapshot trait is refreshed at most every ``snapshot_interval`` seconds while streaming (less
-    often for big texts, keeping snapshots under ``snapshot_bytes_per_s``), and always in ``finish``.
+    Batched deltas go out at most ``1/flush_interval`` times a second, and never more than
+    ``max_messages_per_s`` widget messages (batches and trait updates alike) in any second: at an event
+    when that allows, else by a trailing flush (``loop.call_later`` on the running loop, or a
+    ``threading.Timer`` where no loop runs) so the end of a burst is not held back. The live stats ride
+    in the batches, at most every ``stats_interval`` seconds. The ``panes`` snapshot goes out at the
+    start, when a view asks for it (a view that missed batches or was created mid-stream), at the end,
+    and, if ``snapshot_interval`` is set, at most every ``snapshot_interval`` seconds once the text has
+    grown ``snapshot_growth`` times since the last snapshot (so all of them together stay within
+    ``growth / (growth - 1)`` times the text).
 
     ``timer``: ``"auto"`` (the running loop if there is one, else a thread), ``"thread"`` (always a
     ``threading.Timer``: use it when you feed the sink from a blocking loop in a cell, where the kernel's
     loop cannot run the trailing flush), or ``"none"`` (no trailing flush).
+
+    The widget's Python traits follow the wire: ``panes``/``snapshot_seq``/``stats`` hold the last
+    snapshot (``texts()`` and ``stats`` are the live values), ``lm_calls`` gets a reply at the next flush,
+    ``prediction`` is set by ``finish``.
     """
 
     def __init__(
         self,
         widget: StreamWidget | None = None,
-        flush_interval: float = 1 / 30,
-        snapshot_interval: float = 1.0,
+        flush_interval: float = 1 / 25,
+        snapshot_interval: float | None = None,
         *,
         timer: str = "auto",
-        snapshot_bytes_per_s: float = 250_000,
+        snapshot_growth: float = 2.0,
+        max_messages_per_s: int = 25,
+        stats_interval: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if timer not in ("auto", "thread", "none"):
             raise ValueError(f"timer must be 'auto', 'thread' or 'none', not {timer!r}")
         self.widget = widget if widget is not None else StreamWidget()
         self.flush_interval = max(0.0, float(flush_interval))
-        self.snapshot_interval = max(0.0, float(snapshot_interval))
-        self.snapshot_bytes_per_s = float(snapshot_bytes_per_s)
+        self.snapshot_interval = None if snapshot_interval is None else max(0.0, float(snapshot_interval))
+        self.snapshot_growth = max(1.0, float(snapshot_growth))
+        self.max_messages_per_s = max(1, int(max_messages_per_s))
+        self.stats_interval = max(0.0, float(stats_interval))
         self.timer = timer
         self._clock = clock
         self._lock = threading.RLock()
         self._trailing: Any = None
+        self._trailing_at = 0.0
         self._reset()
         self._started = False
         self._finished = False
@@ -273,6 +421,7 @@ class WidgetSink:
             self._last_snapshot = now
             w = self.widget
             w._resync_callback = self._on_resync
+            w._text_source = self._live_texts
             w.stop_requested = False
             with w.hold_sync():
                 if title is not None:
@@ -292,11 +441,13 @@ class WidgetSink:
                 # An empty snapshot at the current seq clears the panes of a reused widget.
                 w.panes = []
                 w.snapshot_seq = w._delta_seq
+            self._note_sent(now)
 
     def handle(self, event: Any) -> None:
         """Feed one event: StreamResponse, StatusMessage, LMRequest, LMResponse or the final Prediction.
 
-        Other types are ignored. Starts the sink if ``start`` was not called.
+        Other types are ignored. Starts the sink if ``start`` was not called. The Prediction is kept
+        (its usage counts at once) and shown by ``finish``.
         """
         if type(event) is StreamResponse:  # the hot path
             self._on_chunk(event)
@@ -316,12 +467,14 @@ class WidgetSink:
     __call__ = handle
 
     def flush(self) -> None:
-        """Send the pending deltas (and stats) now, whatever the rate."""
+        """Send the pending deltas, the stats and a finished LM call now, whatever the rate."""
         with self._lock:
-            self._flush_locked(self._clock())
+            if self._started and not self._finished:
+                self._flush_locked(self._clock(), force=True)
 
     def finish(self, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
-        """End the stream: final flush, final snapshot, status done/stopped/error, the prediction.
+        """End the stream in one update: final snapshot (with the text not yet sent in a batch), stats,
+        status done/stopped/error, the prediction and the LM calls.
 
         An ``error`` shows as ``"TypeName: message"`` in red; the panes keep their partial text. A
         ``CancelledError``/``KeyboardInterrupt`` passed as ``error`` counts as stopped.
@@ -333,26 +486,23 @@ class WidgetSink:
                 error, stopped = None, True
             status = "error" if error is not None else "stopped" if stopped else "done"
             if prediction is not None:
-                self._set_prediction(prediction, sync=False)
+                self._set_prediction(prediction)
             if status == "done":
                 for pane in self._panes.values():
-                    if not pane.done:
-                        pane.done = True
-                        self._pend(pane.key)[1] = True
+                    pane.done = True
             now = self._clock()
-            self._send_deltas()
-            self._last_flush = now
             w = self.widget
             with w.hold_sync():
                 self._snapshot_locked(now)
-                w.stats = self._stats(now)
-                self._stats_dirty = False
+                if self._calls_dirty:
+                    self._set_calls()
                 if self._prediction is not None:
                     w.prediction = self._prediction
                 if error is not None:
                     w.error = f"{type(error).__name__}: {error}"
                 w.status = status
             self._finished = True
+            self._note_sent(now)
 
     # ----------------------------------------------------------------------------- inspection
 
@@ -369,6 +519,12 @@ class WidgetSink:
         """Tokens so far: LM usage where known, else the number of chunks with text."""
         return self._usage_tokens + (self._chunks - self._chunks_at_usage)
 
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The live stats (the ``stats`` trait holds them as of the last snapshot)."""
+        with self._lock:
+            return self._stats(self._clock()) if self._started else dict(_EMPTY_STATS)
+
     def texts(self) -> dict[str, str]:
         """The full text of each pane, by key, in display order."""
         with self._lock:
@@ -383,6 +539,7 @@ class WidgetSink:
         self._t0 = self._clock()
         self._last_flush = float("-inf")
         self._last_snapshot = float("-inf")
+        self._snapshot_chars = 0
         self._first_chunk_at: float | None = None
         self._chunks = 0
         self._chunks_at_usage = 0
@@ -390,19 +547,23 @@ class WidgetSink:
         self._saw_usage = False
         self._lm_ttft: float | None = None
         self._stats_dirty = False
+        self._last_stats_sent = float("-inf")
         self._status_log: list[str] = []
         self._lm_calls: list[dict[str, Any]] = []
+        self._calls_dirty = False
+        self._call_model = ""
         self._prediction: dict[str, Any] | None = None
+        # Send times (our clock) of the widget's last max_messages_per_s messages.
+        self._sent: collections.deque[float] = collections.deque(maxlen=self.max_messages_per_s)
+        self._sent_total = self._messages_total()
 
     def _ensure_started(self) -> None:
         if not self._started:
             self.start()
 
-    def _pend(self, key: str) -> list[Any]:
-        pend = self._pending.get(key)
-        if pend is None:
-            pend = self._pending[key] = [[], False]
-        return pend
+    def _live_texts(self) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return [(p.key, p.predict, p.text()) for p in self._panes.values()]
 
     def _on_chunk(self, ev: StreamResponse) -> None:
         with self._lock:
@@ -443,6 +604,7 @@ class WidgetSink:
             with w.hold_sync():
                 w.status_message = message
                 w.status_log = list(self._status_log)
+            self._note_sent(self._clock())
 
     def _on_request(self, ev: LMRequest) -> None:
         with self._lock:
@@ -461,11 +623,13 @@ class WidgetSink:
                 "done": False,
             }
             self._lm_calls.append(entry)
+            self._calls_dirty = False  # this update carries every call, a finished one too
             w = self.widget
             with w.hold_sync():
                 if not w.model_name and ev.model:
                     w.model_name = str(ev.model)
                 w.lm_calls = list(self._lm_calls)
+            self._note_sent(self._clock())
 
     def _on_response(self, ev: LMResponse) -> None:
         with self._lock:
@@ -489,11 +653,13 @@ class WidgetSink:
                 "cached": bool(ev.cached),
                 "done": True,
             }
-            # A new dict (not an in-place edit) so the trait sees the change.
+            # A new dict (not an in-place edit) so the trait sees the change; sent with the next flush
+            # (or the next update, or the end), after the deltas holding the text its reply refers to.
             if index is None:
                 self._lm_calls.append(entry)
             else:
                 self._lm_calls[index] = entry
+            self._calls_dirty = True
             # Tokens: this call's usage replaces the chunks counted for it.
             n = _completion_tokens(ev.usage)
             if n is not None:
@@ -505,14 +671,11 @@ class WidgetSink:
             if self._lm_ttft is None and ev.ttft is not None:
                 self._lm_ttft = float(ev.ttft)
             self._stats_dirty = True
-            w = self.widget
-            with w.hold_sync():
-                if not w.model_name and ev.model:
-                    w.model_name = str(ev.model)
-                w.lm_calls = list(self._lm_calls)
+            if ev.model and not self._call_model:
+                self._call_model = str(ev.model)
             self._maybe_flush(self._clock())
 
-    def _set_prediction(self, prediction: Any, sync: bool = True) -> None:
+    def _set_prediction(self, prediction: Any) -> None:
         if hasattr(prediction, "items"):
             try:
                 items = list(prediction.items())
@@ -536,30 +699,78 @@ class WidgetSink:
                 self._saw_usage = True
                 self._stats_dirty = True
         self._prediction = {"fields": fields, "usage": usage if isinstance(usage, dict) else {}}
-        if sync:
-            self.widget.prediction = self._prediction
 
     # ---- flushing
 
+    def _messages_total(self) -> int:
+        w = self.widget
+        return w.messages_sent + w.state_updates_sent
+
+    def _note_sent(self, now: float) -> None:
+        """Record the widget messages sent since the last call (ours or not) as sent at ``now``."""
+        total = self._messages_total()
+        for _ in range(min(total - self._sent_total, self.max_messages_per_s)):
+            self._sent.append(now)
+        self._sent_total = total
+
+    def _next_flush_in(self, now: float) -> float | None:
+        """Seconds until the next flush may go out (<= 0: now), or None when there is nothing to send."""
+        if self._pending or self._calls_dirty:
+            wait = 0.0
+        elif self._stats_dirty:
+            wait = self._last_stats_sent + self.stats_interval - now
+        else:
+            return None
+        wait = max(wait, self.flush_interval - (now - self._last_flush))
+        if wait <= 0:
+            self._note_sent(now)
+            if len(self._sent) >= self.max_messages_per_s:
+                wait = self._sent[0] + 1.0 - now
+        return wait
+
     def _maybe_flush(self, now: float) -> None:
-        since = now - self._last_flush
-        if since >= self.flush_interval:
+        wait = self._next_flush_in(now)
+        if wait is None:
+            return
+        if wait <= 0:
             self._flush_locked(now)
-        elif self._trailing is None:
-            self._schedule_trailing(self.flush_interval - since)
+        elif self._trailing is None or self._trailing_at > now + wait + 0.001:
+            self._schedule_trailing(wait)
 
-    def _flush_locked(self, now: float) -> None:
+    def _flush_locked(self, now: float, force: bool = False) -> None:
         self._cancel_trailing()
-        self._send_deltas()
-        self._last_flush = now
-        if self._stats_dirty:
-            self.widget.stats = self._stats(now)
+        stats = None
+        if self._stats_dirty and (force or now - self._last_stats_sent >= self.stats_interval):
+            stats = self._stats(now)
             self._stats_dirty = False
-        if self._started and not self._finished and now - self._last_snapshot >= self._snapshot_every():
+            self._last_stats_sent = now
+        self._send_deltas(stats)
+        self._last_flush = now
+        if self._calls_dirty:
+            with self.widget.hold_sync():
+                self._set_calls()
+        if (
+            self.snapshot_interval is not None
+            and now - self._last_snapshot >= self.snapshot_interval
+            and self._total_chars >= self.snapshot_growth * max(1, self._snapshot_chars)
+        ):
             self._snapshot_locked(now)
+        self._note_sent(now)
+        if self._stats_dirty:  # held back by stats_interval: a trailing flush sends them
+            wait = self._next_flush_in(now)
+            if wait is not None:
+                self._schedule_trailing(wait)
 
-    def _send_deltas(self) -> None:
-        if not self._pending:
+    def _set_calls(self) -> None:
+        """Set ``lm_calls`` (and ``model_name`` if it is still empty): call inside ``hold_sync``."""
+        self._calls_dirty = False
+        w = self.widget
+        if not w.model_name and self._call_model:
+            w.model_name = self._call_model
+        w.lm_calls = list(self._lm_calls)
+
+    def _send_deltas(self, stats: dict[str, Any] | None = None) -> None:
+        if not self._pending and stats is None:
             return
         items = []
         for key, (parts, done) in self._pending.items():
@@ -567,14 +778,15 @@ class WidgetSink:
         self._pending = {}
         w = self.widget
         w._delta_seq += 1
-        w.send({"type": "deltas", "seq": w._delta_seq, "items": items})
-
-    def _snapshot_every(self) -> float:
-        size_limited = self._total_chars / self.snapshot_bytes_per_s if self.snapshot_bytes_per_s > 0 else 0.0
-        return max(self.snapshot_interval, size_limited)
+        msg: dict[str, Any] = {"type": "deltas", "seq": w._delta_seq, "items": items}
+        if stats is not None:
+            msg["stats"] = stats
+        w.send(msg)
 
     def _snapshot_locked(self, now: float) -> None:
-        """Set ``panes`` + ``snapshot_seq`` (one update). The pending deltas must have been sent."""
+        """Set ``panes`` + ``snapshot_seq`` + ``stats`` (one update). The snapshot holds every chunk
+        handled so far, so the pending deltas are dropped: it is batch ``snapshot_seq`` plus them."""
+        self._pending = {}
         panes = [
             {"key": p.key, "predict": p.predict, "field": p.field, "text": p.text(), "done": p.done}
             for p in self._panes.values()
@@ -583,7 +795,11 @@ class WidgetSink:
         with w.hold_sync():
             w.snapshot_seq = w._delta_seq
             w.panes = panes
+            w.stats = self._stats(now)
+        self._stats_dirty = False
+        self._last_stats_sent = now
         self._last_snapshot = now
+        self._snapshot_chars = self._total_chars
 
     def _stats(self, now: float) -> dict[str, Any]:
         elapsed = max(0.0, now - self._t0)
@@ -601,21 +817,23 @@ class WidgetSink:
         }
 
     def _on_resync(self) -> None:
-        """A view missed some batches: send what is pending and a fresh snapshot now."""
+        """A view missed some batches, or was created mid-stream: a fresh snapshot now."""
         with self._lock:
             if not self._started or self._finished:
                 return
             now = self._clock()
-            self._send_deltas()
-            self._last_flush = now
             self._snapshot_locked(now)
+            self._last_flush = now
+            self._note_sent(now)
 
     # ---- the trailing flush
 
     def _schedule_trailing(self, delay: float) -> None:
         if self.timer == "none" or self._finished:
             return
+        self._cancel_trailing()
         delay = max(0.0, delay)
+        self._trailing_at = self._clock() + delay
         if self.timer == "auto":
             try:
                 loop = asyncio.get_running_loop()
@@ -640,8 +858,10 @@ class WidgetSink:
             if self._finished or not self._started:
                 return
             now = self._clock()
-            early = self.flush_interval - (now - self._last_flush)
-            if early > 0.001:  # a timer that fired early (or a flush happened since): wait the rest
-                self._schedule_trailing(early)
-            elif self._pending or self._stats_dirty:
+            wait = self._next_flush_in(now)
+            if wait is None:
+                return
+            if wait > 0.001:  # a timer that fired early (or a flush happened since): wait the rest
+                self._schedule_trailing(wait)
+            else:
                 self._flush_locked(now)

@@ -2,11 +2,13 @@
  * Pure logic of the StreamWidget front end: no DOM here.
  *
  * - `StreamState`: the panes of one stream, fed by two sources that may overlap:
- *   batched deltas (custom messages `{type: "deltas", seq, items}`) and the `panes` snapshot trait
- *   (with `snapshot_seq`). A batch is applied only if `seq > appliedSeq`; a snapshot replaces the
+ *   batched deltas (custom messages `{type: "deltas", seq, items, stats?}`) and the `panes` snapshot
+ *   trait (with `snapshot_seq`). A batch is applied only if `seq > appliedSeq`; a snapshot replaces the
  *   panes when `snapshot_seq >= appliedSeq` and sets `appliedSeq = max(appliedSeq, snapshot_seq)`,
  *   so text that reached us both ways is never applied twice. A batch that skips a seq (a page
  *   reloaded mid-stream missed some) is held back until a snapshot covers the gap.
+ * - `resolveText`: text the kernel sends by reference to a pane (`{$pane: key, end?}`, alone or in a
+ *   list of strings and references) in `prediction` and in the `lm_calls` replies.
  * - A small, safe markdown parser (`parseInline`, `MarkdownStream`, `parseMarkdown`) that turns text
  *   into a tree of plain strings; the view builds elements from it with `textContent` only.
  */
@@ -16,11 +18,12 @@
 /** One delta: `[key, text, done]`. */
 export type DeltaItem = [string, string, boolean];
 
-/** The custom message Python sends with batched deltas. */
+/** The custom message Python sends with batched deltas (and, now and then, the live stats). */
 export interface DeltaMessage {
   type: "deltas";
   seq: number;
   items: DeltaItem[];
+  stats?: Stats;
 }
 
 /** One entry of the `panes` snapshot trait. */
@@ -47,7 +50,8 @@ export type Change =
   | { kind: "reset" }
   | { kind: "add"; key: string }
   | { kind: "append"; key: string; text: string }
-  | { kind: "done"; key: string; done: boolean };
+  | { kind: "done"; key: string; done: boolean }
+  | { kind: "stats" };
 
 export interface ApplyResult {
   /** False when the message was ignored (already applied, older, or held back). */
@@ -217,6 +221,53 @@ export class StreamState {
       }
     }
   }
+}
+
+// ------------------------------------------------------------------------- text by reference
+
+/** A reference to a pane's text: its first `end` UTF-16 code units (all of it without `end`). */
+export interface PaneRef {
+  $pane: string;
+  end?: number;
+}
+
+export function isPaneRef(x: unknown): x is PaneRef {
+  return !!x && typeof x === "object" && !Array.isArray(x) && typeof (x as PaneRef).$pane === "string";
+}
+
+/** Whether `value` is a text in the kernel's compact form: a pane reference or a list of strings and references. */
+export function isTextRef(value: unknown): boolean {
+  return isPaneRef(value) || (Array.isArray(value) && value.every((p) => typeof p === "string" || isPaneRef(p)));
+}
+
+export interface Resolved {
+  text: string;
+  /** False when a referenced pane is missing or shorter than the reference (its text has not arrived yet). */
+  complete: boolean;
+}
+
+/**
+ * The text of a string, a pane reference or a list of strings and references, looking panes up with
+ * `lookup`; `null` for any other value.
+ */
+export function resolveText(value: unknown, lookup: (key: string) => string | undefined): Resolved | null {
+  if (typeof value === "string") return { text: value, complete: true };
+  if (!isTextRef(value)) return null;
+  const parts = Array.isArray(value) ? value : [value];
+  let text = "";
+  let complete = true;
+  for (const part of parts) {
+    if (typeof part === "string") {
+      text += part;
+      continue;
+    }
+    const ref = part as PaneRef;
+    const pane = lookup(ref.$pane);
+    const end = typeof ref.end === "number" && ref.end >= 0 ? ref.end : undefined;
+    if (pane === undefined || (end !== undefined && pane.length < end)) complete = false;
+    text += pane === undefined ? "" : pane.slice(0, end);
+  }
+  return { text, complete };
 }
 
 // ------------------------------------------------------------------------------------- stats

@@ -10,6 +10,12 @@
  *
  * The comm listener lives in `initialize` (per model), not in `render`: anywidget delivers custom
  * messages that arrive before the first view exists only to listeners attached in `initialize`.
+ *
+ * Wire (see jupyter_stream/notebook/widget.py): the text arrives once, in `deltas` messages that also
+ * carry the live stats now and then; the traits are the durable state (the `panes` snapshot with its
+ * `snapshot_seq` and `stats`, refreshed at the start, on request and at the end). A model created
+ * while its stream runs (a page reloaded mid-stream) asks for a snapshot at once. `prediction` and the
+ * `lm_calls` replies may refer to pane text (`{$pane: key}`): resolved here, from the panes.
  */
 
 import type { AnyWidget } from "@anywidget/types";
@@ -25,6 +31,7 @@ import {
   MarkdownStream,
   StreamState,
   formatStats,
+  resolveText,
 } from "./state";
 
 /** The part of anywidget's model proxy we use. */
@@ -46,12 +53,35 @@ export class Controller {
   private lastResync = -Infinity;
   private snapshotRef: unknown = undefined;
   private snapshotSeqRef: unknown = undefined;
+  /** The stats of the newest batch that carried some, and its seq. */
+  private liveStats: Stats | null = null;
+  private liveStatsSeq = -Infinity;
+  private newestSeq = -Infinity;
 
   constructor(readonly model: ModelLike) {
     this.onSnapshot();
     model.on("msg:custom", this.onMessage);
     model.on("change:panes", this.onSnapshot);
     model.on("change:snapshot_seq", this.onSnapshot);
+    // Created while the stream runs: a page reloaded (or a second client opened) mid-stream. The state
+    // we were created from holds the last snapshot only: ask for a fresh one.
+    if (model.get("status") === "running") this.requestResync();
+  }
+
+  /** The stats to show: those of the newest batch, unless the snapshot (the `stats` trait) is as new. */
+  stats(): Stats {
+    const snapshotSeq = Number(this.model.get("snapshot_seq")) || 0;
+    if (this.liveStats && this.liveStatsSeq > snapshotSeq) return this.liveStats;
+    return (this.model.get("stats") as Stats | undefined) ?? {};
+  }
+
+  /** The text of a pane, for references: the longer of what the deltas and the `panes` trait hold. */
+  paneText(key: string): string | undefined {
+    const live = this.state.get(key)?.text;
+    const panes = this.model.get("panes");
+    const snap = Array.isArray(panes) ? panes.find((p: PaneSnapshot | null) => p?.key === key)?.text : undefined;
+    if (typeof snap !== "string") return live;
+    return live !== undefined && live.length >= snap.length ? live : snap;
   }
 
   subscribe(fn: Listener): () => void {
@@ -75,6 +105,16 @@ export class Controller {
     if (!msg || msg.type !== "deltas") return;
     const res = this.state.applyDeltas(msg as DeltaMessage);
     if (res.gap) this.requestResync();
+    // Stats of the newest batch seen only (held-back batches included: stats do not depend on text).
+    const seq = Number(msg.seq);
+    if (Number.isFinite(seq) && seq > this.newestSeq) {
+      this.newestSeq = seq;
+      if (msg.stats && typeof msg.stats === "object") {
+        this.liveStats = msg.stats as Stats;
+        this.liveStatsSeq = seq;
+        res.changes.push({ kind: "stats" });
+      }
+    }
     this.emit(res.changes);
   };
 
@@ -333,6 +373,9 @@ export class StreamView {
   private inspectorSummary: HTMLElement;
   private inspectorBody: HTMLElement;
   private inspectorDirty = true;
+  /** Shown with text that had not arrived yet: rendered again when panes change. */
+  private inspectorIncomplete = false;
+  private predictionIncomplete = false;
 
   private panes = new Map<string, PaneView>();
   private groups = new Map<string, HTMLElement>();
@@ -438,6 +481,7 @@ export class StreamView {
   // ---- panes
 
   private readonly onChanges = (changes: Change[]): void => {
+    if (changes[changes.length - 1]?.kind === "stats") this.renderStats();
     if (this.needReset) return; // the rebuild at the next frame reads the full state
     for (const c of changes) {
       switch (c.kind) {
@@ -460,6 +504,8 @@ export class StreamView {
         case "done":
           this.doneFlags.set(c.key, c.done);
           break;
+        case "stats":
+          break; // rendered above
       }
     }
     this.queueFrame();
@@ -500,6 +546,16 @@ export class StreamView {
     }
     for (const [key, done] of this.doneFlags) this.panes.get(key)?.setDone(done);
     this.doneFlags.clear();
+    this.renderIncomplete();
+  }
+
+  /** Text referred to by the prediction or the inspector may have arrived: render them again. */
+  private renderIncomplete(): void {
+    if (this.predictionIncomplete) this.renderPrediction();
+    if (this.inspectorIncomplete) {
+      this.inspectorDirty = true;
+      if (this.inspectorEl.open) this.renderInspector();
+    }
   }
 
   private addPane(key: string): PaneView | undefined {
@@ -536,6 +592,7 @@ export class StreamView {
       view.setMarkdown(!!this.get<boolean>("markdown"), pane.text);
       view.setDone(pane.done);
     }
+    this.renderIncomplete();
   }
 
   // ---- header, status, log, error
@@ -566,7 +623,7 @@ export class StreamView {
   }
 
   private renderStats(): void {
-    const stats = this.get<Stats>("stats") ?? {};
+    const stats = this.controller.stats();
     let elapsed: number | null = null;
     const startedAt = this.get<number>("started_at");
     if (this.get<string>("status") === "running" && typeof startedAt === "number" && startedAt > 0) {
@@ -606,18 +663,31 @@ export class StreamView {
 
   // ---- prediction, inspector
 
+  /** A value that may hold text by reference to a pane; notes in `incomplete` if some has not arrived. */
+  private text(value: unknown, incomplete: { any: boolean }): string {
+    const resolved = resolveText(value, (key) => this.controller.paneText(key));
+    if (!resolved) return pretty(value);
+    if (!resolved.complete) {
+      incomplete.any = true;
+      return resolved.text + "\u2026";
+    }
+    return resolved.text;
+  }
+
   private renderPrediction(): void {
     const pred = this.get<{ fields?: Record<string, unknown>; usage?: unknown }>("prediction") ?? {};
     const fields = pred.fields && typeof pred.fields === "object" ? pred.fields : {};
     const body = this.predictionBody;
     body.replaceChildren();
     const names = Object.keys(fields);
+    const incomplete = { any: false };
     for (const name of names) {
       const row = h("div", "jps-field");
       row.dataset.field = name;
-      row.append(h("div", "jps-field-name", name), h("pre", "jps-field-value", pretty(fields[name])));
+      row.append(h("div", "jps-field-name", name), h("pre", "jps-field-value", this.text(fields[name], incomplete)));
       body.appendChild(row);
     }
+    this.predictionIncomplete = incomplete.any;
     const usage = pred.usage;
     if (usage && typeof usage === "object" && Object.keys(usage).length) {
       const row = h("div", "jps-field jps-usage");
@@ -640,6 +710,7 @@ export class StreamView {
     const calls = (this.get<any[]>("lm_calls") ?? []).filter((c) => c && typeof c === "object");
     const body = this.inspectorBody;
     body.replaceChildren();
+    const incomplete = { any: false };
     for (const call of calls) {
       const box = h("div", "jps-call");
       box.dataset.callId = String(call.call_id ?? "");
@@ -658,14 +729,14 @@ export class StreamView {
       }
       if (call.reasoning) {
         const r = h("div", "jps-msg jps-reply-reasoning");
-        r.append(h("div", "jps-role", "reasoning (native)"), h("pre", "jps-msg-content", String(call.reasoning)));
+        r.append(h("div", "jps-role", "reasoning (native)"), h("pre", "jps-msg-content", this.text(call.reasoning, incomplete)));
         box.appendChild(r);
       }
       const reply = h("div", "jps-msg jps-reply");
       const pending = call.raw === undefined || call.raw === null || (call.done === false && !call.raw);
       reply.append(
         h("div", "jps-role", "reply (raw)"),
-        h("pre", "jps-raw", pending ? "(waiting for the reply\u2026)" : String(call.raw)),
+        h("pre", "jps-raw", pending ? "(waiting for the reply\u2026)" : this.text(call.raw, incomplete)),
       );
       box.appendChild(reply);
       if (call.usage && typeof call.usage === "object" && Object.keys(call.usage).length) {
@@ -675,6 +746,7 @@ export class StreamView {
       }
       body.appendChild(box);
     }
+    this.inspectorIncomplete = incomplete.any;
   }
 }
 

@@ -9,6 +9,7 @@ import {
   isReasoningField,
   parseInline,
   parseMarkdown,
+  resolveText,
   splitKey,
 } from "../src/state";
 
@@ -305,5 +306,30 @@ describe("markdown parser", () => {
       expect(seen).toEqual(md2.closed());
       expect([...seen, ...md2.tail()]).toEqual(parseMarkdown(md));
     }
+  });
+});
+
+describe("resolveText (text sent by reference to a pane)", () => {
+  const panes: Record<string, string> = { "p.answer": "Paris😀 rocks", "p.reasoning": "Because." };
+  const lookup = (k: string) => panes[k];
+
+  it("strings, whole panes, prefixes of panes, and lists of them", () => {
+    expect(resolveText("plain", lookup)).toEqual({ text: "plain", complete: true });
+    expect(resolveText({ $pane: "p.answer" }, lookup)).toEqual({ text: "Paris😀 rocks", complete: true });
+    // `end` counts UTF-16 code units, as Python computes it: the emoji is two.
+    expect(resolveText({ $pane: "p.answer", end: 7 }, lookup)).toEqual({ text: "Paris😀", complete: true });
+    expect(resolveText(["[[ ## a ## ]]\n", { $pane: "p.reasoning", end: 8 }, "\n"], lookup)).toEqual({
+      text: "[[ ## a ## ]]\nBecause.\n",
+      complete: true,
+    });
+  });
+
+  it("missing or short panes are reported incomplete; other values are not text", () => {
+    expect(resolveText({ $pane: "p.nope" }, lookup)).toEqual({ text: "", complete: false });
+    expect(resolveText(["a", { $pane: "p.reasoning", end: 20 }], lookup)).toEqual({ text: "aBecause.", complete: false });
+    expect(resolveText({ city: "Paris" }, lookup)).toBeNull();
+    expect(resolveText(["a", 1], lookup)).toBeNull();
+    expect(resolveText(42, lookup)).toBeNull();
+    expect(resolveText(null, lookup)).toBeNull();
   });
 });

@@ -13,7 +13,7 @@ class FakeModel {
       _uid: Math.random().toString(36).slice(2),
       title: "predict",
       model_name: "gpt-4o-mini",
-      status: "running",
+      status: "idle",
       status_message: "",
       status_log: [],
       error: "",
@@ -59,8 +59,9 @@ class FakeModel {
 const frame = () => new Promise<void>((r) => requestAnimationFrame(() => r()));
 const cleanups: (() => void)[] = [];
 
-function mount(attrs: Record<string, any> = {}) {
-  const model = new FakeModel(attrs);
+/** A model created as the kernel opens it (idle), shown, then its stream started, unless `created` says how it was created. */
+function mount(attrs: Record<string, any> = {}, created?: Record<string, any>) {
+  const model = new FakeModel(created ?? attrs);
   const disposeInit = widget.initialize({ model });
   const el = document.createElement("div");
   document.body.appendChild(el);
@@ -70,6 +71,7 @@ function mount(attrs: Record<string, any> = {}) {
     disposeInit();
     el.remove();
   });
+  if (!created) model.set({ status: "running", ...attrs });
   return { model, el };
 }
 
@@ -145,7 +147,7 @@ describe("StreamWidget view", () => {
   it("a snapshot replaces the panes; a second view and a reload show the full text from it", async () => {
     const { model, el } = mount();
     model.custom({ type: "deltas", seq: 1, items: [["p.a", "ab", false]] });
-    model.set({ panes: [{ key: "p.a", predict: "p", field: "a", text: "abcd", done: true }], snapshot_seq: 2 });
+    model.set({ panes: [{ key: "p.a", predict: "p", field: "a", text: "abcd", done: true }], snapshot_seq: 2, status: "done" });
     await frame();
     expect(paneText(el, "p.a")).toBe("abcd");
     // Deltas already in the snapshot are not applied again.
@@ -157,17 +159,33 @@ describe("StreamWidget view", () => {
     const dispose2 = widget.render({ model, el: el2 });
     cleanups.push(dispose2);
     expect(paneText(el2, "p.a")).toBe("abcd");
-    // A reload: a fresh model holding only the saved traits.
-    const { el: el3 } = mount({ panes: model.get("panes"), snapshot_seq: 2, status: "done" });
+    // A reload: a fresh model holding only the saved traits (a finished stream asks for nothing).
+    const saved = { panes: model.get("panes"), snapshot_seq: 2, status: "done" };
+    const { model: m3, el: el3 } = mount({}, saved);
     expect(paneText(el3, "p.a")).toBe("abcd");
     expect(pane(el3, "p.a")!.classList.contains("done")).toBe(true);
+    expect(m3.sent).toEqual([]);
   });
 
   it("asks the kernel for a snapshot when a batch skips a seq", () => {
     const { model } = mount({ panes: [{ key: "p.a", text: "x" }], snapshot_seq: 5 });
+    expect(model.sent).toEqual([]); // a live model: created idle, nothing missed
     model.custom({ type: "deltas", seq: 9, items: [["p.a", "late", false]] });
     expect(model.sent).toEqual([{ type: "resync", seq: 5 }]);
     expect(controllerFor(model)!.state.get("p.a")!.text).toBe("x");
+  });
+
+  it("a model created while its stream runs (a reload mid-stream) asks for a snapshot at once, then catches up", async () => {
+    const { model, el } = mount({}, { status: "running", panes: [{ key: "p.a", text: "ab" }], snapshot_seq: 3 });
+    expect(model.sent).toEqual([{ type: "resync", seq: 3 }]);
+    expect(paneText(el, "p.a")).toBe("ab");
+    // Batches sent before our snapshot arrives are held back (they skip seqs 4-6), not re-requested at once.
+    model.custom({ type: "deltas", seq: 7, items: [["p.a", "gh", false]] });
+    expect(model.sent.length).toBe(1);
+    model.set({ panes: [{ key: "p.a", text: "abcdef" }], snapshot_seq: 6 });
+    await frame();
+    expect(paneText(el, "p.a")).toBe("abcdefgh");
+    expect(controllerFor(model)!.state.appliedSeq).toBe(7);
   });
 
   it("Stop sends {type: 'stop'} and is disabled once the stream is not running", () => {
@@ -234,6 +252,58 @@ describe("StreamWidget view", () => {
     expect(insp.querySelector("b")).toBeNull();
     expect(insp.querySelector(".jps-raw")!.textContent).toContain("[[ ## answer ## ]]");
   });
+
+  it("live stats come in the batches; the snapshot's stats win once they are as new", () => {
+    const { model, el } = mount({ snapshot_seq: 0, stats: { elapsed: 0, tokens: 0 } });
+    const stats = () => el.querySelector(".jps-stats")!.textContent!;
+    expect(stats()).toContain("0 tokens");
+    model.custom({ type: "deltas", seq: 1, items: [["p.a", "x", false]], stats: { elapsed: 0.5, tokens: 12, tokens_per_s: 24, ttft: 0.1 } });
+    expect(stats()).toContain("12 tokens · 24.0 tok/s · TTFT 0.10 s"); // at once, not at the next frame
+    model.custom({ type: "deltas", seq: 2, items: [["p.a", "y", false]] }); // no stats: the last ones stay
+    expect(stats()).toContain("12 tokens");
+    model.custom({ type: "deltas", seq: 2, items: [], stats: { tokens: 99 } }); // a stale batch: ignored
+    expect(stats()).toContain("12 tokens");
+    // The end: the final snapshot at the last seq, with the final stats.
+    model.set({ status: "done", snapshot_seq: 2, panes: [{ key: "p.a", text: "xy", done: true }],
+      stats: { elapsed: 2, tokens: 20, tokens_per_s: 10, ttft: 0.1 } });
+    expect(stats()).toBe("2.0 s · 20 tokens · 10.0 tok/s · TTFT 0.10 s");
+  });
+
+  it("prediction fields and raw replies sent by reference to a pane show the pane's text", async () => {
+    const long = "Paris is the capital of France, on the Seine. ";
+    const { model, el } = mount();
+    model.custom({ type: "deltas", seq: 1, items: [["p.reasoning", "Think", false], ["p.answer", long, false]] });
+    model.set({ lm_calls: [{ call_id: 1, predict: "p", model: "m", messages: [], done: true,
+      raw: ["[[ ## answer ## ]]\n", { $pane: "p.answer", end: 5 }, "\n\n[[ ## completed ## ]]"] }] });
+    const insp = el.querySelector<HTMLDetailsElement>(".jps-inspector")!;
+    insp.open = true;
+    insp.dispatchEvent(new Event("toggle"));
+    // Only the first 5 UTF-16 units of the pane: the text the call wrote, even if the pane grew since.
+    expect(insp.querySelector(".jps-raw")!.textContent).toBe("[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]");
+    // The end: the final snapshot and the prediction by reference, in one update.
+    model.set({
+      status: "done", snapshot_seq: 1,
+      panes: [{ key: "p.reasoning", text: "Think", done: true }, { key: "p.answer", text: long + "Yes.", done: true }],
+      prediction: { fields: { reasoning: "Think", answer: { $pane: "p.answer" }, n: "42" }, usage: {} },
+    });
+    const values = [...el.querySelectorAll(".jps-prediction .jps-field-value")].map((x) => x.textContent);
+    expect(values).toEqual(["Think", long + "Yes.", "42"]);
+  });
+
+  it("a reference to text that has not arrived yet is shown when it arrives", async () => {
+    const { model, el } = mount();
+    model.set({ lm_calls: [{ call_id: 1, predict: "p", done: true, raw: ["<", { $pane: "p.answer", end: 6 }, ">"] }] });
+    const insp = el.querySelector<HTMLDetailsElement>(".jps-inspector")!;
+    insp.open = true;
+    insp.dispatchEvent(new Event("toggle"));
+    expect(insp.querySelector(".jps-raw")!.textContent).toBe("<>\u2026");
+    model.custom({ type: "deltas", seq: 1, items: [["p.answer", "Par", false]] });
+    await frame();
+    expect(insp.querySelector(".jps-raw")!.textContent).toBe("<Par>\u2026");
+    model.custom({ type: "deltas", seq: 2, items: [["p.answer", "is!!", false]] });
+    await frame();
+    expect(insp.querySelector(".jps-raw")!.textContent).toBe("<Paris!>");
+  });
 });
 
 describe("safety: model text stays inert", () => {
@@ -248,6 +318,22 @@ describe("safety: model text stays inert", () => {
     expect(el.querySelector("script")).toBeNull();
     expect(el.querySelector("img")).toBeNull();
     expect(el.querySelector(".jps-status-message")!.textContent).toBe(evil);
+    expect((window as any).__pwned).toBeUndefined();
+  });
+
+  it("text by reference: prediction and raw reply", () => {
+    const { model, el } = mount();
+    model.set({
+      status: "done", snapshot_seq: 0, panes: [{ key: "p.answer", text: evil, done: true }],
+      prediction: { fields: { answer: { $pane: "p.answer" } } },
+      lm_calls: [{ call_id: 1, predict: "p", done: true, raw: ["x", { $pane: "p.answer" }, "y"] }],
+    });
+    const insp = el.querySelector<HTMLDetailsElement>(".jps-inspector")!;
+    insp.open = true;
+    insp.dispatchEvent(new Event("toggle"));
+    expect(el.querySelector(".jps-prediction .jps-field-value")!.textContent).toBe(evil);
+    expect(insp.querySelector(".jps-raw")!.textContent).toBe(`x${evil}y`);
+    expect(el.querySelector("script, img")).toBeNull();
     expect((window as any).__pwned).toBeUndefined();
   });
 

@@ -60,6 +60,8 @@ HOSTILE = (
 )
 # The close-the-tab test's reply: about 300 tokens, some 5 s at DEMO_RATE, so the tab closes mid-stream.
 CLOSE_TAB_ANSWER = " ".join(f"word{i}" for i in range(150))
+# The reload test's reply: about 600 tokens, some 10 s at DEMO_RATE, so the page reloads mid-stream.
+RELOAD_ANSWER = " ".join(f"word{i}" for i in range(300))
 # A long essay for the Stop test: at 20 tokens/s it would stream for about half a minute.
 ESSAY = " ".join(f"Paragraph {i}: tea was traded, taxed, smuggled and argued about for centuries." for i in range(40))
 
@@ -121,6 +123,13 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
         f"shared_server().script('[[ ## answer ## ]]\\n' + {CLOSE_TAB_ANSWER!r} + '\\n\\n[[ ## completed ## ]]')",
         '%%stream "question -> answer" --out closed_tab\nKeep talking while the tab closes.',
         'print("after the tab closed:", closed_tab.answer.split()[-1])',
+    ),
+    # A stream whose page is saved and reloaded mid-reply.
+    "reload.ipynb": _notebook(
+        "%load_ext jupyter_stream\n"
+        "from jupyter_stream.demo import shared_server\n"
+        f"shared_server().script('[[ ## answer ## ]]\\n' + {RELOAD_ANSWER!r} + '\\n\\n[[ ## completed ## ]]')",
+        '%%stream "question -> answer" --out reloaded\nKeep talking while the page reloads.',
     ),
     # Markup in the model's reply, in plain and in Markdown panes.
     "hostile.ipynb": _notebook(

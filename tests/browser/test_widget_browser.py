@@ -283,8 +283,22 @@ def test_closing_the_tab_mid_stream_keeps_the_kernel_streaming_and_responsive(pa
         )
         deltas = _delta_texts(log)
         heard = "".join(t for _, t in deltas)
-        assert heard and CLOSE_TAB_ANSWER.endswith(heard), heard  # no gap from the first batch heard to the end
-        assert len(heard) > len(CLOSE_TAB_ANSWER) - len(shown)  # more than what was left when the tab closed
+        # The end is one update: the final snapshot, at the last batch's seq, with any text no batch carried.
+        final = next(m["content"]["data"]["state"] for m in log if m["msg_type"] == "comm_msg"
+                     and m["content"]["data"].get("method") == "update"
+                     and m["content"]["data"]["state"].get("status") == "done")
+        seqs = [m["content"]["data"]["content"]["seq"] for m in log if m["msg_type"] == "comm_msg"
+                and m["content"]["data"].get("method") == "custom"
+                and m["content"]["data"]["content"].get("type") == "deltas"]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and final["snapshot_seq"] == seqs[-1], seqs
+        assert [p["text"] for p in final["panes"]] == [CLOSE_TAB_ANSWER]
+        # No gap from the first batch heard to the end: the batches, then what only the final snapshot holds
+        # (what came after the last flush, if anything: a token or two).
+        end = CLOSE_TAB_ANSWER.rfind(heard) + len(heard)
+        assert heard and end >= len(heard), heard
+        assert CLOSE_TAB_ANSWER[end:].count(" ") <= 2, CLOSE_TAB_ANSWER[end:]
+        # More than what was left when the tab closed went out after.
+        assert len(heard) + len(CLOSE_TAB_ANSWER) - end > len(CLOSE_TAB_ANSWER) - len(shown)
         after_close = [d for d, _ in deltas if d > gone]
         assert after_close and done_at > gone, "the stream ended before the tab was gone: nothing was tested"
         print(f"tab closed with {len(shown)} of {len(CLOSE_TAB_ANSWER)} characters shown; {len(after_close)} delta "
@@ -328,3 +342,44 @@ def test_closing_the_tab_mid_stream_keeps_the_kernel_streaming_and_responsive(pa
             time.sleep(0.1)
     finally:
         kc.stop_channels()
+
+
+def test_a_page_reloaded_mid_stream_catches_up_and_follows_the_stream(page, lab):
+    """Reload the page while a stream runs: the widget comes back from the kernel's state, which holds no
+    text while streaming (the text travels once, in the batches), asks for a snapshot, shows the whole text
+    so far at once and follows the stream to its end, with no hole or repeat."""
+    from playwright.sync_api import expect
+
+    from .conftest import RELOAD_ANSWER
+
+    lab.open(page, "reload.ipynb")
+    lab.run_all(page)
+    widget = lab.cell(page, '%%stream "question -> answer"').locator(".jps-widget")
+    text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+    page.wait_for_function(
+        "el => el.textContent.includes('word30 ')", arg=text.element_handle(timeout=30_000), timeout=30_000
+    )
+    # Save, so that the reloaded page has the cell's widget output to render.
+    page.keyboard.press("Control+s")
+    saved = lab.notebook_dir / "reload.ipynb"
+    deadline = time.monotonic() + 15
+    while "application/vnd.jupyter.widget-view+json" not in saved.read_text("utf-8"):
+        assert time.monotonic() < deadline, "the notebook was not saved with the widget's output"
+        time.sleep(0.1)
+    before = text.text_content()
+    assert widget.get_attribute("data-status") == "running" and "word299" not in before
+
+    page.reload()
+    widget = lab.cell(page, '%%stream "question -> answer"').locator(".jps-widget")
+    text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+    expect(text).to_have_count(1, timeout=30_000)
+    # While it still runs, the pane holds the text from the start, more than before the reload.
+    shown = page.wait_for_function(
+        "([el, w, n]) => w.dataset.status === 'running' && el.textContent.length > n && el.textContent",
+        arg=[text.element_handle(), widget.element_handle(), len(before)], timeout=30_000,
+    ).json_value()
+    assert RELOAD_ANSWER.startswith(shown) and shown.startswith(before), shown
+    _wait_status(page, widget, "done", timeout=30)
+    assert text.text_content() == RELOAD_ANSWER
+    expect(widget.locator('.jps-pane[data-key="self.answer"]')).to_have_class(DONE)
+    assert not [line for line in page.console_log if line.startswith("[pageerror]")], page.console_log

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+
+from jupyter_stream.notebook.widget import resolve_text
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -45,14 +48,19 @@ def test_widgets_hold_the_streamed_fields_and_the_prediction(executed):
     assert len(done) >= 5
     titles = {s["title"] for s in done}
     assert {"question -> reasoning, answer", "pipeline", "researcher"} <= titles
+    references = 0
     for s in done:
         fields = s["prediction"]["fields"]
         assert s["panes"], s["title"]
         for pane in s["panes"]:
             assert pane["done"] is True
             assert pane["text"].strip(), (s["title"], pane["key"])
-            if pane["field"] in fields:  # a field of the final prediction: the pane holds exactly its value
-                assert pane["text"] == fields[pane["field"]], (s["title"], pane["key"])
+            if pane["field"] in fields:  # a field of the final prediction: the pane holds exactly its value,
+                value = fields[pane["field"]]  # so the saved state holds it once (short texts: as they are)
+                assert value in ({"$pane": pane["key"]}, pane["text"]), (s["title"], pane["key"], value)
+                assert resolve_text(value, s["panes"]) == pane["text"]
+                references += value == {"$pane": pane["key"]}
+    assert references >= 5
     pipeline = next(s for s in done if s["title"] == "pipeline")
     assert [p["key"] for p in pipeline["panes"]] == ["draft.predict.paragraph", "polish.polished"]
     researcher = next(s for s in done if s["title"] == "researcher")
@@ -65,7 +73,9 @@ def test_widgets_hold_the_streamed_fields_and_the_prediction(executed):
     inspected = next(s for s in done if s["title"] == "question -> answer")
     call = inspected["lm_calls"][0]
     assert call["messages"][0]["role"] == "system" and "JSON" in call["messages"][0]["content"]
-    assert call["raw"].lstrip().startswith("{")
+    raw = resolve_text(call["raw"], inspected["panes"])  # the reply, its field values by reference to the panes
+    assert isinstance(raw, str) and raw.lstrip().startswith("{")
+    assert json.loads(raw)["answer"] == next(p["text"] for p in inspected["panes"] if p["field"] == "answer")
 
 
 def test_finished_cells_carry_a_static_html_snapshot(executed):

@@ -1,12 +1,13 @@
 """StreamWidget + WidgetSink: rate-limited deltas, snapshots, statuses, Stop, the prediction.
 
 Real anywidget/ipywidgets objects (no kernel: the comm is a DummyComm). ``CapturingWidget`` records
-the custom messages the sink sends.
+the custom messages the sink sends and the trait updates in their synced form.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from jupyter_stream.notebook.widget import StreamWidget, WidgetSink
+from jupyter_stream.notebook.widget import StreamWidget, WidgetSink, resolve_text
 from jupyter_stream.prediction import Prediction
 from jupyter_stream.streaming.events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
@@ -27,11 +28,17 @@ STATIC = Path(__file__).resolve().parents[2] / "jupyter_stream" / "static"
 class CapturingWidget(StreamWidget):
     def __init__(self, **kwargs):
         self.payloads: list[dict] = []
+        self.updates: list[dict] = []
         super().__init__(**kwargs)
 
     def send(self, content, buffers=None):
         self.payloads.append(json.loads(json.dumps(content)))
         super().send(content, buffers)
+
+    def _send(self, msg, buffers=None):
+        if isinstance(msg, dict) and msg.get("method") == "update" and hasattr(self, "updates"):
+            self.updates.append(json.loads(json.dumps(msg["state"])))  # as sent: the synced form
+        super()._send(msg, buffers)
 
     def deltas(self) -> list[dict]:
         return [p for p in self.payloads if p.get("type") == "deltas"]
@@ -44,6 +51,10 @@ class CapturingWidget(StreamWidget):
             for key, text, _done in p["items"]:
                 out[key] = out.get(key, "") + text
         return out
+
+    def wire_stats(self) -> list[dict]:
+        """The stats that rode in the batches, in order."""
+        return [p["stats"] for p in self.deltas() if "stats" in p]
 
 
 class FakeClock:
@@ -63,8 +74,9 @@ def chunk(field: str, text: str, last: bool = False, predict: str = "predict") -
 
 async def test_burst_of_2000_tokens_is_batched_and_complete():
     w = CapturingWidget()
-    sink = WidgetSink(w, flush_interval=1 / 30)
+    sink = WidgetSink(w)
     sink.start(title="predict", model="gpt-4o-mini")
+    updates_at_start = w.state_updates_sent
     expected = {"predict.reasoning": [], "predict.answer": []}
     t0 = time.monotonic()
     for i in range(2000):
@@ -75,12 +87,12 @@ async def test_burst_of_2000_tokens_is_batched_and_complete():
         if i % 40 == 39:
             await asyncio.sleep(0.01)
     burst = time.monotonic() - t0
-    await asyncio.sleep(0.15)  # the trailing flush sends the end of the burst
+    await asyncio.sleep(0.4)  # the trailing flushes send the end of the burst, then its last stats
     elapsed = time.monotonic() - t0
     n = len(w.deltas())
     print(f"{n} delta messages in {elapsed:.2f} s")
     assert 0.3 < burst < 5.0
-    assert n <= elapsed * 30 + 2, (n, elapsed)
+    assert n <= elapsed * 25 + 2, (n, elapsed)
     assert n >= 5  # it streamed during the burst, not all at the end
     assert w.joined() == {k: "".join(v) for k, v in expected.items()}
     seqs = [p["seq"] for p in w.deltas()]
@@ -89,8 +101,15 @@ async def test_burst_of_2000_tokens_is_batched_and_complete():
     assert done == {"predict.reasoning", "predict.answer"}
     assert w.messages_sent == n
     assert w.bytes_sent == sum(len(json.dumps(p, separators=(",", ":")).encode()) for p in w.payloads)
-    assert w.stats["tokens"] == 2000
+    # One message per flush: the stats ride in the batches (at most every stats_interval), no trait update.
+    assert w.state_updates_sent == updates_at_start
+    stats = w.wire_stats()
+    assert 2 <= len(stats) <= elapsed / sink.stats_interval + 2, (len(stats), elapsed)
+    assert [s["tokens"] for s in stats] == sorted(s["tokens"] for s in stats)
+    assert stats[-1]["tokens"] == sink.stats["tokens"] == 2000  # the last stats went out after the burst
+    assert w.stats["tokens"] == 0  # the trait: the snapshot of the start, until the end
     sink.finish()
+    assert w.stats["tokens"] == 2000 and w.state_updates_sent == updates_at_start + 1
 
 
 async def test_last_deltas_of_a_burst_arrive_by_the_trailing_flush():
@@ -131,7 +150,9 @@ def test_no_trailing_flush_when_disabled_then_finish_sends_everything():
     sink.handle(chunk("answer", "b"))
     assert w.joined() == {"predict.answer": "a"}
     sink.finish()
-    assert w.joined() == {"predict.answer": "ab"}
+    # The tail that no batch carried is in the final snapshot, at the last batch's seq.
+    assert w.joined() == {"predict.answer": "a"} and w.last_seq == 1
+    assert w.panes[0]["text"] == "ab" and w.panes[0]["done"] and w.snapshot_seq == 1
 
 
 def test_flush_rate_with_a_fake_clock():
@@ -169,39 +190,57 @@ def test_finish_sets_full_snapshot_done_flags_and_seq():
          "text": "".join(f"a{i}" for i in range(30)), "done": True},
     ]
     assert w.snapshot_seq == w.deltas()[-1]["seq"] == w.last_seq
-    assert w.joined() == {p["key"]: p["text"] for p in w.panes}
-    # A field that never got its last chunk is closed by a normal finish.
-    key, text, done = w.deltas()[-1]["items"][-1]
-    assert (key, text.endswith("a29"), done) == ("predict.answer", True, True)
+    # The batches hold each text up to the last flush; the final snapshot holds the rest too (what came
+    # after the last flush: flush_interval 0.04 s, one chunk every 0.01 s).
+    joined = w.joined()
+    assert joined["predict.reasoning"] == w.panes[0]["text"]
+    answer = w.panes[1]["text"]
+    tail = answer[len(joined["predict.answer"]):]
+    assert answer.startswith(joined["predict.answer"]) and tail.endswith("a29") and 0 < len(tail) <= len("a26a27a28a29")
+    # reasoning got its done flag in a batch; answer never got its last chunk: a normal finish closes it.
+    assert [(item[0], item[2]) for p in w.deltas() for item in p["items"] if item[2]] == [("predict.reasoning", True)]
+    # One final update: snapshot, stats, status.
+    assert set(w.updates[-1]) == {"panes", "snapshot_seq", "stats", "status"}
 
 
-def test_snapshots_while_streaming_are_rate_limited_and_consistent():
+def test_no_snapshot_while_streaming_by_default():
+    """The text goes over the wire once while streaming: in the batches (the trait holds the start's)."""
     w = CapturingWidget()
     clock = FakeClock()
-    sink = WidgetSink(w, flush_interval=1 / 30, snapshot_interval=1.0, timer="none", clock=clock)
+    sink = WidgetSink(w, timer="none", clock=clock)
+    sink.start(title="predict")
+    for i in range(3000):  # 30 s
+        sink.handle(chunk("answer", f"{i},"))
+        clock.now += 0.01
+    assert not [u for u in w.updates if "panes" in u or "stats" in u]
+    assert w.panes == [] and sink.texts()["predict.answer"].startswith(w.joined()["predict.answer"])
+    sink.finish()
+    assert [set(u) for u in w.updates if "panes" in u] == [{"panes", "snapshot_seq", "stats", "status"}]
+    assert w.panes[0]["text"] == "".join(f"{i}," for i in range(3000))
+
+
+def test_periodic_snapshots_when_asked_grow_geometrically_and_are_consistent():
+    w = CapturingWidget()
+    clock = FakeClock()
+    sink = WidgetSink(w, snapshot_interval=1.0, timer="none", clock=clock)
     sink.start(title="predict")
     seen = []
     w.observe(lambda ch: seen.append((w.snapshot_seq, [dict(p) for p in w.panes])), names="panes")
-    for i in range(300):  # 3 s
-        sink.handle(chunk("answer", f"{i},"))
+    for i in range(6000):  # 60 s of a steady stream
+        sink.handle(chunk("answer", f"{i:05d},"))
         clock.now += 0.01
-    assert 2 <= len(seen) <= 3
+    sink.flush()
+    full = sink.texts()["predict.answer"]
+    sizes = [len(panes[0]["text"]) for _, panes in seen]
+    assert 4 <= len(sizes) <= 7, sizes  # at 1 s, then each time the text doubled: not once a second
+    assert all(b >= 2 * a for a, b in itertools.pairwise(sizes)), sizes
+    assert sum(sizes) <= 2 * len(full)
     for seq, panes in seen:
-        # Everything up to the snapshot's seq is exactly the snapshot's text.
-        assert w.joined(upto_seq=seq) == {p["key"]: p["text"] for p in panes}
-
-
-def test_big_texts_get_rarer_snapshots():
-    w = CapturingWidget()
-    clock = FakeClock()
-    sink = WidgetSink(w, snapshot_interval=0.5, snapshot_bytes_per_s=10_000, timer="none", clock=clock)
-    sink.start(title="p")
-    count = [0]
-    w.observe(lambda ch: count.__setitem__(0, count[0] + 1), names="panes")
-    for _ in range(400):  # 4 s, 40 kB: at most one snapshot per 4 s once the text is 40 kB
-        sink.handle(chunk("answer", "x" * 100))
-        clock.now += 0.01
-    assert count[0] <= 3
+        # The snapshot at seq holds the batches up to seq and the text none had carried yet; the batches
+        # after it go on right where it ends.
+        text = panes[0]["text"]
+        assert text.startswith(w.joined(upto_seq=seq)["predict.answer"])
+        assert text + "".join(it[1] for p in w.deltas() if p["seq"] > seq for it in p["items"]) == full
 
 
 def test_resync_request_sends_a_snapshot_at_once():
@@ -214,8 +253,13 @@ def test_resync_request_sends_a_snapshot_at_once():
     sink.handle(chunk("answer", "def"))  # pending
     assert w.panes == []
     w._handle_custom_msg({"type": "resync", "seq": 0}, [])
+    # One update: the snapshot holds the pending text too, at the last batch's seq (no batch for "def").
     assert w.panes[0]["text"] == "abcdef"
-    assert w.snapshot_seq == w.last_seq == 2
+    assert w.snapshot_seq == w.last_seq == 1
+    assert set(w.updates[-1]) == {"panes", "snapshot_seq", "stats"}
+    clock.now += 1.0
+    sink.handle(chunk("answer", "ghi"))
+    assert w.deltas()[-1]["seq"] == 2 and w.deltas()[-1]["items"] == [["predict.answer", "ghi", False]]
 
 
 def test_reusing_a_widget_clears_panes_and_keeps_seq_increasing():
@@ -371,9 +415,10 @@ def test_ttft_from_first_chunk_without_lm_events():
     sink.handle(chunk("answer", "a"))
     clock.now += 1.0
     sink.handle(chunk("answer", "b"))
-    assert w.stats["ttft"] == 0.25
-    assert w.stats["tokens"] == 2
+    assert sink.stats["ttft"] == 0.25 and sink.stats["tokens"] == 2
+    assert w.wire_stats()[-1] == sink.stats  # both batches carried the stats (0.25 s apart or more)
     sink.finish()
+    assert w.stats["ttft"] == 0.25 and w.stats["tokens"] == 2
     assert w.stats["tokens_per_s"] == pytest.approx(2.0)
 
 
@@ -402,6 +447,114 @@ def test_per_event_cost_does_not_grow_with_the_text():
     small = min(run(10) for _ in range(3))
     big = min(run(5_000_000) for _ in range(3))
     assert big < small * 3 + 0.05, (small, big)
+
+
+# ------------------------------------------------------------------ the wire: budget, text by reference
+
+
+def test_a_batch_never_makes_more_than_max_messages_per_s_in_a_second():
+    """Batches and trait updates count alike: a batch goes out only while the last second holds fewer than
+    max_messages_per_s widget messages. Status updates are not held back, so batches give way to them."""
+    w = CapturingWidget()
+    clock = FakeClock()
+    sent: list[tuple[float, str]] = []  # every widget message (custom ones too go through _send)
+    w._send = lambda msg, buffers=None, _s=w._send: (sent.append((clock.now, msg["method"])), _s(msg, buffers))[1]
+    sink = WidgetSink(w, flush_interval=0.0, max_messages_per_s=10, timer="none", clock=clock)
+    sink.start(title="p")
+    for i in range(3000):  # 3 s of 1-ms chunks, a status message every 0.25 s
+        sink.handle(chunk("answer", "x"))
+        if i % 250 == 0:
+            sink.handle(StatusMessage(f"step {i}"))
+        clock.now += 0.001
+    batches = [t for t, method in sent if method == "custom"]
+    for t in batches:
+        assert sum(1 for u, _ in sent if t - 1.0 < u <= t) <= 10, t
+    assert 15 <= len(batches) <= 3 * 10  # about 6 a second: the budget less the status updates
+    assert sink.texts()["predict.answer"].startswith(w.joined()["predict.answer"])
+
+
+def test_prediction_and_raw_reply_are_sent_by_reference_to_the_panes():
+    w = CapturingWidget()
+    clock = FakeClock()
+    sink = WidgetSink(w, timer="none", clock=clock)
+    sink.start(title="predict", model="m")
+    reasoning = "Light from the sun scatters off the molecules of the air. " * 3
+    answer = "Blue light scatters the most, so the sky looks blue 😀 (mostly)."
+    raw = f"[[ ## reasoning ## ]]\n{reasoning}\n\n[[ ## answer ## ]]\n{answer}\n\n[[ ## completed ## ]]"
+    msgs = [{"role": "user", "content": "Why is the sky blue?"}]
+    sink.handle(LMRequest("predict", "m", msgs, call_id=1))
+    for field, text in (("reasoning", reasoning), ("answer", answer)):
+        for i in range(0, len(text), 7):
+            sink.handle(chunk(field, text[i:i + 7], last=i + 7 >= len(text)))
+            clock.now += 0.01
+    sink.handle(LMResponse("predict", "m", raw, usage={"completion_tokens": 30}, ttft=0.1, duration=1.0, call_id=1))
+    pred = Prediction(reasoning=reasoning, answer=answer, short="Blue.")
+    sink.handle(pred)
+    assert w.prediction == {}  # shown by finish, with the final snapshot
+    sink.finish(prediction=pred)
+
+    # Python keeps the full values.
+    assert w.prediction["fields"] == {"reasoning": reasoning, "answer": answer, "short": "Blue."}
+    assert w.lm_calls[0]["raw"] == raw
+    # The end is one update: the final snapshot, the prediction by reference, the reply by reference.
+    final = w.updates[-1]
+    assert set(final) == {"panes", "snapshot_seq", "stats", "status", "prediction", "lm_calls"}
+    assert final["prediction"]["fields"] == {
+        "reasoning": {"$pane": "predict.reasoning"}, "answer": {"$pane": "predict.answer"}, "short": "Blue.",
+    }
+    wire_raw = final["lm_calls"][0]["raw"]
+    assert wire_raw == [
+        "[[ ## reasoning ## ]]\n", {"$pane": "predict.reasoning", "end": len(reasoning)},
+        "\n\n[[ ## answer ## ]]\n", {"$pane": "predict.answer", "end": len(answer) + 1},  # 😀: 2 UTF-16 units
+        "\n\n[[ ## completed ## ]]",
+    ]
+    assert final["lm_calls"][0]["messages"] == msgs
+    assert resolve_text(wire_raw, final["panes"]) == raw
+    assert {k: resolve_text(v, final["panes"]) for k, v in final["prediction"]["fields"].items()} == w.prediction["fields"]
+    assert resolve_text({"$pane": "predict.answer", "end": 5}, final["panes"]) == "Blue "
+    # Nothing sent the reply in full.
+    assert all(reasoning not in json.dumps(u, ensure_ascii=False) for u in w.updates[:-1])
+
+
+def test_a_reply_that_repeats_a_pane_only_in_part_is_sent_as_it_is():
+    w = CapturingWidget()
+    sink = WidgetSink(w, timer="none")
+    sink.start(title="p")
+    long = "a long answer that the next call of the same predictor continues. "
+    sink.handle(LMRequest("loop", "m", [], call_id=1))
+    sink.handle(chunk("answer", long, predict="loop"))
+    sink.handle(LMResponse("loop", "m", f"[[ ## answer ## ]]\n{long}", call_id=1))
+    sink.flush()
+    first = w.updates[-1]["lm_calls"][0]["raw"]
+    assert first == ["[[ ## answer ## ]]\n", {"$pane": "loop.answer", "end": len(long)}]
+    # A second call of the same predictor (a loop) appends to the same pane: references stay bounded by
+    # `end`; a reply that is no longer the whole pane goes as it is.
+    sink.handle(LMRequest("loop", "m", [], call_id=2))
+    sink.handle(chunk("answer", long.upper(), predict="loop"))
+    sink.handle(LMResponse("loop", "m", f"[[ ## answer ## ]]\n{long.upper()}", call_id=2))
+    sink.finish()
+    calls = w.updates[-1]["lm_calls"]
+    assert [resolve_text(c["raw"], w.panes) for c in calls] == [c["raw"] for c in w.lm_calls]
+    assert calls[1]["raw"] == f"[[ ## answer ## ]]\n{long.upper()}"
+
+
+def test_an_lm_reply_goes_out_with_the_next_flush_after_the_text_it_refers_to():
+    w = CapturingWidget()
+    clock = FakeClock()
+    sink = WidgetSink(w, timer="none", clock=clock)
+    sink.start(title="p")
+    sink.handle(LMRequest("p", "m", [], call_id=1))
+    clock.now += 1.0
+    sink.handle(chunk("answer", "x" * 40, last=True, predict="p"))  # flushed at once
+    sink.handle(LMResponse("p", "m", "[[ ## answer ## ]]\n" + "x" * 40, call_id=1))  # within the interval
+    assert w.lm_calls[0]["done"] is False  # held for the next flush
+    updates = len(w.updates)
+    clock.now += 0.05
+    sink.handle(StatusMessage("after"))  # an unrelated update does not carry it...
+    sink.handle(chunk("other", "y", predict="p"))  # ...the next flush does, after its batch
+    assert w.lm_calls[0]["done"] is True and w.lm_calls[0]["raw"].endswith("x" * 40)
+    assert [set(u) for u in w.updates[updates:]] == [{"status_message", "status_log"}, {"lm_calls"}]
+    assert w.updates[-1]["lm_calls"][0]["raw"] == ["[[ ## answer ## ]]\n", {"$pane": "p.answer", "end": 40}]
 
 
 # ------------------------------------------------------------------------------ the bundle, layering

@@ -159,4 +159,6 @@ def test_ten_megabyte_field_streams_completely(lm: js.LM, server: Any) -> None:
     assert shown.sink.texts() == {"self.answer": big}
     page = shown.snapshot_html(final)
     assert "<script" not in page.lower() and "<img" not in page.lower()
-    assert page.count(html.escape(SCRIPT)) == 2 * big.count(SCRIPT)  # the pane and the prediction
+    # Once: in the pane; the prediction's answer names the pane instead of repeating 10 MB.
+    assert page.count(html.escape(SCRIPT)) == big.count(SCRIPT)
+    assert "<div><b>answer</b> <i>(the text of self.answer above)</i></div>" in page

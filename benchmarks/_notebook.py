@@ -1,0 +1,1065 @@
+"""The notebook wire and kernel responsiveness, measured in a real ipykernel (benchmark items 5 and 6).
+
+    .venv/bin/python benchmarks/_notebook.py            # full sizes (about 75 s), prints the markdown
+    .venv/bin/python benchmarks/_notebook.py --quick    # smoke sizes (about 10 s)
+
+``run(quick=...)`` returns ``{"markdown": [...], "targets": [(name, measured, met)], "raw": {...}}``.
+
+Set-up: a real kernel (``jupyter_client.KernelManager``, as ``tests/notebook/_kernel.py`` starts it) whose
+``js.LM`` points at the benchmark LM server (``_server.ServerProcess``: a ``DemoServer`` in its own process).
+Before each cell the server is scripted (``POST /v1/demo/script``) with one chat-adapter reply of exactly
+N ``answer`` deltas (4-character tokens) and a token rate (2,000 tokens/s, or 0 = as fast as it can write).
+
+The wire: this process subscribes its own ZMQ SUB socket (no high-water mark, so nothing is dropped on our
+side) to the kernel's iopub port and records every multipart message with its receive time. "Bytes" are
+raw wire bytes: the sum of the lengths of all frames of a message (topic, ``<IDS|MSG>``, HMAC signature,
+header, parent header, metadata, content, buffers). The per-message envelope is everything but the content
+frame and buffers; it is the same few hundred bytes for every message.
+
+Every run checks its output and raises :class:`BenchmarkError` on a mismatch: for ``%%stream`` the delta
+batches on the wire must have consecutive ``seq`` numbers and join to the start of the expected text, the
+one ``panes`` snapshot on the wire (the final update, at the last batch's ``seq``) and the widget in the
+kernel must hold all of it, the final ``prediction`` and the inspector's raw reply (sent by reference to
+the pane) must resolve to the text and to the exact reply, and ``--out`` must hold the prediction; for the
+naive baseline every token must have produced one ``value`` update, the last one the full text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import os
+import queue
+import random
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from _server import ServerProcess
+
+__all__ = ["BenchmarkError", "run"]
+
+QUESTION = "Write a long answer about streaming."
+RATE = 2_000.0
+"""Tokens per second of the paced runs (a fast hosted model)."""
+
+# jupyter_server's defaults (ZMQChannelsWebsocketConnection, jupyter_server 2.x)
+JS_MSG_RATE = 1_000.0
+JS_DATA_RATE = 1_000_000.0
+JS_WINDOW = 3.0
+
+
+class BenchmarkError(AssertionError):
+    """A benchmark produced the wrong output: its numbers would be meaningless."""
+
+
+# ------------------------------------------------------------------------------------------ workload
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_UPPER = _LOWER.upper()
+
+
+def make_answer(n_tokens: int, seed: int = 0) -> tuple[str, list[str]]:
+    """``(text, deltas)``: an ``answer`` of exactly ``n_tokens`` 4-char tokens (" abc", ". Ab", ".\\nAb") and
+    the chat-adapter reply carrying it, cut into deltas (the markup in 4-char pieces, then the tokens)."""
+    rng = random.Random(seed)
+    toks = ["Th" + rng.choice(_LOWER) + rng.choice(_LOWER)]
+    for i in range(1, n_tokens):
+        if i % 64 == 63:
+            toks.append(".\n" + rng.choice(_UPPER) + rng.choice(_LOWER))
+        elif i % 16 == 15:
+            toks.append(". " + rng.choice(_UPPER) + rng.choice(_LOWER))
+        else:
+            toks.append(" " + rng.choice(_LOWER) + rng.choice(_LOWER) + rng.choice(_LOWER))
+    text = "".join(toks)
+    head, tail = "[[ ## answer ## ]]\n", "\n\n[[ ## completed ## ]]"
+    deltas = [head[i:i + 4] for i in range(0, len(head), 4)] + toks + [tail[i:i + 4] for i in range(0, len(tail), 4)]
+    return text, deltas
+
+
+def _sha(s: str) -> str:
+    return hashlib.sha256(s.encode("utf-8")).hexdigest()
+
+
+def check(label: str, got: Any, want: Any) -> None:
+    if got != want:
+        g, w = str(got), str(want)
+        i = next((k for k in range(min(len(g), len(w))) if g[k] != w[k]), min(len(g), len(w)))
+        raise BenchmarkError(
+            f"{label}: wrong output (lengths {len(g)} vs {len(w)}; first difference at {i}: "
+            f"{g[max(0, i - 20):i + 20]!r} vs {w[max(0, i - 20):i + 20]!r})"
+        )
+
+
+def script(server: ServerProcess, deltas: list[str], rate: float) -> None:
+    """The next chat request gets exactly these deltas at ``rate`` tokens/s (0: as fast as possible)."""
+    doc = {"replies": [{"chunks": deltas, "token_rate": rate}]}
+    req = urllib.request.Request(server.url + "/demo/script", data=json.dumps(doc).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        got = json.loads(r.read())
+    if got.get("pending") != 1:
+        raise BenchmarkError(f"the server has {got.get('pending')} scripted replies queued, expected 1")
+
+
+def server_pending(server: ServerProcess) -> int:
+    with urllib.request.urlopen(server.url + "/demo/stats", timeout=30) as r:
+        return int(json.loads(r.read())["pending"])
+
+
+# ------------------------------------------------------------------------------------------ the wire
+@dataclass
+class Msg:
+    t: float
+    """Receive time (``time.perf_counter()`` of this process)."""
+    nbytes: int
+    """Wire bytes: the sum of the lengths of all frames."""
+    content_bytes: int
+    """The content frame plus buffers."""
+    msg_type: str
+    parent: str
+    content: dict[str, Any]
+
+    @property
+    def envelope(self) -> int:
+        return self.nbytes - self.content_bytes
+
+    @property
+    def comm_id(self) -> str | None:
+        return self.content.get("comm_id") if self.msg_type.startswith("comm_") else None
+
+
+class Wire:
+    """Our own SUB socket on the kernel's iopub port: every message, its frames' lengths and receive time."""
+
+    def __init__(self, km: Any) -> None:
+        import zmq
+
+        self.session = km.session
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, 0)  # never drop on our side
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(km._make_url("iopub"))
+        self.raw: list[tuple[float, list[bytes]]] = []
+        self._parsed: list[Msg | None] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="iopub-wire", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import zmq
+
+        sock, raw, clock = self.sock, self.raw, time.perf_counter
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(50):
+                continue
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                raw.append((clock(), frames))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close(0)
+        self.ctx.term()
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def parse(self, i: int) -> Msg:
+        """Message ``i`` (parsed once, signature checked)."""
+        while len(self._parsed) <= i:
+            self._parsed.append(None)
+        m = self._parsed[i]
+        if m is None:
+            t, frames = self.raw[i]
+            _idents, msg_list = self.session.feed_identities(frames, copy=True)
+            d = self.session.deserialize(msg_list, content=True, copy=True)
+            content_bytes = len(msg_list[4]) + sum(len(b) for b in msg_list[5:])
+            m = Msg(t, sum(len(f) for f in frames), content_bytes, d["header"]["msg_type"],
+                    d["parent_header"].get("msg_id", ""), d["content"])
+            self._parsed[i] = m
+            self.raw[i] = (t, [])  # keep the memory of the naive runs (tens of MB) bounded
+        return m
+
+    def quick_idle(self, i: int, parent: str) -> bool:
+        """Is raw message ``i`` the ``status: idle`` of ``parent`` (without parsing the big ones)?"""
+        if i < len(self._parsed) and self._parsed[i] is not None:
+            m = self._parsed[i]
+            return m.msg_type == "status" and m.parent == parent and m.content.get("execution_state") == "idle"
+        frames = self.raw[i][1]
+        try:
+            k = frames.index(b"<IDS|MSG>")
+        except ValueError:
+            return False
+        if len(frames) < k + 6 or len(frames[k + 5]) > 100 or b"idle" not in frames[k + 5]:
+            return False
+        return parent.encode() in frames[k + 3] and b'"status"' in frames[k + 2]
+
+    def messages(self, start: int, end: int, parent: str | None = None) -> list[Msg]:
+        out = []
+        for i in range(start, end):
+            m = self.parse(i)
+            if parent is None or m.parent == parent:
+                out.append(m)
+        return out
+
+
+# -------------------------------------------------------------------------------------------- kernel
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+@dataclass
+class Cell:
+    msg_id: str
+    t_send: float
+    t_reply: float
+    t_idle: float
+    reply: dict[str, Any]
+    start: int
+    """Index of the first wire message that may belong to this cell."""
+    end: int
+    msgs: list[Msg] = field(default_factory=list)
+    kernel_cpu: float = float("nan")
+
+    def stdout(self) -> str:
+        return "".join(m.content.get("text", "") for m in self.msgs
+                       if m.msg_type == "stream" and m.content.get("name") == "stdout")
+
+
+class Kernel:
+    """A real ipykernel whose jupyter_stream LM points at ``url``; our own iopub subscription."""
+
+    def __init__(self, url: str) -> None:
+        import jupyter_client
+
+        self.km = jupyter_client.KernelManager(kernel_name="python3")
+        env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+        env["JUPYTER_STREAM_DEMO_RATE"] = "0"
+        self.km.start_kernel(env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        try:
+            self.kc.wait_for_ready(timeout=60)
+            self.kc.iopub_channel.stop()  # we read iopub through our own socket (no high-water mark)
+            self.pid = self.km.provisioner.process.pid
+            self.wire = Wire(self.km)
+            # PUB/SUB: wait until our subscription sees the kernel's messages.
+            deadline = time.monotonic() + 30
+            while True:
+                cell = self.execute("1", timeout=10, need_idle=False)
+                if self._wait_idle(cell, 1.0):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("our iopub subscription receives nothing from the kernel")
+            setup = (
+                "%load_ext jupyter_stream\n"
+                "import jupyter_stream as js, ipywidgets, hashlib, json\n"
+                f"js.configure(lm=js.LM('bench', base_url={url!r}, api_key='k', cache=False))\n"
+            )
+            self.run_ok(setup)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        wire = getattr(self, "wire", None)
+        if wire is not None:
+            wire.close()
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+    def cpu(self) -> float:
+        return _proc_cpu(self.pid)
+
+    def _wait_idle(self, cell: Cell, timeout: float) -> bool:
+        deadline = time.perf_counter() + timeout
+        wire = self.wire
+        i = cell.start
+        while True:
+            n = len(wire)
+            while i < n:
+                if wire.quick_idle(i, cell.msg_id):
+                    cell.t_idle = wire.raw[i][0]
+                    cell.end = i + 1
+                    return True
+                i += 1
+            if time.perf_counter() > deadline:
+                return False
+            time.sleep(0.002)
+
+    def send(self, code: str) -> Cell:
+        start = len(self.wire) if hasattr(self, "wire") else 0
+        t = time.perf_counter()
+        msg_id = self.kc.execute(code, store_history=False)
+        return Cell(msg_id, t, float("nan"), float("nan"), {}, start, start)
+
+    def wait_reply(self, cell: Cell, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = self.kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise BenchmarkError(f"no execute_reply within {timeout:.0f} s") from None
+            if reply["parent_header"].get("msg_id") == cell.msg_id:
+                cell.t_reply = time.perf_counter()
+                cell.reply = reply
+                return
+
+    def execute(self, code: str, *, timeout: float = 120.0, need_idle: bool = True, collect: bool = True) -> Cell:
+        """Run ``code``: execute_reply received and (``need_idle``) its ``status: idle`` seen on the wire."""
+        c0 = self.cpu()
+        cell = self.send(code)
+        self.wait_reply(cell, timeout)
+        if need_idle:
+            if not self._wait_idle(cell, timeout):
+                raise BenchmarkError(f"no status idle on iopub within {timeout:.0f} s for {code[:40]!r}")
+            cell.kernel_cpu = self.cpu() - c0
+            if collect:
+                cell.msgs = self.wire.messages(cell.start, cell.end, cell.msg_id)
+        return cell
+
+    def run_ok(self, code: str, timeout: float = 120.0) -> Cell:
+        cell = self.execute(code, timeout=timeout)
+        if cell.reply["content"]["status"] != "ok":
+            c = cell.reply["content"]
+            raise BenchmarkError(f"cell failed: {c.get('ename')}: {c.get('evalue')}\n{code[:200]}")
+        return cell
+
+    def eval_json(self, code: str) -> Any:
+        """Run ``code`` whose last line prints one JSON document; return it."""
+        out = self.run_ok(code).stdout().strip().splitlines()
+        if not out:
+            raise BenchmarkError(f"no output from {code[:60]!r}")
+        return json.loads(out[-1])
+
+
+# ------------------------------------------------------------------------------------------ analysis
+def peak_in_window(times: list[float], window: float, weights: list[float] | None = None) -> float:
+    """The largest count (or sum of ``weights``) of events in any interval ``[t, t + window)``."""
+    if not times:
+        return 0.0
+    w = weights if weights is not None else [1.0] * len(times)
+    best = acc = 0.0
+    j = 0
+    for i, t in enumerate(times):
+        acc += w[i]
+        while times[j] <= t - window:
+            acc -= w[j]
+            j += 1
+        best = max(best, acc)
+    return best
+
+
+def jupyter_server_limit(msgs: list[Msg], *, all_bytes: bool = False) -> dict[str, float]:
+    """Replay jupyter_server's iopub rate limit (``ZMQChannelsWebsocketConnection._limit_rate``, defaults
+    1,000 msgs/s and 1 MB/s over a 3 s window) over these messages, with our receive times standing in for
+    the server's. jupyter_server 2.x counts the bytes of ``stream`` messages only; ``all_bytes=True`` counts
+    every message's bytes (a stricter limit, for reference). Returns the peak rates and the messages it drops."""
+    q: list[tuple[float, int]] = []
+    head = 0
+    count = nbytes = 0
+    msgs_exceeded = data_exceeded = False
+    dropped = 0
+    peak_msgs = peak_data = 0.0
+    for m in msgs:
+        if m.msg_type == "status" and m.content.get("execution_state") == "idle":
+            q, head, count, nbytes = [], 0, 0, 0
+            msgs_exceeded = data_exceeded = False
+        if m.msg_type in ("status", "comm_open", "execute_input"):
+            continue
+        now = m.t
+        while head < len(q) and now >= q[head][0]:
+            nbytes -= q[head][1]
+            count -= 1
+            head += 1
+        bc = m.nbytes if (all_bytes or m.msg_type == "stream") else 0
+        count += 1
+        nbytes += bc
+        q.append((now + JS_WINDOW, bc))
+        msg_rate, data_rate = count / JS_WINDOW, nbytes / JS_WINDOW
+        peak_msgs, peak_data = max(peak_msgs, msg_rate), max(peak_data, data_rate)
+        if msg_rate > JS_MSG_RATE:
+            msgs_exceeded = True
+        elif msgs_exceeded and msg_rate < 0.8 * JS_MSG_RATE:
+            msgs_exceeded = False
+        if data_rate > JS_DATA_RATE:
+            data_exceeded = True
+        elif data_exceeded and data_rate < 0.8 * JS_DATA_RATE:
+            data_exceeded = False
+        if msgs_exceeded or data_exceeded:
+            count -= 1
+            nbytes -= bc
+            q.pop()
+            dropped += 1
+    return {"peak_msg_rate": peak_msgs, "peak_data_rate": peak_data, "dropped": dropped}
+
+
+def _jlen(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+
+def _category(m: Msg, comm_id: str | None) -> str:
+    if m.msg_type == "comm_open":
+        return "comm_open (widget code + initial state)"
+    if m.msg_type == "comm_msg" and m.comm_id == comm_id:
+        data = m.content.get("data", {})
+        if data.get("method") == "custom":
+            return "delta batches (custom messages)"
+        state = data.get("state", {})
+        if set(state) <= {"stats"}:
+            return "stats updates"
+        if "value" in state:
+            return "value updates (whole text)"
+        if "panes" in state and state.get("status") in ("done", "stopped", "error"):
+            return "final state (panes, prediction, lm_calls, status)"
+        if "panes" in state:
+            return "snapshots (panes) while streaming"
+        return "other state updates (status, lm_calls, ...)"
+    if m.msg_type in ("display_data", "update_display_data"):
+        return "display_data / update_display_data (HTML snapshot)"
+    return "kernel (status, execute_input, execute_result, ...)"
+
+
+def wire_figures(msgs: list[Msg], comm_id: str | None, text: str) -> dict[str, Any]:
+    """Counts, rates and bytes of one cell's iopub messages (``msgs``: everything with the cell as parent)."""
+    msgs = sorted(msgs, key=lambda m: m.t)
+    widget = [m for m in msgs if m.comm_id == comm_id and m.msg_type != "comm_open"]
+    wt = [m.t for m in widget]
+    span = (wt[-1] - wt[0]) if len(wt) > 1 else 0.0
+    total = sum(m.nbytes for m in msgs)
+    envelope = statistics.median(m.envelope for m in msgs)
+    text_bytes = len(text.encode("utf-8"))
+    by_type: dict[str, int] = {}
+    cats: dict[str, list[int]] = {}
+    for m in msgs:
+        by_type[m.msg_type] = by_type.get(m.msg_type, 0) + 1
+        c = cats.setdefault(_category(m, comm_id), [0, 0])
+        c[0] += 1
+        c[1] += m.nbytes
+    # Where copies of the text travel: the content bytes of the text-carrying keys.
+    keys: dict[str, int] = {}
+    stats_batches = 0
+    for m in widget:
+        data = m.content.get("data", {})
+        if data.get("method") == "update":
+            for k, v in data.get("state", {}).items():
+                if k in ("panes", "prediction", "lm_calls", "value"):
+                    keys[k] = keys.get(k, 0) + _jlen(v)
+        elif data.get("method") == "custom" and data.get("content", {}).get("type") == "deltas":
+            items = data["content"].get("items", [])
+            keys["deltas"] = keys.get("deltas", 0) + sum(_jlen(it[1]) for it in items)
+            stats_batches += "stats" in data["content"]
+    for m in msgs:
+        if m.msg_type in ("display_data", "update_display_data"):
+            keys["text/html"] = keys.get("text/html", 0) + _jlen(m.content.get("data", {}).get("text/html", ""))
+    return {
+        "messages": len(msgs),
+        "by_type": by_type,
+        "widget_messages": len(widget),
+        "widget_span_s": span,
+        "peak_per_s": peak_in_window(wt, 1.0),
+        "avg_per_s": (len(widget) / span) if span > 0 else float(len(widget)),
+        "bytes": total,
+        "text_bytes": text_bytes,
+        "envelope": envelope,
+        "ratio": total / (text_bytes + envelope * len(msgs)),
+        "ratio_without_widget_code": (total - sum(m.nbytes for m in msgs if m.msg_type == "comm_open"))
+        / (text_bytes + envelope * sum(1 for m in msgs if m.msg_type != "comm_open")),
+        "peak_bytes_per_s_1s": peak_in_window([m.t for m in msgs], 1.0, [m.nbytes for m in msgs]),
+        "categories": {k: {"messages": v[0], "bytes": v[1]} for k, v in cats.items()},
+        "text_copies_bytes": keys,
+        "batches_with_stats": stats_batches,
+        "jupyter_server": jupyter_server_limit(msgs),
+        "jupyter_server_all_bytes": jupyter_server_limit(msgs, all_bytes=True),
+    }
+
+
+def resolve(value: Any, panes: list[dict[str, Any]]) -> Any:
+    """A text in the widget's synced form (a string, ``{"$pane": key, "end"?: n}``, or a list of them) as
+    text, from the panes of the same state (``jupyter_stream.notebook.widget.resolve_text``, restated here
+    so that the check does not trust the code it checks)."""
+    texts = {p["key"]: p["text"] for p in panes}
+
+    def one(part: Any) -> str:
+        if isinstance(part, str):
+            return part
+        if isinstance(part, dict) and set(part) <= {"$pane", "end"} and part.get("$pane") in texts:
+            t = texts[part["$pane"]]
+            if "end" not in part:
+                return t
+            return t.encode("utf-16-le")[: 2 * part["end"]].decode("utf-16-le")
+        raise BenchmarkError(f"not a text in the synced form: {part!r:.200}")
+
+    return "".join(one(p) for p in value) if isinstance(value, list) else one(value)
+
+
+def check_ours_wire(label: str, msgs: list[Msg], text: str, reply: str, rate: float) -> tuple[str, int]:
+    """The ``%%stream`` widget's messages reassemble to ``text``, its inspector to ``reply``: returns
+    (comm_id, last seq). ``rate``: the server's tokens/s (0: full speed)."""
+    opens = [m for m in msgs if m.msg_type == "comm_open"
+             and m.content.get("data", {}).get("state", {}).get("_model_name") == "AnyModel"]
+    if len(opens) != 1:
+        raise BenchmarkError(f"{label}: expected one widget comm_open, got {len(opens)}")
+    comm_id = opens[0].content["comm_id"]
+    mine = sorted((m for m in msgs if m.comm_id == comm_id and m.msg_type == "comm_msg"), key=lambda m: m.t)
+    batches = [m.content["data"]["content"] for m in mine if m.content["data"].get("method") == "custom"
+               and m.content["data"]["content"].get("type") == "deltas"]
+    seqs = [b["seq"] for b in batches]
+    if not seqs or seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+        raise BenchmarkError(f"{label}: delta batches are not consecutive (a message lost?): {seqs[:20]}...")
+    keys = {it[0] for b in batches for it in b["items"]}
+    if keys != {"self.answer"}:
+        raise BenchmarkError(f"{label}: expected one pane, got {sorted(keys)}")
+    # The batches carry the text up to the last flush; the final snapshot carries it all (the rest: what
+    # arrived after the last flush). Paced, that is at most a flush interval (1/25 s) of tokens, with room
+    # for scheduling (0.1 s); at full speed a short stream may end before its second flush.
+    joined = "".join(it[1] for b in batches for it in b["items"])
+    check(f"{label}: delta batches joined", joined, text[:len(joined)])
+    if not joined or (rate and len(text) - len(joined) > 4 * rate * 0.1):
+        raise BenchmarkError(f"{label}: the batches carried only {len(joined)} of {len(text)} characters")
+    dones = sum(1 for b in batches for it in b["items"] if it[2])
+    if dones > 1:
+        raise BenchmarkError(f"{label}: the pane was marked done {dones} times in the deltas")
+    if not any("stats" in b for b in batches):
+        raise BenchmarkError(f"{label}: no batch carried the stats")
+    updates = [m.content["data"]["state"] for m in mine if m.content["data"].get("method") == "update"]
+    if any(set(u) <= {"stats"} for u in updates):
+        raise BenchmarkError(f"{label}: a separate stats update")
+    snaps = [u for u in updates if "panes" in u]
+    if len(snaps) != 1 or snaps[0] is not updates[-1]:
+        raise BenchmarkError(f"{label}: expected one panes snapshot, the final update; got {len(snaps)}")
+    last = snaps[0]
+    panes = last.get("panes") or []
+    if len(panes) != 1 or not panes[0].get("done"):
+        raise BenchmarkError(f"{label}: the last panes snapshot is {panes!r:.200}")
+    check(f"{label}: last panes snapshot", panes[0]["text"], text)
+    if last.get("snapshot_seq") != seqs[-1]:
+        raise BenchmarkError(f"{label}: last snapshot_seq {last.get('snapshot_seq')} != last delta seq {seqs[-1]}")
+    if last.get("status") != "done":
+        raise BenchmarkError(f"{label}: the widget's last status is {last.get('status')!r}")
+    fields = (last.get("prediction") or {}).get("fields") or {}
+    if fields != {"answer": {"$pane": "self.answer"}}:
+        raise BenchmarkError(f"{label}: the final prediction is {fields!r:.200}")
+    check(f"{label}: final prediction (resolved)", resolve(fields["answer"], panes), text)
+    calls = [u["lm_calls"] for u in updates if "lm_calls" in u][-1]
+    if len(calls) != 1 or not calls[0].get("done"):
+        raise BenchmarkError(f"{label}: the inspector's LM calls are {calls!r:.300}")
+    check(f"{label}: the inspector's raw reply (resolved)", resolve(calls[0]["raw"], panes), reply)
+    return comm_id, seqs[-1]
+
+
+def check_ours_kernel(k: Kernel, label: str, comm_id: str, out_var: str, text: str, last_seq: int) -> dict[str, Any]:
+    """The prediction and the widget's state in the kernel hold ``text``; then the widget is closed."""
+    got = k.eval_json(
+        "from ipywidgets.widgets.widget import _instances as _bench_inst\n"
+        f"_bench_w = _bench_inst[{comm_id!r}]\n"
+        "_bench_h = lambda s: hashlib.sha256(s.encode()).hexdigest()\n"
+        f"print(json.dumps({{'answer': _bench_h({out_var}.answer), "
+        "'panes': [[p['key'], _bench_h(p['text']), p['done']] for p in _bench_w.panes], "
+        "'status': _bench_w.status, 'last_seq': _bench_w.last_seq, 'snapshot_seq': _bench_w.snapshot_seq, "
+        "'messages_sent': _bench_w.messages_sent, 'state_updates_sent': _bench_w.state_updates_sent}))\n"
+        f"_bench_w.close(); del _bench_w, {out_var}\n"
+    )
+    want = _sha(text)
+    check(f"{label}: --out prediction in the kernel", got["answer"], want)
+    if [p[1:] for p in got["panes"]] != [[want, True]] or got["status"] != "done":
+        raise BenchmarkError(f"{label}: widget state in the kernel: {got}")
+    if got["last_seq"] != last_seq or got["snapshot_seq"] != last_seq:
+        raise BenchmarkError(f"{label}: the kernel sent {got['last_seq']} batches, the wire has {last_seq}")
+    return got
+
+
+# -------------------------------------------------------------------------------------------- runs
+def stream_ours(k: Kernel, server: ServerProcess, n: int, rate: float) -> dict[str, Any]:
+    """``%%stream`` of an ``answer`` of ``n`` tokens at ``rate`` tokens/s (0: full speed), checked."""
+    label = f"%%stream {n:,} tokens at {rate:g}/s"
+    text, deltas = make_answer(n)
+    script(server, deltas, rate)
+    cell = k.execute(f'%%stream "question -> answer" --out _bench_r\n{QUESTION}',
+                     timeout=60 + 3 * n / (rate or 1_000))
+    if cell.reply["content"]["status"] != "ok":
+        raise BenchmarkError(f"{label}: the cell failed: {cell.reply['content'].get('evalue')}")
+    if server_pending(server):
+        raise BenchmarkError(f"{label}: the scripted reply was not used")
+    comm_id, last_seq = check_ours_wire(label, cell.msgs, text, "".join(deltas), rate)
+    check_ours_kernel(k, label, comm_id, "_bench_r", text, last_seq)
+    fig = wire_figures(cell.msgs, comm_id, text)
+    fig.update(duration=cell.t_idle - cell.t_send, kernel_cpu=cell.kernel_cpu, batches=last_seq)
+    return fig
+
+
+NAIVE_CELL = """\
+_bench_w = ipywidgets.HTML()
+display(_bench_w)
+_bench_v, _bench_n = "", 0
+async for _bench_ev in js.stream(js.Predict("question -> answer"), None, {{"question": {q!r}}}, listen=["answer"]):
+    if type(_bench_ev) is js.StreamResponse and _bench_ev.chunk:
+        _bench_v += _bench_ev.chunk
+        _bench_n += 1
+        _bench_w.value = _bench_v
+"""
+
+
+def stream_naive(k: Kernel, server: ServerProcess, n: int, rate: float) -> dict[str, Any]:
+    """The naive baseline: the same stream, an ``ipywidgets.HTML`` whose ``value`` is re-set per token."""
+    label = f"naive HTML.value {n:,} tokens at {rate:g}/s"
+    text, deltas = make_answer(n)
+    script(server, deltas, rate)
+    cell = k.execute(NAIVE_CELL.format(q=QUESTION), timeout=120 + n / 50)
+    if cell.reply["content"]["status"] != "ok":
+        raise BenchmarkError(f"{label}: the cell failed: {cell.reply['content'].get('evalue')}")
+    if server_pending(server):
+        raise BenchmarkError(f"{label}: the scripted reply was not used")
+    opens = [m for m in cell.msgs if m.msg_type == "comm_open"
+             and m.content["data"]["state"].get("_model_name") == "HTMLModel"]
+    if len(opens) != 1:
+        raise BenchmarkError(f"{label}: expected one HTML widget, got {len(opens)}")
+    comm_id = opens[0].content["comm_id"]
+    values = [m.content["data"]["state"]["value"] for m in sorted(cell.msgs, key=lambda m: m.t)
+              if m.comm_id == comm_id and m.msg_type == "comm_msg"
+              and "value" in m.content["data"].get("state", {})]
+    got = k.eval_json(
+        "print(json.dumps({'n': _bench_n, 'value': hashlib.sha256(_bench_w.value.encode()).hexdigest()}))\n"
+        "_bench_w.close(); del _bench_w, _bench_v\n"
+    )
+    check(f"{label}: the widget's value in the kernel", got["value"], _sha(text))
+    if len(values) != got["n"]:
+        raise BenchmarkError(f"{label}: {got['n']} tokens in the kernel but {len(values)} value updates on the wire")
+    if any(len(a) >= len(b) for a, b in itertools.pairwise(values)):
+        raise BenchmarkError(f"{label}: the value updates do not grow token by token")
+    check(f"{label}: last value update", values[-1] if values else "", text)
+    fig = wire_figures(cell.msgs, comm_id, text)
+    # Per update: wire bytes minus the JSON-escaped value (for the extrapolation to bigger sizes).
+    ups = sorted((m for m in cell.msgs if m.comm_id == comm_id and m.msg_type == "comm_msg"), key=lambda m: m.t)
+    fixed = [m.nbytes - (len(json.dumps(v)) - 2) for m, v in zip(ups, values)]
+    fig.update(duration=cell.t_idle - cell.t_send, kernel_cpu=cell.kernel_cpu, updates=len(values),
+               per_update_fixed=statistics.median(fixed),
+               other_bytes=fig["bytes"] - sum(m.nbytes for m in ups), other_messages=fig["messages"] - len(ups))
+    return fig
+
+
+def naive_extrapolated(measured: dict[str, Any], n: int) -> dict[str, Any]:
+    """The naive baseline's wire at ``n`` tokens computed from a measured run: one update per token, each
+    the measured fixed part plus the JSON-escaped text so far (not measured: arithmetic)."""
+    text, _ = make_answer(n)
+    toks = make_answer(n)[1]
+    # The answer tokens are the deltas between the header and the tail pieces.
+    head = len("[[ ## answer ## ]]\n") // 4 + (1 if len("[[ ## answer ## ]]\n") % 4 else 0)
+    toks = toks[head:head + n]
+    if "".join(toks) != text:
+        raise BenchmarkError("extrapolation: could not recover the answer tokens")
+    total = esc = 0
+    for t in toks:
+        esc += len(t) + t.count("\n")
+        total += esc
+    updates = n
+    nbytes = measured["per_update_fixed"] * updates + total + measured["other_bytes"]
+    msgs = updates + measured["other_messages"]
+    text_bytes = len(text.encode())
+    return {"messages": msgs, "bytes": nbytes, "text_bytes": text_bytes,
+            "ratio": nbytes / (text_bytes + measured["envelope"] * msgs),
+            "rate_msgs": RATE, "bytes_per_s_at_end": RATE * (measured["per_update_fixed"] + len(text)),
+            "kernel_cpu": measured["kernel_cpu"] * nbytes / measured["bytes"]}
+
+
+# ---------------------------------------------------------------------------------- responsiveness
+def probe(k: Kernel, seconds: float, interval: float = 0.1) -> list[Cell]:
+    """Execute ``1`` every ``interval`` s for ``seconds`` s; each probe waits for its execute_reply (a late
+    probe delays the next one, never two in flight)."""
+    cells: list[Cell] = []
+    t_end = time.perf_counter() + seconds
+    t_next = time.perf_counter()
+    while True:
+        now = time.perf_counter()
+        if now < t_next:
+            time.sleep(t_next - now)
+        if time.perf_counter() >= t_end:
+            break
+        cell = k.send("1")
+        k.wait_reply(cell, 30)
+        if cell.reply["content"]["status"] != "ok":
+            raise BenchmarkError(f"probe cell failed: {cell.reply['content']}")
+        cells.append(cell)
+        t_next = max(t_next + interval, time.perf_counter())
+    for cell in cells:  # the reply came first; now their status idle, from the wire
+        if not k._wait_idle(cell, 10):
+            raise BenchmarkError("a probe's status idle never arrived")
+    return cells
+
+
+def pct(xs: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(xs)
+    return s[max(0, min(len(s) - 1, int(-(-q * len(s) // 1)) - 1))]
+
+
+def latency_figures(cells: list[Cell]) -> dict[str, Any]:
+    reply = [c.t_reply - c.t_send for c in cells]
+    idle = [c.t_idle - c.t_send for c in cells]
+    return {
+        "count": len(cells),
+        "reply": {"median": statistics.median(reply), "p90": pct(reply, 0.9), "p99": pct(reply, 0.99),
+                  "max": max(reply), "min": min(reply)},
+        "idle": {"median": statistics.median(idle), "p90": pct(idle, 0.9), "p99": pct(idle, 0.99),
+                 "max": max(idle), "min": min(idle)},
+        "all_reply": reply,
+        "all_idle": idle,
+    }
+
+
+def background_probe(k: Kernel, server: ServerProcess, seconds: float) -> dict[str, Any]:
+    """A ``%%stream --background`` of ``RATE * seconds`` tokens at ``RATE`` tokens/s; probes while it runs."""
+    n = int(RATE * seconds)
+    label = f"%%stream --background {n:,} tokens at {RATE:g}/s"
+    text, deltas = make_answer(n, seed=1)
+    script(server, deltas, RATE)
+    c0 = k.cpu()
+    bg = k.execute(f'%%stream "question -> answer" --background --out _bench_bg\n{QUESTION}', collect=False)
+    if bg.reply["content"]["status"] != "ok":
+        raise BenchmarkError(f"{label}: the cell failed: {bg.reply['content'].get('evalue')}")
+    cells = probe(k, max(0.5, seconds - 1.0))
+    deadline = time.monotonic() + 3 * seconds + 30
+    while not k.eval_json("print(json.dumps('_bench_bg' in globals()))"):
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"{label}: the background stream did not finish")
+        time.sleep(0.2)
+    cpu, t_cpu = k.cpu() - c0, time.perf_counter()
+    msgs = k.wire.messages(bg.start, len(k.wire), bg.msg_id)
+    comm_id, last_seq = check_ours_wire(label, msgs, text, "".join(deltas), RATE)
+    check_ours_kernel(k, label, comm_id, "_bench_bg", text, last_seq)
+    fig = wire_figures(msgs, comm_id, text)
+    batches = [m.t for m in msgs if m.comm_id == comm_id and m.msg_type == "comm_msg"
+               and m.content["data"].get("method") == "custom"]
+    during = sum(1 for c in cells if c.t_reply <= batches[-1])  # sent after the cell's reply, so during
+    if during < 0.9 * len(cells):
+        raise BenchmarkError(f"{label}: only {during} of {len(cells)} probes ran while the stream ran")
+    return {"latency": latency_figures(cells), "during": during, "stream_s": batches[-1] - batches[0],
+            "tokens": n, "wire": fig, "kernel_cpu_share": cpu / (t_cpu - bg.t_send)}
+
+
+# ------------------------------------------------------------------------------------------ report
+def table(headers: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(headers) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def fmt_s(x: float) -> str:
+    if x >= 1:
+        return f"{x:.2f} s"
+    if x >= 0.001:
+        return f"{x * 1e3:.1f} ms"
+    return f"{x * 1e6:.0f} µs"
+
+
+def fmt_b(x: float) -> str:
+    if x >= 1e9:
+        return f"{x / 1e9:.2f} GB"
+    if x >= 1e6:
+        return f"{x / 1e6:.2f} MB"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f} kB"
+    return f"{x:.0f} B"
+
+
+def fmt_ms(x: float) -> str:
+    return f"{x * 1e3:.1f}"
+
+
+def _rng(xs: list[float], fmt: Any) -> str:
+    xs = [x for x in xs if not math.isnan(x)]
+    if not xs:
+        return "-"
+    med = fmt(statistics.median(xs))
+    return med if len(xs) == 1 else f"{med} ({fmt(min(xs))}-{fmt(max(xs))})"
+
+
+def _rate_label(rate: float) -> str:
+    return f"{rate:,.0f} tokens/s" if rate else "full speed"
+
+
+def run(*, quick: bool) -> dict[str, Any]:
+    """Items 5 (the notebook wire) and 6 (kernel responsiveness): markdown, targets, raw numbers."""
+    if quick:
+        ours_cfg = [(300, RATE, 1), (300, 0.0, 1)]
+        naive_cfg = [(300, RATE)]
+        extrapolate_to = 3_000
+        base_s, bg_s = 1.0, 2.0
+    else:
+        ours_cfg = [(5_000, RATE, 3), (5_000, 0.0, 3), (50_000, RATE, 1), (50_000, 0.0, 3)]
+        naive_cfg = [(5_000, RATE), (5_000, 0.0)]
+        extrapolate_to = 50_000
+        base_s, bg_s = 10.0, 15.0
+    t_start = time.perf_counter()
+    load0 = os.getloadavg()
+    ours: dict[tuple[int, float], list[dict[str, Any]]] = {(n, r): [] for n, r, _ in ours_cfg}
+    naive: dict[tuple[int, float], dict[str, Any]] = {}
+    with ServerProcess() as server:
+        k = Kernel(server.url)
+        try:
+            stream_ours(k, server, 200, 0.0)  # warm-up: imports, the widget's first display, the connection
+            stream_naive(k, server, 200, 0.0)
+            for r in range(max(c for _, _, c in ours_cfg)):  # rounds, so a change in load hits all alike
+                for n, rate, count in ours_cfg:
+                    if r < count:
+                        ours[(n, rate)].append(stream_ours(k, server, n, rate))
+                if r == 0:
+                    for n, rate in naive_cfg:
+                        naive[(n, rate)] = stream_naive(k, server, n, rate)
+            base = latency_figures(probe(k, base_s))
+            bg = background_probe(k, server, bg_s)
+        finally:
+            k.close()
+    naive_x = naive_extrapolated(naive[naive_cfg[0]], extrapolate_to)
+    load1 = os.getloadavg()
+
+    md: list[str] = []
+    emit = md.append
+    env = statistics.median(f["envelope"] for runs in ours.values() for f in runs)
+    emit("## 6. The notebook wire")
+    emit("")
+    emit(
+        "A real ipykernel (`jupyter_client.KernelManager`) runs `%%stream \"question -> answer\"` against the "
+        "benchmark LM server in its own process, scripted per cell with one chat-adapter reply whose `answer` "
+        "has exactly N 4-character tokens, streamed at 2,000 tokens/s or as fast as the server writes. The "
+        "naive baseline runs in the same kernel: the same `js.stream` read, and an `ipywidgets.HTML` whose "
+        "`.value` is set to the whole text so far on every token. This process subscribes its own ZMQ socket "
+        "(no high-water mark) to the kernel's iopub port and records every message of the cell (status, "
+        "execute_input, comm_open, comm_msg, display_data, update_display_data, ...) with its receive time. "
+        "Bytes are raw wire bytes: the sum of the lengths of all ZMQ frames of a message (topic, delimiter, "
+        f"HMAC signature, header, parent header, metadata, content, buffers). The envelope E (everything but "
+        f"the content frame) is {env:.0f} B per message (median). Ratio = total bytes / (text bytes + E × "
+        "messages). Widget messages/s: the widget's comm messages, peak over sliding 1-s windows and average "
+        "over the stream (first to last widget message). Every run checks its output: the delta batches "
+        "have consecutive `seq` numbers and join to the start of the text, the one `panes` snapshot on the "
+        "wire (the final update, at the last batch's `seq`), the widget in the kernel and the `--out` "
+        "prediction hold all of it, and the final `prediction` and the inspector's raw reply, sent by "
+        "reference to the pane, resolve to the text and the exact reply (the naive one: one `value` update per "
+        "token, growing, the last one the full text, equal to the kernel's value). Runs of different sizes "
+        "alternate. Values: median (min-max) over runs. Kernel CPU: the kernel process's CPU time for the cell."
+    )
+    emit("")
+    rows = []
+
+    def row(name: str, n: int, rate: float, runs: list[dict[str, Any]], note: str = "") -> list[str]:
+        def g(key: str) -> list[float]:
+            return [f[key] for f in runs]
+
+        js_ = [f["jupyter_server"] for f in runs]
+        return [name + note, f"{n:,}", _rate_label(rate), str(len(runs)),
+                _rng(g("duration"), fmt_s),
+                _rng(g("messages"), lambda x: f"{x:,.0f}"),
+                _rng(g("peak_per_s"), lambda x: f"{x:,.0f}"),
+                _rng(g("avg_per_s"), lambda x: f"{x:,.0f}"),
+                _rng(g("bytes"), fmt_b),
+                fmt_b(runs[0]["text_bytes"]),
+                _rng(g("ratio"), lambda x: f"{x:.2f}"),
+                f"{statistics.median(j['peak_msg_rate'] for j in js_):,.0f}",
+                f"{max(j['dropped'] for j in js_):,}",
+                _rng(g("peak_bytes_per_s_1s"), fmt_b),
+                _rng(g("kernel_cpu"), fmt_s)]
+
+    for (n, rate), runs in ours.items():
+        rows.append(row("`%%stream` widget", n, rate, runs))
+    for (n, rate), f in naive.items():
+        rows.append(row("naive `HTML.value = text`", n, rate, [f]))
+    bw = bg["wire"]
+    rows.append(row("`%%stream --background` (section 7)", bg["tokens"], RATE,
+                    [{**bw, "duration": float("nan"), "kernel_cpu": float("nan")}]))
+    headers = ["widget", "tokens", "server", "runs", "cell time", "iopub msgs", "widget msgs/s peak (1 s)",
+               "widget msgs/s avg", "bytes", "text", "bytes / (text + E×msgs)",
+               "jupyter_server msgs/s (3 s window)", "jupyter_server would drop", "peak bytes/s (1 s)",
+               "kernel CPU"]
+    emit(table(headers, rows, "lrlr" + "r" * 11))
+    emit("")
+    emit(
+        f"Naive at {extrapolate_to:,} tokens, *computed, not measured* (one update per token, each the measured "
+        f"fixed part of {naive[naive_cfg[0]]['per_update_fixed']:.0f} B plus the JSON-escaped text so far): "
+        f"{naive_x['messages']:,} messages, {fmt_b(naive_x['bytes'])} for {fmt_b(naive_x['text_bytes'])} of text "
+        f"(ratio {naive_x['ratio']:.0f}), {fmt_b(naive_x['bytes_per_s_at_end'])}/s at the end at 2,000 tokens/s, "
+        f"and about {fmt_s(naive_x['kernel_cpu'])} of kernel CPU (the measured CPU per byte)."
+    )
+    emit("")
+    emit(
+        f"The iopub rate limit exists only in jupyter_server (`ServerApp.iopub_msg_rate_limit` = "
+        f"{JS_MSG_RATE:,.0f} msgs/s and `iopub_data_rate_limit` = {JS_DATA_RATE:,.0f} B/s over "
+        f"`rate_limit_window` = {JS_WINDOW:g} s); a kernel driven by jupyter_client, as here, has none. The "
+        "jupyter_server columns replay its `_limit_rate` (2.21) over the recorded messages with our receive "
+        "times: it counts every iopub message except status, comm_open and execute_input, and its data limit "
+        "counts the bytes of `stream` messages only, so widget traffic can only hit the message limit. "
+        "If the data limit counted every message's bytes, it would drop "
+        + ", ".join(f"{max(f['jupyter_server_all_bytes']['dropped'] for f in runs):,} messages of ours at "
+                    f"{n:,} tokens ({_rate_label(rate)})" for (n, rate), runs in ours.items())
+        + "; "
+        + ", ".join(f"{f['jupyter_server_all_bytes']['dropped']:,} of the naive one at {n:,} "
+                    f"({_rate_label(rate)})" for (n, rate), f in naive.items())
+        + "."
+    )
+    emit("")
+    # Where the bytes go
+    picks = [(f"`%%stream` {n:,} @ {_rate_label(r)}", runs[0]) for (n, r), runs in ours.items()]
+    picks += [(f"naive {n:,} @ {_rate_label(r)}", f) for (n, r), f in naive.items()][:1]
+    cats = []
+    for _, f in picks:
+        for c in f["categories"]:
+            if c not in cats:
+                cats.append(c)
+    # What the widget's messages are, on the longest paced run.
+    (pn, pr), pruns = max(((key, runs) for key, runs in ours.items() if key[1]), key=lambda kv: kv[0][0])
+    pf = pruns[0]
+    cat = pf["categories"]
+
+    def per_s(c: str) -> float:
+        return cat.get(c, {"messages": 0})["messages"] / pf["widget_span_s"]
+
+    all_bytes_peak = max(f["jupyter_server_all_bytes"]["peak_data_rate"] for runs in ours.values() for f in runs)
+    emit(
+        f"The `%%stream` widget's messages at {pn:,} tokens and {_rate_label(pr)} "
+        f"({pf['widget_span_s']:.1f} s): {cat.get('delta batches (custom messages)', {}).get('messages', 0):,} "
+        f"delta batches ({per_s('delta batches (custom messages)'):.1f}/s; {pf['batches_with_stats']:,} of them "
+        f"also carrying the stats), "
+        f"{cat.get('stats updates', {}).get('messages', 0):,} separate `stats` updates, "
+        f"{cat.get('snapshots (panes) while streaming', {}).get('messages', 0):,} `panes` snapshots while "
+        f"streaming ({fmt_b(cat.get('snapshots (panes) while streaming', {}).get('bytes', 0))}), "
+        f"{cat.get('other state updates (status, lm_calls, ...)', {}).get('messages', 0):,} other updates "
+        f"(start, status, the prompt for the inspector), and the final state: one update with the final "
+        f"snapshot, the prediction and the LM call, its text by reference to the pane. Without the one-off widget code and initial state (comm_open, "
+        f"{fmt_b(cat.get('comm_open (widget code + initial state)', {}).get('bytes', 0))}), the byte ratios of "
+        "ours are " + ", ".join(f"{statistics.median(f['ratio_without_widget_code'] for f in runs):.2f} "
+                                f"({n:,}, {_rate_label(r)})" for (n, r), runs in ours.items())
+        + f". Peak of ours over a 3-s window counting every byte: {fmt_b(all_bytes_peak)}/s."
+    )
+    emit("")
+    emit("Where the bytes go (first run of each; messages / bytes / bytes as a multiple of the text):")
+    emit("")
+    brows = []
+    for c in cats:
+        r = [c]
+        for _, f in picks:
+            v = f["categories"].get(c)
+            r.append(f"{v['messages']:,} / {fmt_b(v['bytes'])} / {v['bytes'] / f['text_bytes']:.2f}x" if v else "")
+        brows.append(r)
+    brows.append(["**total**"] + [f"{f['messages']:,} / {fmt_b(f['bytes'])} / {f['bytes'] / f['text_bytes']:.2f}x"
+                                  for _, f in picks])
+    copies = []
+    for key, what in (("deltas", "delta batches"), ("panes", "`panes` snapshots"), ("prediction", "`prediction` trait"),
+                      ("lm_calls", "`lm_calls` (inspector: raw reply)"), ("text/html", "HTML snapshot (display)"),
+                      ("value", "`value`")):
+        r = [f"... of which the text in {what}"]
+        for _, f in picks:
+            v = f["text_copies_bytes"].get(key)
+            r.append(f"{v / f['text_bytes']:.2f}x" if v else "")
+        copies.append(r)
+    emit(table(["category"] + [p for p, _ in picks], brows + copies, "l" + "r" * len(picks)))
+    emit("")
+
+    # ---------------------------------------------------------------------------------- section 7
+    lat = bg["latency"]
+    emit("## 7. Kernel responsiveness")
+    emit("")
+    emit(
+        f"While a `%%stream --background` cell streams {bg['tokens']:,} tokens at 2,000 tokens/s "
+        f"({bg['stream_s']:.1f} s of deltas), this process executes the cell `1` every 100 ms (the next one "
+        "after the reply, if a reply is late) and times each round trip: execute_request sent to "
+        "execute_reply received on the shell channel, and to the cell's `status: idle` on iopub. "
+        f"{bg['during']} of {lat['count']} probes started and ended while the stream's deltas were arriving; "
+        "the stream's text was checked as in section 6. Baseline: the same probes with nothing running. "
+        f"The kernel used {bg['kernel_cpu_share'] * 100:.0f}% of a core during the stream (probes included)."
+    )
+    emit("")
+    lrows = []
+    for name, f in (("no stream (baseline)", base), ("during a 2,000 tokens/s background stream", lat)):
+        for kind, label in (("reply", "execute_reply"), ("idle", "status idle")):
+            v = f[kind]
+            lrows.append([name, label, str(f["count"]), fmt_ms(v["min"]), fmt_ms(v["median"]), fmt_ms(v["p90"]),
+                          fmt_ms(v["p99"]), fmt_ms(v["max"])])
+    emit(table(["kernel", "until", "probes", "min ms", "median ms", "p90 ms", "p99 ms", "max ms"], lrows, "llrrrrrr"))
+    emit("")
+    emit(f"Load average at the start / end: {' / '.join(f'{x:.2f}' for x in load0)} -> "
+         f"{' / '.join(f'{x:.2f}' for x in load1)} on {os.cpu_count()} cores; these sections took "
+         f"{time.perf_counter() - t_start:.0f} s.")
+    emit("")
+
+    # ---------------------------------------------------------------------------------- targets
+    every = [f for runs in ours.values() for f in runs] + [bw]
+    peak = max(f["peak_per_s"] for f in every)
+    ratio_worst = max((f["ratio"], n, r) for (n, r), runs in ours.items() for f in runs)
+    drops = max(f["jupyter_server"]["dropped"] for runs in ours.values() for f in runs + [bw])
+    naive_drop = max(f["jupyter_server"]["dropped"] for f in naive.values())
+    targets = [
+        ("Wire: `%%stream` widget at most 30 messages/s (peak over 1-s windows, any run)",
+         f"{peak:.0f}/s (naive: {max(f['peak_per_s'] for f in naive.values()):,.0f}/s)", peak <= 30),
+        ("Wire: `%%stream` total bytes at most 1.5x (text + E x messages)",
+         (f"up to {ratio_worst[0]:.2f}x ({ratio_worst[1]:,} tokens, {_rate_label(ratio_worst[2])}; naive "
+          f"{max(f['ratio'] for f in naive.values()):.1f}x at {naive_cfg[0][0]:,}, {naive_x['ratio']:.0f}x "
+          f"computed at {extrapolate_to:,})"), ratio_worst[0] <= 1.5),
+        ("Wire: nothing dropped by jupyter_server's iopub rate limit (every text checked; limit replayed)",
+         f"{drops} dropped (naive: {naive_drop:,})", drops == 0),
+        ("Responsiveness: median round trip under 50 ms during a 2,000 tokens/s stream",
+         f"{lat['reply']['median'] * 1e3:.1f} ms (baseline {base['reply']['median'] * 1e3:.1f} ms)",
+         lat["reply"]["median"] < 0.050),
+        ("Responsiveness: p99 round trip under 200 ms during a 2,000 tokens/s stream",
+         f"{lat['reply']['p99'] * 1e3:.1f} ms (baseline {base['reply']['p99'] * 1e3:.1f} ms)",
+         lat["reply"]["p99"] < 0.200),
+    ]
+    raw = {
+        "quick": quick,
+        "rate": RATE,
+        "ours": [{"tokens": n, "rate": r, "runs": runs} for (n, r), runs in ours.items()],
+        "naive": [{"tokens": n, "rate": r, "run": f} for (n, r), f in naive.items()],
+        "naive_extrapolated": {"tokens": extrapolate_to, **naive_x},
+        "responsiveness": {"baseline": base, "background": bg},
+        "load_average": {"start": list(load0), "end": list(load1)},
+    }
+    return {"markdown": md, "targets": targets, "raw": json.loads(json.dumps(raw, default=float))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke sizes (about 10 s)")
+    ap.add_argument("--json", help="also write the raw numbers to this file")
+    args = ap.parse_args(argv)
+    res = run(quick=args.quick)
+    print("\n".join(res["markdown"]))
+    print("## Targets\n")
+    print(table(["target", "measured", "verdict"],
+                [[t, m, "**met**" if ok else "**NOT met**"] for t, m, ok in res["targets"]], "lrl"))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(res["raw"], f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except BenchmarkError as e:
+        print(f"\nBENCHMARK FAILED: {e}", file=sys.stderr)
+        raise SystemExit(1)
