@@ -42,7 +42,7 @@ chromium:
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	bash benchmarks/setup.sh
-	benchmarks/.venv/bin/python benchmarks/run.py --dspy
+	benchmarks/.venv/bin/python benchmarks/run.py --dspy --only e2e,parser,ttft,concurrency
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

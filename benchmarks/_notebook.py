@@ -47,10 +47,10 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from _server import ServerProcess
+from run import QUESTION, BenchmarkError, print_section
 
 __all__ = ["BenchmarkError", "run"]
 
-QUESTION = "Write a long answer about streaming."
 RATE = 2_000.0
 """Tokens per second of the paced runs (a fast hosted model)."""
 
@@ -58,10 +58,6 @@ RATE = 2_000.0
 JS_MSG_RATE = 1_000.0
 JS_DATA_RATE = 1_000_000.0
 JS_WINDOW = 3.0
-
-
-class BenchmarkError(AssertionError):
-    """A benchmark produced the wrong output: its numbers would be meaningless."""
 
 
 # ------------------------------------------------------------------------------------------ workload
@@ -843,7 +839,7 @@ def run(*, quick: bool) -> dict[str, Any]:
     md: list[str] = []
     emit = md.append
     env = statistics.median(f["envelope"] for runs in ours.values() for f in runs)
-    emit("## 6. The notebook wire")
+    emit("## 7. The notebook wire")
     emit("")
     emit(
         "A real ipykernel (`jupyter_client.KernelManager`) runs `%%stream \"question -> answer\"` against the "
@@ -982,7 +978,7 @@ def run(*, quick: bool) -> dict[str, Any]:
 
     # ---------------------------------------------------------------------------------- section 7
     lat = bg["latency"]
-    emit("## 7. Kernel responsiveness")
+    emit("## 8. Kernel responsiveness")
     emit("")
     emit(
         f"While a `%%stream --background` cell streams {bg['tokens']:,} tokens at 2,000 tokens/s "
@@ -1047,19 +1043,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the raw numbers to this file")
     args = ap.parse_args(argv)
     res = run(quick=args.quick)
-    print("\n".join(res["markdown"]))
-    print("## Targets\n")
-    print(table(["target", "measured", "verdict"],
-                [[t, m, "**met**" if ok else "**NOT met**"] for t, m, ok in res["targets"]], "lrl"))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(res["raw"], f, indent=1)
+    print_section(res, args.json)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except BenchmarkError as e:
-        print(f"\nBENCHMARK FAILED: {e}", file=sys.stderr)
-        raise SystemExit(1)
+    from run import exit_with
+
+    exit_with(main)

@@ -32,6 +32,8 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+if __name__ == "__main__":  # the section modules `from run import ...`: let them get this module, not a copy
+    sys.modules.setdefault("run", sys.modules[__name__])
 
 import httpx  # noqa: E402
 import jiter  # noqa: E402
@@ -45,6 +47,9 @@ from _server import ServerProcess  # noqa: E402
 QUESTION = "Write a long answer about streaming."
 SIG1 = "question -> answer"
 SIG5 = "question -> a, b, c, d, e"
+
+
+SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook")
 
 
 class BenchmarkError(AssertionError):
@@ -293,7 +298,7 @@ class Bench:
         self.body = chat_body(w.signature, w.adapter)
 
     # -- (a) transport floor: httpx + aiter_lines + jiter ------------------------------------------
-    async def _floor(self, client: Any, ttft: list[float] | None = None, drain: bool = True) -> tuple[float, str]:
+    async def _floor(self, client: Any, ttft: list[float] | None = None) -> tuple[float, str]:
         parts: list[str] = []
         append = parts.append
         loads = jiter.from_json
@@ -305,9 +310,7 @@ class Bench:
                     continue
                 payload = line[5:].lstrip()
                 if payload == "[DONE]":
-                    if drain:
-                        continue  # read on to the end of the body, so the connection goes back to the pool
-                    break  # what js.LM does today: the unread end of the body costs the connection
+                    continue  # read on to the end of the body, so the connection goes back to the pool
                 data = loads(payload.encode())
                 choices = data.get("choices")
                 if choices:
@@ -631,9 +634,13 @@ def ttft_bench(bench: Bench, runs: int) -> dict[str, Stat]:
         check("ttft floor", got, reply)
         return t[0]
 
+    # A client that keeps no idle connection: every request connects anew. (It must not share the pooled
+    # client: a request that gives its connection up would leave the next pooled one to connect anew.)
+    fresh = httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
+
     def run_floor_new() -> float:
         t: list[float] = []
-        _, got = bench.runner.run(bench._floor(bench.httpx_client, t, drain=False))
+        _, got = bench.runner.run(bench._floor(fresh, t))
         check("ttft floor", got, reply)
         return t[0]
 
@@ -659,9 +666,12 @@ def ttft_bench(bench: Bench, runs: int) -> dict[str, Stat]:
     for fn in fns.values():  # warm up
         fn()
         fn()
-    for _ in range(runs):  # interleaved, so drift hits every variant alike
-        for k, fn in fns.items():
-            out[k].times.append(fn())
+    try:
+        for _ in range(runs):  # interleaved, so drift hits every variant alike
+            for k, fn in fns.items():
+                out[k].times.append(fn())
+    finally:
+        bench.runner.run(fresh.aclose())
     return out
 
 
@@ -846,7 +856,8 @@ def verdict(ok: bool) -> str:
 
 
 def save_json(path: str, info: list[tuple[str, str]], e2e: dict[tuple[str, int], Stat], sizes: list[int],
-              prows: list[dict[str, Any]], ttft: dict[str, Stat], dspy_res: dict[str, Any] | None) -> None:
+              prows: list[dict[str, Any]], ttft: dict[str, Stat], dspy_res: dict[str, Any] | None,
+              extra: dict[str, Any]) -> None:
     """The raw numbers (every run), so plots can be redrawn elsewhere: ``run.py --plot-from FILE``."""
     doc = {
         "machine": dict(info),
@@ -858,6 +869,7 @@ def save_json(path: str, info: list[tuple[str, str]], e2e: dict[tuple[str, int],
         "ttft": {k: st.times for k, st in ttft.items()},
         "dspy_e2e": ({str(n): {"wall": st.times, "cpu": st.cpu} for n, st in dspy_res["e2e"].items()}
                      if dspy_res else {}),
+        **extra,
     }
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1)
@@ -935,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dspy", action="store_true", help="also measure DSPy (needs `import dspy`: benchmarks/setup.sh)")
     ap.add_argument("--out", help="where to write the markdown (default benchmarks/RESULTS.md; "
                                   "RESULTS-quick.md with --quick, RESULTS-dspy.md with --dspy)")
-    ap.add_argument("--only", help="comma-separated sections to run: e2e,parser,ttft (default: all)")
+    ap.add_argument("--only", help="comma-separated sections to run: " + ",".join(SECTIONS) + " (default: all)")
     ap.add_argument("--plot-from", metavar="JSON", help="only draw the plots from a saved results*.json")
     args = ap.parse_args(argv)
     if args.plot_from:
@@ -951,7 +963,10 @@ def main(argv: list[str] | None = None) -> int:
     ttft_runs = 3 if args.smoke else 30
     suffix = ("-quick" if quick else "") + ("-dspy" if args.dspy else "")
     out_path = args.out or os.path.join(HERE, f"RESULTS{suffix}.md")
-    sections = set((args.only or "e2e,parser,ttft").split(","))
+    sections = set((args.only or ",".join(SECTIONS)).split(","))
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}; choose from {','.join(SECTIONS)}")
     t_start = time.perf_counter()
 
     info = machine_info()
@@ -973,6 +988,14 @@ def main(argv: list[str] | None = None) -> int:
     prows: list[dict[str, Any]] = []
     ttft: dict[str, Stat] = {}
     dspy_res: dict[str, Any] | None = None
+    extra: dict[str, Any] = {}  # the raw numbers of sections 4, 6-8
+
+    def section(name: str, res: dict[str, Any]) -> None:
+        for line in res["markdown"]:
+            emit(line)
+        emit()
+        targets.extend(res["targets"])
+        extra[name] = res["raw"]
 
     with ServerProcess() as server:
         bench = Bench(server)
@@ -1068,8 +1091,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"content delta (a, b) or the first `StreamResponse` (d, f). {ttft_runs} runs each, "
                      f"interleaved; times in ms.")
                 emit()
-                labels = {"a": "(a) transport floor, first delta (pooled connection)",
-                          "a_new": "(a) floor, stopping at [DONE]: a new connection per request",
+                labels = {"a": "(a) transport floor, first delta (pooled connection, like ours)",
+                          "a_new": "(a) floor on a new connection per request",
                           "b": "(b) openai typed, first chunk",
                           "d": "(d) streamify async, first StreamResponse",
                           "f": "(f) streamify sync, first StreamResponse"}
@@ -1120,15 +1143,30 @@ def main(argv: list[str] | None = None) -> int:
                     for line in dspy_res["markdown"](e2e):
                         emit(line)
                 emit()
+            # These replace the server's replies: they run after the sections that load their own.
+            if "concurrency" in sections:
+                import _concurrency
+
+                section("concurrency", _concurrency.run(server, quick=quick, dspy=args.dspy,
+                                                        **({"streams": 4, "n": 50} if args.smoke else {})))
+            if "memory" in sections:
+                import _memory
+
+                section("memory", _memory.run(server, quick=quick))
         finally:
             bench.close()
+
+    if "notebook" in sections:  # a real kernel, with its own server
+        import _notebook
+
+        section("notebook", _notebook.run(quick=quick))
 
     emit("## Targets")
     emit()
     emit(table(["target", "measured", "verdict"], [[t, m, verdict(ok)] for t, m, ok in targets], "lrl"))
     emit()
     json_path = os.path.join(HERE, f"results{suffix}.json")
-    save_json(json_path, info, e2e, sizes, prows, ttft, dspy_res)
+    save_json(json_path, info, e2e, sizes, prows, ttft, dspy_res, extra)
     written = plots(e2e, sizes, prows, suffix, dspy_res) if e2e or prows else []
     if written:
         emit("Plots: " + ", ".join(f"`{os.path.relpath(p, os.path.dirname(HERE))}`" for p in written))
@@ -1148,9 +1186,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def print_section(res: dict[str, Any], json_path: str | None) -> None:
+    """What a section module's own ``__main__`` prints: its markdown and targets; its raw numbers to a file."""
+    print("\n".join(res["markdown"]))
+    print(table(["target", "measured", "verdict"], [[t, m, verdict(ok)] for t, m, ok in res["targets"]], "lrl"))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(res["raw"], f, indent=1)
+
+
+def exit_with(main: Callable[[], int]) -> None:
+    """Run a benchmark's ``main``: a wrong output is one line and exit status 1, not a traceback."""
     try:
         raise SystemExit(main())
     except BenchmarkError as e:
         print(f"\nBENCHMARK FAILED: {e}", file=sys.stderr)
         raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    exit_with(main)

@@ -52,7 +52,8 @@ class LMRecord:
     messages: list[dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)
     parts: list[str] = field(default_factory=list)
-    """The content deltas, in order."""
+    """The content received so far, in order: the deltas, every 65,536 of them joined into one block
+    (so a long reply holds a few strings, not a million); emptied when the call ends (see ``text``)."""
     reasoning_parts: list[str] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=dict)
     ttft: float | None = None
@@ -315,6 +316,7 @@ class LM:
         finally:
             rec.duration = time.perf_counter() - rec.started
         rec.text = "".join(rec.parts)
+        rec.parts.clear()  # the text is kept once: LM.history holds the last calls' records
         rec.reasoning = "".join(rec.reasoning_parts)
         self.history.append(rec)
         if use_cache and rec.finish_reason in ("stop", "length", None):
@@ -334,7 +336,9 @@ class LM:
         extra: dict[str, Any] = {"stream": True}
         if self.include_usage:
             extra["stream_options"] = {"include_usage": True}
-        parts_append = rec.parts.append
+        parts = rec.parts
+        parts_append = parts.append
+        packed = len(parts)  # parts[:packed] are joined blocks
         reasoning_append = rec.reasoning_parts.append
         started = rec.started
         n = 0
@@ -378,6 +382,9 @@ class LM:
                                 if text:
                                     n += 1
                                     parts_append(text)
+                                    if not n & _PACK_MASK:  # one list slot per delta would cost ~15x the text
+                                        parts[packed:] = ["".join(parts[packed:])]
+                                        packed += 1
                                     if on_content is not None:
                                         on_content(text)
                                     if rec.ttft is None:
@@ -425,6 +432,7 @@ class LM:
             raise LMError(f"{self.model}: the connection closed after {n} deltas, before the reply finished")
 
 
+_PACK_MASK = 65_535  # join the deltas every 65,536 of them (fewer, bigger blocks fragment the heap less)
 _RAW_STREAM_HEADER = "X-Stainless-Raw-Response"  # openai's marker: return the response unread
 
 

@@ -57,7 +57,7 @@ async def test_acall_with_prompt_sends_one_user_message(server, lm):
     assert server.requests[-1]["messages"] == [{"role": "user", "content": "hi"}]
     assert rec.messages == [{"role": "user", "content": "hi"}]
     assert rec.text == "Hello there"
-    assert rec.parts == tokenize("Hello there")
+    assert rec.parts == [], "the deltas are dropped once joined: the text is kept once"
     assert rec.finish_reason == "stop"
     assert rec.cached is False
     assert lm.history[-1] is rec
@@ -420,3 +420,25 @@ async def test_a_program_prediction_sums_the_usage_of_all_its_lm_calls(server, l
     out = await Two().acall(question="q")
     usage = out.get_lm_usage()["test-model"]
     assert usage["prompt_tokens"] == 30 and usage["completion_tokens"] == 8
+
+
+async def test_a_long_reply_is_held_in_joined_blocks_not_one_slot_per_delta(server, lm, monkeypatch):
+    import jupyter_stream.lm as lm_mod
+
+    monkeypatch.setattr(lm_mod, "_PACK_MASK", 3)  # join every 4 deltas instead of every 65,536
+    text = " ".join(f"w{i}" for i in range(30))
+    server.script(text)
+    rec = lm_mod.LMRecord(lm.model, [], {})
+    got: list[str] = []
+    slots: list[int] = []
+
+    def on_content(delta: str) -> None:
+        got.append(delta)
+        assert rec.content_so_far() == "".join(got)  # blocks and loose deltas, in order
+        slots.append(len(rec.parts))
+
+    await lm.astream([{"role": "user", "content": "go"}], on_content=on_content, record=rec)
+    assert rec.text == text == "".join(got)
+    assert len(got) > 20
+    assert max(slots) <= len(got) // 4 + 4, slots  # one slot per 4 deltas, plus the loose ones
+    assert rec.parts == []

@@ -209,8 +209,12 @@ def parse_sections(completion: str) -> dict[str, str]:
     sections: dict[str, str] = {}
     matches = list(HEADER_RE.finditer(completion))
     for idx, m in enumerate(matches):
-        end = matches[idx + 1].start() if idx + 1 < len(matches) else len(completion)
-        sections.setdefault(m.group(1), completion[m.end() : end].strip())
+        start, end = m.end(), matches[idx + 1].start() if idx + 1 < len(matches) else len(completion)
+        while end > start and completion[end - 1].isspace():  # strip by index: one copy of a long field
+            end -= 1
+        while start < end and completion[start].isspace():
+            start += 1
+        sections.setdefault(m.group(1), completion[start:end])
     return sections
 
 
