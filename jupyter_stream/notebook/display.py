@@ -3,7 +3,8 @@
 The widget (``StreamWidget`` fed by a ``WidgetSink``) shows the stream live. When it ends, the cell's
 display is updated to a bundle holding the widget view *and* a ``text/html`` snapshot, so a saved
 notebook shows the result on GitHub, nbviewer and ``nbconvert --to html`` without a kernel, while
-JupyterLab keeps showing the widget.
+JupyterLab keeps showing the widget. ``snapshot=False`` leaves the snapshot out (the text then goes
+over the wire once, in the widget's deltas, instead of twice; viewers without widgets show no result).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ __all__ = ["WidgetDisplay"]
 class WidgetDisplay:
     """A sink (``start``/``handle``/``finish``/``on_stop``) that shows a live widget in the current cell."""
 
-    def __init__(self, *, markdown: bool = False, display: bool = True) -> None:
+    def __init__(self, *, markdown: bool = False, display: bool = True, snapshot: bool = True) -> None:
         from .widget import StreamWidget, WidgetSink
 
         self.widget = StreamWidget()
         self.widget.markdown = markdown
         self.sink = WidgetSink(self.widget)
         self._display = display
+        self.snapshot = snapshot
         self._handle: Any = None
         self._prediction: Any = None
 
@@ -48,11 +50,12 @@ class WidgetDisplay:
             w = self.widget
             bundle = {
                 "text/plain": f"<jupyter_stream: {w.title} ({w.status})>",
-                "text/html": self.snapshot_html(prediction),
                 "application/vnd.jupyter.widget-view+json": {
                     "version_major": 2, "version_minor": 0, "model_id": w.model_id,
                 },
             }
+            if self.snapshot:
+                bundle["text/html"] = self.snapshot_html(prediction)
             self._handle.update(bundle, raw=True)
 
     def snapshot_html(self, prediction: Any = None) -> str:

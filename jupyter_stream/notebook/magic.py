@@ -56,6 +56,8 @@ Options:
   --markdown             render field panes as Markdown
   --background           return at once; the stream goes on while other cells run
   --text                 plain-text output instead of the widget
+  --no-snapshot          no static HTML copy of the result when the stream ends (saves sending
+                         the text a second time; GitHub/nbviewer then show no result)
 """
 
 
@@ -85,6 +87,7 @@ def _parser() -> _Parser:
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--background", action="store_true")
     p.add_argument("--text", action="store_true")
+    p.add_argument("--no-snapshot", action="store_true")
     return p
 
 
@@ -270,7 +273,7 @@ def _make_sink(job: _Job, shell: Any) -> Any:
         return _TextSink()
     from .display import WidgetDisplay
 
-    return WidgetDisplay(markdown=job.args.markdown)
+    return WidgetDisplay(markdown=job.args.markdown, snapshot=not job.args.no_snapshot)
 
 
 def _has_widgets(shell: Any) -> bool:

@@ -45,8 +45,11 @@ def _events(source: Any, inputs: dict[str, Any]) -> tuple[AsyncIterable[Any], st
 class StreamView:
     """A displayed stream: the widget, the task feeding it, and the prediction when it ends."""
 
-    def __init__(self, events: AsyncIterable[Any], *, title: str, model: str, markdown: bool = False, display: bool = True) -> None:
-        self.display = WidgetDisplay(markdown=markdown, display=display)
+    def __init__(
+        self, events: AsyncIterable[Any], *, title: str, model: str, markdown: bool = False, display: bool = True,
+        snapshot: bool = True,
+    ) -> None:
+        self.display = WidgetDisplay(markdown=markdown, display=display, snapshot=snapshot)
         self.widget = self.display.widget
         self.prediction: Any = None
         self.error: BaseException | None = None
@@ -85,11 +88,11 @@ class StreamView:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def show(source: Any, /, *, markdown: bool = False, **inputs: Any) -> StreamView:
+def show(source: Any, /, *, markdown: bool = False, snapshot: bool = True, **inputs: Any) -> StreamView:
     """Display the live widget for ``source`` and stream into it (see the module docs)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         raise js.UsageError("show() needs a running event loop, as in a Jupyter cell; use stream() in scripts") from None
     events, title, model = _events(source, inputs)
-    return StreamView(events, title=title, model=model, markdown=markdown)
+    return StreamView(events, title=title, model=model, markdown=markdown, snapshot=snapshot)

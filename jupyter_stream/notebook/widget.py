@@ -17,15 +17,22 @@ a late view starts from) and are refreshed only at the start, on a view's reques
   grown ``snapshot_growth`` times, and at the end, where the final snapshot also carries the text
   and done flags not yet sent in a batch. ``prediction`` (``{"fields": {...}, "usage": {...}}``) is
   set at the end, in the same update as the final snapshot.
+- The final snapshot by reference: once a view has said ``hello``, the final ``panes`` go out as
+  ``[{key, predict, field, done, "tail": text not yet in a batch, "len": n}]`` (``n``: the whole
+  text's length in UTF-16 code units): a view that applied every batch up to ``snapshot_seq`` fills in
+  the text itself (its saved widget state holds it); any other view asks for a ``resync`` and gets
+  the text. With no view (a notebook run headless, e.g. by nbclient) the text goes out in full. The
+  Python ``panes`` trait always holds the text.
 - Text sent by reference: in the synced form of ``prediction``, a field whose value is exactly the text
   of a pane is ``{"$pane": key}``; in ``lm_calls``, ``raw`` and ``reasoning`` may be a list of strings
   and ``{"$pane": key, "end": n}`` (the first ``n`` UTF-16 code units of that pane's text, which only
   grows). The Python values (``widget.prediction``, ``widget.lm_calls``) always hold the full text;
   :func:`resolve_text` turns the synced form back into text.
 
-Front end -> Python: ``{"type": "stop"}`` (the Stop button) and ``{"type": "resync"}`` (a view that
-missed batches, or a view created while the stream runs, e.g. a page reloaded mid-stream, asks for a
-fresh snapshot).
+Front end -> Python: ``{"type": "stop"}`` (the Stop button), ``{"type": "hello"}`` (a model came up
+in a front end) and ``{"type": "resync"}`` (a view that missed batches, a view created while the
+stream runs, e.g. a page reloaded mid-stream, or one that cannot fill in a final snapshot sent by
+reference, asks for the text).
 
 Example (in a notebook cell, on the kernel's loop)::
 
@@ -168,6 +175,17 @@ def _prediction_to_json(value: Any, widget: StreamWidget) -> Any:
     return {**value, "fields": out}
 
 
+def _panes_to_json(value: Any, widget: StreamWidget) -> Any:
+    """The synced form of ``panes``: the final snapshot by reference (see the module docstring) when the
+    sink set one for exactly this value, else the panes with their text."""
+    ref = widget._panes_by_ref
+    return ref[1] if ref is not None and ref[0] is value else value
+
+
+def _utf16_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+
+
 def _lm_calls_to_json(value: Any, widget: StreamWidget) -> Any:
     """The synced form of ``lm_calls``: in ``raw`` and ``reasoning``, the text of a pane of the call's
     predictor is sent as a reference (the front end has that text from the deltas or the snapshot)."""
@@ -200,7 +218,8 @@ class StreamWidget(anywidget.AnyWidget):
 
     ``on_stop(callback)`` registers a callable (no arguments) run when the Stop button is clicked.
     ``messages_sent``/``bytes_sent`` count the custom messages sent (and their JSON payload bytes);
-    ``state_updates_sent``/``state_bytes_sent`` the trait updates (their synced form).
+    ``state_updates_sent``/``state_bytes_sent`` the trait updates (their synced form). ``views_seen``
+    turns true when a front end has shown the model (it said ``hello``).
     """
 
     _esm = _STATIC / "widget.js"
@@ -216,7 +235,7 @@ class StreamWidget(anywidget.AnyWidget):
     markdown = t.Bool(False).tag(sync=True)
     started_at = t.Float(0.0).tag(sync=True)
     stats = t.Dict(default_value=dict(_EMPTY_STATS)).tag(sync=True)
-    panes = t.List(t.Dict()).tag(sync=True)
+    panes = t.List(t.Dict()).tag(sync=True, to_json=_panes_to_json)
     snapshot_seq = t.Int(0).tag(sync=True)
     prediction = t.Dict().tag(sync=True, to_json=_prediction_to_json)
     lm_calls = t.List(t.Dict()).tag(sync=True, to_json=_lm_calls_to_json)
@@ -233,6 +252,8 @@ class StreamWidget(anywidget.AnyWidget):
         self.state_bytes_sent = 0
         self.stop_requested = False
         self._delta_seq = 0
+        self.views_seen = False
+        self._panes_by_ref: tuple[list[Any], list[Any]] | None = None
         self._stop_callbacks: list[Callable[[], Any]] = []
         self._resync_callback: Callable[[], Any] | None = None
         self._text_source: Callable[[], list[tuple[str, str, str]]] | None = None
@@ -282,10 +303,19 @@ class StreamWidget(anywidget.AnyWidget):
                     callback()
                 except Exception:  # one failing callback must not keep the others from running
                     self.log.exception("jupyter_stream: a Stop callback failed")
+        elif kind == "hello":
+            self.views_seen = True
         elif kind == "resync":
             callback = self._resync_callback
             if callback is not None:
                 callback()
+            elif self._panes_by_ref is not None:
+                self._send_panes_in_full()
+
+    def _send_panes_in_full(self) -> None:
+        """Drop the final snapshot's reference form and send ``panes`` with their text."""
+        self._panes_by_ref = None
+        self.send_state(["panes", "snapshot_seq"])
 
 
 # ------------------------------------------------------------------------------------ the sink
@@ -493,7 +523,7 @@ class WidgetSink:
             now = self._clock()
             w = self.widget
             with w.hold_sync():
-                self._snapshot_locked(now)
+                self._snapshot_locked(now, by_ref=w.views_seen)
                 if self._calls_dirty:
                     self._set_calls()
                 if self._prediction is not None:
@@ -783,18 +813,31 @@ class WidgetSink:
             msg["stats"] = stats
         w.send(msg)
 
-    def _snapshot_locked(self, now: float) -> None:
+    def _snapshot_locked(self, now: float, *, by_ref: bool = False) -> None:
         """Set ``panes`` + ``snapshot_seq`` + ``stats`` (one update). The snapshot holds every chunk
-        handled so far, so the pending deltas are dropped: it is batch ``snapshot_seq`` plus them."""
+        handled so far, so the pending deltas are dropped: it is batch ``snapshot_seq`` plus them.
+        ``by_ref``: on the wire, each pane carries only its pending text (``tail``) and its length."""
+        pending = self._pending
         self._pending = {}
         panes = [
             {"key": p.key, "predict": p.predict, "field": p.field, "text": p.text(), "done": p.done}
             for p in self._panes.values()
         ]
         w = self.widget
-        with w.hold_sync():
+        wire = None
+        if by_ref:
+            wire = []
+            for pane in panes:
+                parts = pending.get(pane["key"])
+                tail = "".join(parts[0]) if parts else ""
+                wire.append({
+                    "key": pane["key"], "predict": pane["predict"], "field": pane["field"],
+                    "done": pane["done"], "tail": tail, "len": _utf16_len(pane["text"]),
+                })
+        with w.hold_sync():  # sent on leaving: _panes_to_json sees the trait's own (validated) list
             w.snapshot_seq = w._delta_seq
             w.panes = panes
+            w._panes_by_ref = None if wire is None else (w.panes, wire)
             w.stats = self._stats(now)
         self._stats_dirty = False
         self._last_stats_sent = now
@@ -817,9 +860,14 @@ class WidgetSink:
         }
 
     def _on_resync(self) -> None:
-        """A view missed some batches, or was created mid-stream: a fresh snapshot now."""
+        """A view missed some batches, was created mid-stream or cannot fill in the final snapshot sent
+        by reference: a fresh snapshot now (after the end: the final one, with its text)."""
         with self._lock:
-            if not self._started or self._finished:
+            if not self._started:
+                return
+            if self._finished:
+                if self.widget._panes_by_ref is not None:
+                    self.widget._send_panes_in_full()
                 return
             now = self._clock()
             self._snapshot_locked(now)

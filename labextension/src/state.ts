@@ -26,13 +26,18 @@ export interface DeltaMessage {
   stats?: Stats;
 }
 
-/** One entry of the `panes` snapshot trait. */
+/**
+ * One entry of the `panes` snapshot trait. The final snapshot may come by reference: no `text`, but
+ * `tail` (the text not sent in a batch) and `len` (the whole text's length in UTF-16 code units).
+ */
 export interface PaneSnapshot {
   key: string;
   predict?: string;
   field?: string;
   text?: string;
   done?: boolean;
+  tail?: string;
+  len?: number;
 }
 
 export interface Pane {
@@ -133,6 +138,34 @@ export class StreamState {
     this.appliedSeq = seq;
     this.drainHeld(changes);
     return { applied: true, changes, gap: false };
+  }
+
+  /**
+   * The snapshot with every pane's text: `filled: false` and the snapshot itself when it carries the
+   * text; for one sent by reference, `filled: true` and the text this state holds plus each `tail`, if
+   * this state applied exactly the batches up to `seq` and every length matches; else `null` (ask the
+   * kernel for the text).
+   */
+  resolveSnapshot(
+    snapshot: readonly PaneSnapshot[] | null | undefined,
+    seq: number,
+  ): { panes: readonly PaneSnapshot[]; filled: boolean } | null {
+    const list = Array.isArray(snapshot) ? snapshot : [];
+    const byRef = (p: PaneSnapshot | null) => !!p && typeof p.text !== "string" && (p.tail !== undefined || p.len !== undefined);
+    if (!list.some(byRef)) return { panes: list, filled: false };
+    if (this.appliedSeq !== (Number(seq) || 0) || this.held.size) return null;
+    const out: PaneSnapshot[] = [];
+    for (const p of list) {
+      if (!p || typeof p.key !== "string") continue;
+      if (!byRef(p)) {
+        out.push(p);
+        continue;
+      }
+      const text = (this.panes.get(p.key)?.text ?? "") + (typeof p.tail === "string" ? p.tail : "");
+      if (typeof p.len !== "number" || text.length !== p.len) return null;
+      out.push({ key: p.key, predict: p.predict, field: p.field, text, done: p.done });
+    }
+    return { panes: out, filled: true };
   }
 
   /**

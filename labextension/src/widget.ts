@@ -15,7 +15,10 @@
  * carry the live stats now and then; the traits are the durable state (the `panes` snapshot with its
  * `snapshot_seq` and `stats`, refreshed at the start, on request and at the end). A model created
  * while its stream runs (a page reloaded mid-stream) asks for a snapshot at once. `prediction` and the
- * `lm_calls` replies may refer to pane text (`{$pane: key}`): resolved here, from the panes.
+ * `lm_calls` replies may refer to pane text (`{$pane: key}`): resolved here, from the panes. Each model
+ * says `hello` when it comes up; the kernel may then send the final snapshot by reference (each pane's
+ * `tail` and `len`, no text): filled in here from the deltas and set on the model locally (so a saved
+ * widget state holds the text), or, if this model missed batches, asked for with a `resync`.
  */
 
 import type { AnyWidget } from "@anywidget/types";
@@ -37,6 +40,7 @@ import {
 /** The part of anywidget's model proxy we use. */
 export interface ModelLike {
   get(name: string): any;
+  set(name: string, value: any): void;
   on(name: string, callback: (...args: any[]) => void): void;
   off(name?: string | null, callback?: ((...args: any[]) => void) | null): void;
   send(content: any, callbacks?: any, buffers?: any): void;
@@ -63,6 +67,8 @@ export class Controller {
     model.on("msg:custom", this.onMessage);
     model.on("change:panes", this.onSnapshot);
     model.on("change:snapshot_seq", this.onSnapshot);
+    // Tell the kernel a front end shows this model: its final snapshot may then come by reference.
+    this.sendQuietly({ type: "hello" });
     // Created while the stream runs: a page reloaded (or a second client opened) mid-stream. The state
     // we were created from holds the last snapshot only: ask for a fresh one.
     if (model.get("status") === "running") this.requestResync();
@@ -125,18 +131,34 @@ export class Controller {
     if (panes === this.snapshotRef && seq === this.snapshotSeqRef) return;
     this.snapshotRef = panes;
     this.snapshotSeqRef = seq;
+    const full = this.state.resolveSnapshot(panes, seq ?? 0);
+    if (full === null) {
+      // A final snapshot by reference that this model cannot fill in (it missed batches): ask for the text.
+      this.requestResync(true);
+      return;
+    }
+    if (full.filled) {
+      // Filled in from the deltas: set locally (not sent back), so the saved widget state holds the text.
+      // This fires change:panes again, with the full panes.
+      this.model.set("panes", full.panes);
+      return;
+    }
     const res = this.state.applySnapshot(panes ?? [], seq ?? 0);
     this.emit(res.changes);
   };
 
-  private requestResync(): void {
+  private requestResync(force = false): void {
     const now = Date.now();
-    if (now - this.lastResync < 500) return;
+    if (!force && now - this.lastResync < 500) return;
     this.lastResync = now;
+    this.sendQuietly({ type: "resync", seq: this.state.appliedSeq });
+  }
+
+  private sendQuietly(content: unknown): void {
     try {
-      this.model.send({ type: "resync", seq: this.state.appliedSeq });
+      this.model.send(content);
     } catch {
-      /* no kernel: a later snapshot will do */
+      /* no kernel (a saved notebook shown without one): nothing to tell */
     }
   }
 }

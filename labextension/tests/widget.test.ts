@@ -30,8 +30,14 @@ class FakeModel {
   get(name: string) {
     return this.attrs[name];
   }
-  /** Set several traits at once, like one comm update message (events after all are set). */
-  set(values: Record<string, any>) {
+  /** Traits set locally by the front end (anywidget's `model.set`, never sent to the kernel). */
+  localSets: [string, any][] = [];
+  set(name: string, value: any) {
+    this.localSets.push([name, value]);
+    this.update({ [name]: value });
+  }
+  /** Set several traits at once, like one comm update message from the kernel (events after all are set). */
+  update(values: Record<string, any>) {
     const changed = Object.keys(values).filter((k) => this.attrs[k] !== values[k]);
     Object.assign(this.attrs, values);
     for (const k of changed) this.trigger(`change:${k}`);
@@ -47,6 +53,11 @@ class FakeModel {
   }
   send(content: any) {
     this.sent.push(content);
+  }
+  /** What the front end asked of the kernel, after its one `hello`. */
+  get requests() {
+    expect(this.sent.filter((m) => m?.type === "hello")).toEqual([{ type: "hello" }]);
+    return this.sent.filter((m) => m?.type !== "hello");
   }
   trigger(name: string, ...args: any[]) {
     for (const cb of [...(this.handlers.get(name) ?? [])]) cb(...args);
@@ -71,7 +82,7 @@ function mount(attrs: Record<string, any> = {}, created?: Record<string, any>) {
     disposeInit();
     el.remove();
   });
-  if (!created) model.set({ status: "running", ...attrs });
+  if (!created) model.update({ status: "running", ...attrs });
   return { model, el };
 }
 
@@ -147,7 +158,7 @@ describe("StreamWidget view", () => {
   it("a snapshot replaces the panes; a second view and a reload show the full text from it", async () => {
     const { model, el } = mount();
     model.custom({ type: "deltas", seq: 1, items: [["p.a", "ab", false]] });
-    model.set({ panes: [{ key: "p.a", predict: "p", field: "a", text: "abcd", done: true }], snapshot_seq: 2, status: "done" });
+    model.update({ panes: [{ key: "p.a", predict: "p", field: "a", text: "abcd", done: true }], snapshot_seq: 2, status: "done" });
     await frame();
     expect(paneText(el, "p.a")).toBe("abcd");
     // Deltas already in the snapshot are not applied again.
@@ -164,39 +175,96 @@ describe("StreamWidget view", () => {
     const { model: m3, el: el3 } = mount({}, saved);
     expect(paneText(el3, "p.a")).toBe("abcd");
     expect(pane(el3, "p.a")!.classList.contains("done")).toBe(true);
-    expect(m3.sent).toEqual([]);
+    expect(m3.requests).toEqual([]);
   });
 
   it("asks the kernel for a snapshot when a batch skips a seq", () => {
     const { model } = mount({ panes: [{ key: "p.a", text: "x" }], snapshot_seq: 5 });
-    expect(model.sent).toEqual([]); // a live model: created idle, nothing missed
+    expect(model.requests).toEqual([]); // a live model: created idle, nothing missed
     model.custom({ type: "deltas", seq: 9, items: [["p.a", "late", false]] });
-    expect(model.sent).toEqual([{ type: "resync", seq: 5 }]);
+    expect(model.requests).toEqual([{ type: "resync", seq: 5 }]);
     expect(controllerFor(model)!.state.get("p.a")!.text).toBe("x");
   });
 
   it("a model created while its stream runs (a reload mid-stream) asks for a snapshot at once, then catches up", async () => {
     const { model, el } = mount({}, { status: "running", panes: [{ key: "p.a", text: "ab" }], snapshot_seq: 3 });
-    expect(model.sent).toEqual([{ type: "resync", seq: 3 }]);
+    expect(model.requests).toEqual([{ type: "resync", seq: 3 }]);
     expect(paneText(el, "p.a")).toBe("ab");
     // Batches sent before our snapshot arrives are held back (they skip seqs 4-6), not re-requested at once.
     model.custom({ type: "deltas", seq: 7, items: [["p.a", "gh", false]] });
-    expect(model.sent.length).toBe(1);
-    model.set({ panes: [{ key: "p.a", text: "abcdef" }], snapshot_seq: 6 });
+    expect(model.requests.length).toBe(1);
+    model.update({ panes: [{ key: "p.a", text: "abcdef" }], snapshot_seq: 6 });
     await frame();
     expect(paneText(el, "p.a")).toBe("abcdefgh");
     expect(controllerFor(model)!.state.appliedSeq).toBe(7);
+  });
+
+  it("a final snapshot by reference is filled in from the deltas and set locally, for the saved state", async () => {
+    const { model, el } = mount();
+    expect(model.sent[0]).toEqual({ type: "hello" });
+    model.custom({ type: "deltas", seq: 1, items: [["p.a", "ab", false], ["p.r", "x", false]] });
+    model.custom({ type: "deltas", seq: 2, items: [["p.a", "c😀", false]] });
+    model.update({
+      status: "done", snapshot_seq: 2,
+      panes: [
+        { key: "p.r", predict: "p", field: "r", done: true, tail: "", len: 1 },
+        { key: "p.a", predict: "p", field: "a", done: true, tail: "de", len: 7 },
+        { key: "p.b", predict: "p", field: "b", done: true, tail: "only in the tail", len: 16 },
+      ],
+    });
+    await frame();
+    expect(model.requests).toEqual([]);
+    expect(paneText(el, "p.a")).toBe("abc😀de");
+    expect(paneText(el, "p.b")).toBe("only in the tail");
+    expect(pane(el, "p.a")!.classList.contains("done")).toBe(true);
+    // The model now holds the text (what JupyterLab saves), set locally, never sent to the kernel.
+    expect(model.localSets.map(([k]) => k)).toEqual(["panes"]);
+    expect(model.get("panes")).toEqual([
+      { key: "p.r", predict: "p", field: "r", text: "x", done: true },
+      { key: "p.a", predict: "p", field: "a", text: "abc😀de", done: true },
+      { key: "p.b", predict: "p", field: "b", text: "only in the tail", done: true },
+    ]);
+    // A reload of the saved state shows it and asks for nothing.
+    const { model: m2, el: el2 } = mount({}, { status: "done", snapshot_seq: 2, panes: model.get("panes") });
+    expect(paneText(el2, "p.a")).toBe("abc😀de");
+    expect(m2.requests).toEqual([]);
+  });
+
+  it("a final snapshot by reference that cannot be filled in (missed batch, wrong length, reload) asks for the text", async () => {
+    const byRef = { status: "done", snapshot_seq: 3, panes: [{ key: "p.a", done: true, tail: "d", len: 4 }] };
+    // Missed batch 2: held back, then the final snapshot by reference cannot be filled in.
+    const { model, el } = mount();
+    model.custom({ type: "deltas", seq: 1, items: [["p.a", "a", false]] });
+    model.custom({ type: "deltas", seq: 3, items: [["p.a", "c", false]] });
+    expect(model.requests).toEqual([{ type: "resync", seq: 1 }]);
+    model.update(byRef); // within the resync throttle: asked again all the same
+    expect(model.requests).toEqual([{ type: "resync", seq: 1 }, { type: "resync", seq: 1 }]);
+    expect(model.localSets).toEqual([]);
+    model.update({ panes: [{ key: "p.a", text: "abcd", done: true }] });
+    await frame();
+    expect(paneText(el, "p.a")).toBe("abcd");
+    // Every batch, but the lengths disagree.
+    const m2 = mount().model;
+    m2.custom({ type: "deltas", seq: 1, items: [["p.a", "ab", false]] });
+    m2.custom({ type: "deltas", seq: 2, items: [["p.a", "c", false]] });
+    m2.custom({ type: "deltas", seq: 3, items: [["p.a", "x", false]] });
+    m2.update({ ...byRef, panes: [{ key: "p.a", done: true, tail: "d", len: 9 }] });
+    expect(m2.requests).toEqual([{ type: "resync", seq: 3 }]);
+    // A page reloaded after the end: created from the kernel's state, no batch seen.
+    const m3 = mount({}, byRef).model;
+    expect(m3.requests).toEqual([{ type: "resync", seq: 0 }]);
+    expect(m3.localSets).toEqual([]);
   });
 
   it("Stop sends {type: 'stop'} and is disabled once the stream is not running", () => {
     const { model, el } = mount();
     const stop = el.querySelector<HTMLButtonElement>(".jps-stop")!;
     stop.click();
-    expect(model.sent).toEqual([{ type: "stop" }]);
+    expect(model.requests).toEqual([{ type: "stop" }]);
     expect(stop.disabled).toBe(true);
     stop.click();
-    expect(model.sent.length).toBe(1);
-    model.set({ status: "stopped" });
+    expect(model.requests.length).toBe(1);
+    model.update({ status: "stopped" });
     expect(stop.disabled).toBe(true);
     expect(el.querySelector(".jps-widget")!.getAttribute("data-status")).toBe("stopped");
     expect(el.querySelector(".jps-status")!.textContent).toContain("stopped");
@@ -206,7 +274,7 @@ describe("StreamWidget view", () => {
     const { model, el } = mount();
     model.custom({ type: "deltas", seq: 1, items: [["p.answer", "partial", false]] });
     await frame();
-    model.set({ status: "error", error: "LMError: <b>boom</b>" });
+    model.update({ status: "error", error: "LMError: <b>boom</b>" });
     const err = el.querySelector<HTMLElement>(".jps-error")!;
     expect(err.hidden).toBe(false);
     expect(err.textContent).toBe("LMError: <b>boom</b>");
@@ -217,13 +285,13 @@ describe("StreamWidget view", () => {
 
   it("status log, stats, prediction and inspector", () => {
     const { model, el } = mount();
-    model.set({ status_log: ["one", "two"], status_message: "two" });
+    model.update({ status_log: ["one", "two"], status_message: "two" });
     expect([...el.querySelectorAll(".jps-log li")].map((li) => li.textContent)).toEqual(["one", "two"]);
-    model.set({ status_log: ["one", "two", "three"] });
+    model.update({ status_log: ["one", "two", "three"] });
     expect(el.querySelectorAll(".jps-log li").length).toBe(3);
-    model.set({ status: "done", stats: { elapsed: 2, tokens: 10, tokens_per_s: 5, ttft: 0.5 } });
+    model.update({ status: "done", stats: { elapsed: 2, tokens: 10, tokens_per_s: 5, ttft: 0.5 } });
     expect(el.querySelector(".jps-stats")!.textContent).toBe("2.0 s · 10 tokens · 5.0 tok/s · TTFT 0.50 s");
-    model.set({
+    model.update({
       prediction: { fields: { answer: "Paris", n: "42", items: '[\n  1,\n  2\n]' }, usage: { m: { completion_tokens: 3 } } },
     });
     const pred = el.querySelector<HTMLDetailsElement>(".jps-prediction")!;
@@ -235,7 +303,7 @@ describe("StreamWidget view", () => {
       "[\n  1,\n  2\n]",
       JSON.stringify({ m: { completion_tokens: 3 } }, null, 2),
     ]);
-    model.set({
+    model.update({
       lm_calls: [
         {
           call_id: 1, predict: "predict", model: "m",
@@ -264,7 +332,7 @@ describe("StreamWidget view", () => {
     model.custom({ type: "deltas", seq: 2, items: [], stats: { tokens: 99 } }); // a stale batch: ignored
     expect(stats()).toContain("12 tokens");
     // The end: the final snapshot at the last seq, with the final stats.
-    model.set({ status: "done", snapshot_seq: 2, panes: [{ key: "p.a", text: "xy", done: true }],
+    model.update({ status: "done", snapshot_seq: 2, panes: [{ key: "p.a", text: "xy", done: true }],
       stats: { elapsed: 2, tokens: 20, tokens_per_s: 10, ttft: 0.1 } });
     expect(stats()).toBe("2.0 s · 20 tokens · 10.0 tok/s · TTFT 0.10 s");
   });
@@ -273,7 +341,7 @@ describe("StreamWidget view", () => {
     const long = "Paris is the capital of France, on the Seine. ";
     const { model, el } = mount();
     model.custom({ type: "deltas", seq: 1, items: [["p.reasoning", "Think", false], ["p.answer", long, false]] });
-    model.set({ lm_calls: [{ call_id: 1, predict: "p", model: "m", messages: [], done: true,
+    model.update({ lm_calls: [{ call_id: 1, predict: "p", model: "m", messages: [], done: true,
       raw: ["[[ ## answer ## ]]\n", { $pane: "p.answer", end: 5 }, "\n\n[[ ## completed ## ]]"] }] });
     const insp = el.querySelector<HTMLDetailsElement>(".jps-inspector")!;
     insp.open = true;
@@ -281,7 +349,7 @@ describe("StreamWidget view", () => {
     // Only the first 5 UTF-16 units of the pane: the text the call wrote, even if the pane grew since.
     expect(insp.querySelector(".jps-raw")!.textContent).toBe("[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]");
     // The end: the final snapshot and the prediction by reference, in one update.
-    model.set({
+    model.update({
       status: "done", snapshot_seq: 1,
       panes: [{ key: "p.reasoning", text: "Think", done: true }, { key: "p.answer", text: long + "Yes.", done: true }],
       prediction: { fields: { reasoning: "Think", answer: { $pane: "p.answer" }, n: "42" }, usage: {} },
@@ -292,7 +360,7 @@ describe("StreamWidget view", () => {
 
   it("a reference to text that has not arrived yet is shown when it arrives", async () => {
     const { model, el } = mount();
-    model.set({ lm_calls: [{ call_id: 1, predict: "p", done: true, raw: ["<", { $pane: "p.answer", end: 6 }, ">"] }] });
+    model.update({ lm_calls: [{ call_id: 1, predict: "p", done: true, raw: ["<", { $pane: "p.answer", end: 6 }, ">"] }] });
     const insp = el.querySelector<HTMLDetailsElement>(".jps-inspector")!;
     insp.open = true;
     insp.dispatchEvent(new Event("toggle"));
@@ -312,7 +380,7 @@ describe("safety: model text stays inert", () => {
   it("plain panes", async () => {
     const { model, el } = mount();
     model.custom({ type: "deltas", seq: 1, items: [["p.answer", evil, true]] });
-    model.set({ status_message: evil, status_log: [evil], title: evil });
+    model.update({ status_message: evil, status_log: [evil], title: evil });
     await frame();
     expect(paneText(el, "p.answer")).toBe(evil);
     expect(el.querySelector("script")).toBeNull();
@@ -323,7 +391,7 @@ describe("safety: model text stays inert", () => {
 
   it("text by reference: prediction and raw reply", () => {
     const { model, el } = mount();
-    model.set({
+    model.update({
       status: "done", snapshot_seq: 0, panes: [{ key: "p.answer", text: evil, done: true }],
       prediction: { fields: { answer: { $pane: "p.answer" } } },
       lm_calls: [{ call_id: 1, predict: "p", done: true, raw: ["x", { $pane: "p.answer" }, "y"] }],
@@ -360,7 +428,7 @@ describe("safety: model text stays inert", () => {
     model.custom({ type: "deltas", seq: 1, items: [["p.answer", "**hi** there", true]] });
     await frame();
     expect(paneText(el, "p.answer")).toBe("**hi** there");
-    model.set({ markdown: true });
+    model.update({ markdown: true });
     expect(pane(el, "p.answer")!.querySelector("strong")!.textContent).toBe("hi");
     expect(paneText(el, "p.answer")).toBe("hi there");
   });

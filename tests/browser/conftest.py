@@ -62,6 +62,8 @@ HOSTILE = (
 CLOSE_TAB_ANSWER = " ".join(f"word{i}" for i in range(150))
 # The reload test's reply: about 600 tokens, some 10 s at DEMO_RATE, so the page reloads mid-stream.
 RELOAD_ANSWER = " ".join(f"word{i}" for i in range(300))
+# The saved-state test's reply: about 2 s at DEMO_RATE.
+SAVED_ANSWER = " ".join(f"saved{i}" for i in range(60))
 # A long essay for the Stop test: at 20 tokens/s it would stream for about half a minute.
 ESSAY = " ".join(f"Paragraph {i}: tea was traded, taxed, smuggled and argued about for centuries." for i in range(40))
 
@@ -131,6 +133,18 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
         f"shared_server().script('[[ ## answer ## ]]\\n' + {RELOAD_ANSWER!r} + '\\n\\n[[ ## completed ## ]]')",
         '%%stream "question -> answer" --out reloaded\nKeep talking while the page reloads.',
     ),
+    # A short stream whose notebook is saved with its widget state; the last cell tells whether the end went
+    # by reference (a page said hello) and whether the kernel's widget holds the text.
+    "saved.ipynb": _notebook(
+        "%load_ext jupyter_stream\n"
+        "from jupyter_stream.demo import shared_server\n"
+        f"shared_server().script('[[ ## answer ## ]]\\n' + {SAVED_ANSWER!r} + '\\n\\n[[ ## completed ## ]]')",
+        '%%stream "question -> answer" --out saved\nSave me.',
+        "def _final_by_ref():\n"
+        "    from ipywidgets.widgets.widget import _instances\n"
+        "    [w] = [w for w in list(_instances.values()) if type(w).__name__ == 'StreamWidget']\n"
+        "    return f'{w._panes_by_ref is not None} {[p[\"text\"] for p in w.panes] == [saved.answer]}'",
+    ),
     # Markup in the model's reply, in plain and in Markdown panes.
     "hostile.ipynb": _notebook(
         "%load_ext jupyter_stream\n"
@@ -163,9 +177,10 @@ class Lab:
     def __init__(self, url: str, token: str, notebook_dir: Path, runtime_dir: Path) -> None:
         self.url, self.token, self.notebook_dir, self.runtime_dir = url, token, notebook_dir, runtime_dir
 
-    def api(self, method: str, path: str) -> Any:
+    def api(self, method: str, path: str, body: Any = None) -> Any:
         req = urllib.request.Request(
-            f"{self.url}{path}", method=method, headers={"Authorization": f"token {self.token}"}
+            f"{self.url}{path}", method=method, headers={"Authorization": f"token {self.token}"},
+            data=None if body is None else json.dumps(body).encode(),
         )
         with urllib.request.urlopen(req, timeout=10) as r:
             body = r.read()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import json
 import shutil
 import time
 from pathlib import Path
@@ -291,12 +292,14 @@ def test_closing_the_tab_mid_stream_keeps_the_kernel_streaming_and_responsive(pa
                 and m["content"]["data"].get("method") == "custom"
                 and m["content"]["data"]["content"].get("type") == "deltas"]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and final["snapshot_seq"] == seqs[-1], seqs
-        assert [p["text"] for p in final["panes"]] == [CLOSE_TAB_ANSWER]
-        # No gap from the first batch heard to the end: the batches, then what only the final snapshot holds
-        # (what came after the last flush, if anything: a token or two).
-        end = CLOSE_TAB_ANSWER.rfind(heard) + len(heard)
-        assert heard and end >= len(heard), heard
-        assert CLOSE_TAB_ANSWER[end:].count(" ") <= 2, CLOSE_TAB_ANSWER[end:]
+        # The page said hello before it closed, so the final snapshot goes by reference: no text, only what
+        # no batch carried (what came after the last flush, if anything: a token or two) and the length.
+        [pane] = final["panes"]
+        assert "text" not in pane and pane["len"] == len(CLOSE_TAB_ANSWER), pane
+        # No gap from the first batch heard to the end: the batches, then the final tail.
+        assert heard and CLOSE_TAB_ANSWER.endswith(heard + pane["tail"]), (heard[-40:], pane)
+        end = len(CLOSE_TAB_ANSWER) - len(pane["tail"])
+        assert pane["tail"].count(" ") <= 2, pane["tail"]
         # More than what was left when the tab closed went out after.
         assert len(heard) + len(CLOSE_TAB_ANSWER) - end > len(CLOSE_TAB_ANSWER) - len(shown)
         after_close = [d for d, _ in deltas if d > gone]
@@ -382,4 +385,61 @@ def test_a_page_reloaded_mid_stream_catches_up_and_follows_the_stream(page, lab)
     _wait_status(page, widget, "done", timeout=30)
     assert text.text_content() == RELOAD_ANSWER
     expect(widget.locator('.jps-pane[data-key="self.answer"]')).to_have_class(DONE)
+
+    # Reloaded after the end: the kernel's state holds the final snapshot by reference (a page said
+    # hello), which a fresh page cannot fill in; it asks, and shows the whole text.
+    page.reload()
+    widget = lab.cell(page, '%%stream "question -> answer"').locator(".jps-widget")
+    text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+    expect(text).to_have_count(1, timeout=30_000)
+    _wait_status(page, widget, "done", timeout=30)
+    expect(text).to_have_text(RELOAD_ANSWER, timeout=10_000)
+    expect(widget.locator('.jps-pane[data-key="self.answer"]')).to_have_class(DONE)
     assert not [line for line in page.console_log if line.startswith("[pageerror]")], page.console_log
+
+
+def test_the_saved_widget_state_holds_the_text_the_page_filled_in(page, lab):
+    """The end of a stream comes by reference to a page that said hello: the page fills the text in from
+    the batches and sets it on its model, so a notebook saved with its widget state holds the text."""
+    from .conftest import SAVED_ANSWER
+
+    setting = "/lab/api/settings/@jupyter-widgets/jupyterlab-manager:plugin"
+    lab.api("PUT", setting, {"raw": json.dumps({"saveState": True})})
+    try:
+        lab.open(page, "saved.ipynb")
+        lab.run_all(page)
+        widget = lab.cell(page, '%%stream "question -> answer"').locator(".jps-widget")
+        _wait_status(page, widget, "done", timeout=60)
+        text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+        assert text.text_content() == SAVED_ANSWER
+        saved = lab.notebook_dir / "saved.ipynb"
+        mtime = saved.stat().st_mtime_ns
+        page.keyboard.press("Control+s")
+        deadline = time.monotonic() + 15
+        while saved.stat().st_mtime_ns == mtime:
+            assert time.monotonic() < deadline, "the notebook was not saved"
+            time.sleep(0.1)
+        nb = json.loads(saved.read_text("utf-8"))
+        states = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+        ours = [m["state"] for m in states.values() if m["state"].get("status") == "done"]
+        assert [[(p.get("text"), p.get("done")) for p in m["panes"]] for m in ours] == [[(SAVED_ANSWER, True)]]
+        # The kernel sent the end by reference: the text is in the saved state because the page put it there.
+        kc = lab.kernel_client(lab.kernel_id("saved.ipynb"))
+        try:
+            msg_id = kc.execute("print(_final_by_ref())")
+            out = []
+            deadline = time.monotonic() + 20
+            while True:
+                m = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+                if m["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if m["msg_type"] == "stream":
+                    out.append(m["content"]["text"])
+                if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                    break
+        finally:
+            kc.stop_channels()
+        assert "".join(out).split() == ["True", "True"], out
+        assert not [line for line in page.console_log if line.startswith("[pageerror]")], page.console_log
+    finally:
+        lab.api("PUT", setting, {"raw": json.dumps({"saveState": False})})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import threading
 import time
 
@@ -118,6 +119,47 @@ def test_widget_deltas_arrive_batched_while_the_cell_runs(kernel, slow_server):
     wt = [t for t, _ in widget]
     assert max(sum(1 for u in wt if t <= u < t + 1.0) for t in wt) <= 30
     assert len(deltas) <= 25 * span + 3
+
+
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_a_front_end_that_said_hello_gets_the_final_snapshot_by_reference(kernel, slow_server, snapshot):
+    """Standing in for JupyterLab, this client says hello when the widget opens: the end then carries no
+    pane text (the view fills it in from the batches); ``--no-snapshot`` also leaves out the HTML copy,
+    so the text goes over the wire once."""
+    _, kc = kernel
+    slow_server.reset()
+    slow_server.script(LONG)
+
+    def hello(msg):
+        if msg["msg_type"] == "comm_open" and _comm_opens([(0, msg)]):
+            content = {"comm_id": msg["content"]["comm_id"], "data": {"method": "custom", "content": {"type": "hello"}}}
+            kc.shell_channel.send(kc.session.msg("comm_msg", content))
+
+    option = "" if snapshot else " --no-snapshot"
+    reply, msgs = execute(kc, f'%%stream "question -> answer" --out w{option}\nHello?', on_iopub=hello)
+    assert reply["content"]["status"] == "ok"
+    reply, out = execute(kc, "print(repr(w.answer))")
+    answer = ast.literal_eval(stream_text(out).strip())
+    comm_id = _comm_opens(msgs)[0]
+    deltas = _deltas(msgs)
+    joined = "".join(item[1] for _, d in deltas for item in d["items"] if item[0] == "self.answer")
+    updates = [m["content"]["data"]["state"] for _, m in msgs if m["msg_type"] == "comm_msg"
+               and m["content"]["comm_id"] == comm_id and m["content"]["data"]["method"] == "update"]
+    final = updates[-1]
+    assert final["status"] == "done" and final["snapshot_seq"] == deltas[-1][1]["seq"]
+    [pane] = final["panes"]
+    assert "text" not in pane and pane["done"] is True
+    assert joined + pane["tail"] == answer and pane["len"] == len(answer)
+    # Only the batches carry the middle of the text, plus the HTML snapshot unless --no-snapshot.
+    middle = answer[len(answer) // 2:][:12]
+    holders = [m["msg_type"] for _, m in msgs if middle in json.dumps(m["content"], ensure_ascii=False)
+               and not (m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "custom")]
+    displays = [m["content"]["data"] for _, m in msgs if m["msg_type"] == "update_display_data"]
+    assert "application/vnd.jupyter.widget-view+json" in displays[-1]
+    if snapshot:
+        assert holders == ["update_display_data"] and middle in displays[-1]["text/html"]
+    else:
+        assert holders == [] and "text/html" not in displays[-1]
 
 
 def test_stop_button_is_handled_while_the_cell_runs(kernel, slow_server):

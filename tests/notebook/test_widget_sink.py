@@ -262,6 +262,72 @@ def test_resync_request_sends_a_snapshot_at_once():
     assert w.deltas()[-1]["seq"] == 2 and w.deltas()[-1]["items"] == [["predict.answer", "ghi", False]]
 
 
+def _stream_to_a_view(clock: FakeClock, w: CapturingWidget, *, hello: bool) -> WidgetSink:
+    sink = WidgetSink(w, timer="none", clock=clock)
+    if hello:
+        w._handle_custom_msg({"type": "hello"}, [])
+    sink.start(title="p")
+    for i in range(40):
+        sink.handle(chunk("answer", f"a{i}😀 "))
+        sink.handle(chunk("reasoning", f"r{i}", last=i == 39))
+        clock.now += 0.01
+    sink.flush()
+    sink.handle(chunk("answer", "tail"))  # right after a flush: pending at the end, in no batch
+    return sink
+
+
+def test_final_snapshot_goes_by_reference_to_a_view_that_said_hello():
+    """With a view, the text is not sent a second time at the end: each pane carries only what no batch
+    carried, and the length the view checks before it fills the text in itself."""
+    w = CapturingWidget()
+    clock = FakeClock()
+    sink = _stream_to_a_view(clock, w, hello=True)
+    assert w.views_seen
+    sink.finish()
+    final = w.updates[-1]
+    assert set(final) == {"panes", "snapshot_seq", "stats", "status"} and final["snapshot_seq"] == w.last_seq
+    texts = sink.texts()
+    joined = w.joined()
+    assert [p["key"] for p in final["panes"]] == list(texts) == ["predict.answer", "predict.reasoning"]
+    for wire in final["panes"]:
+        text = texts[wire["key"]]
+        assert "text" not in wire and wire["done"] is True
+        assert joined[wire["key"]] + wire["tail"] == text
+        assert wire["len"] == len(text.encode("utf-16-le")) // 2  # UTF-16 code units
+    assert final["panes"][0]["tail"].endswith("tail") and final["panes"][1]["tail"] == ""
+    assert final["panes"][0]["len"] == len(texts["predict.answer"]) + 40  # each emoji: 2 code units
+    # Python keeps the text.
+    assert [p["text"] for p in w.panes] == list(texts.values())
+    # The final update is small: no pane text in it.
+    assert "a39" not in json.dumps(final)
+
+
+def test_a_view_that_cannot_fill_in_the_final_snapshot_gets_the_text_on_resync():
+    w = CapturingWidget()
+    clock = FakeClock()
+    sink = _stream_to_a_view(clock, w, hello=True)
+    sink.finish()
+    n = len(w.updates)
+    w._handle_custom_msg({"type": "resync", "seq": 0}, [])
+    assert len(w.updates) == n + 1 and set(w.updates[-1]) == {"panes", "snapshot_seq"}
+    assert w.updates[-1]["panes"] == w.panes and [p["text"] for p in w.panes] == list(sink.texts().values())
+    assert w.updates[-1]["snapshot_seq"] == w.last_seq
+    # A page reloaded later asks for the whole state: the text again, not the reference form.
+    w.send_state()
+    assert w.updates[-1]["panes"] == w.panes
+
+
+def test_without_a_view_the_final_snapshot_carries_the_text():
+    """A notebook executed headless (nbclient): no front end said hello, the saved widget state needs the text."""
+    w = CapturingWidget()
+    clock = FakeClock()
+    sink = _stream_to_a_view(clock, w, hello=False)
+    sink.finish()
+    assert not w.views_seen
+    assert w.updates[-1]["panes"] == w.panes
+    assert [p["text"] for p in w.updates[-1]["panes"]] == list(sink.texts().values())
+
+
 def test_reusing_a_widget_clears_panes_and_keeps_seq_increasing():
     w = CapturingWidget()
     sink = WidgetSink(w, timer="none")
