@@ -51,9 +51,12 @@ class LMRecord:
     model: str
     messages: list[dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)
+    received: bytearray = field(default_factory=bytearray)
+    """The content received so far, UTF-8 encoded, in one buffer that grows in place (a long reply
+    holds one block of memory, not a million strings, and gives it back whole when the call ends),
+    but for the last deltas, in ``parts``; both emptied when the call ends (see ``text``)."""
     parts: list[str] = field(default_factory=list)
-    """The content received so far, in order: the deltas, every 65,536 of them joined into one block
-    (so a long reply holds a few strings, not a million); emptied when the call ends (see ``text``)."""
+    """The deltas not yet moved into ``received`` (at most 1,024)."""
     reasoning_parts: list[str] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=dict)
     ttft: float | None = None
@@ -67,7 +70,9 @@ class LMRecord:
 
     def content_so_far(self) -> str:
         """The content received so far (joined on demand; the record itself never re-joins)."""
-        return self.text or "".join(self.parts)
+        if self.text:
+            return self.text
+        return self.received.decode("utf-8", "surrogatepass") + "".join(self.parts)
 
 
 ContentHook = Callable[[str], Any]
@@ -315,8 +320,8 @@ class LM:
             raise
         finally:
             rec.duration = time.perf_counter() - rec.started
-        rec.text = "".join(rec.parts)
-        rec.parts.clear()  # the text is kept once: LM.history holds the last calls' records
+        rec.text = rec.content_so_far()
+        rec.received, rec.parts = bytearray(), []  # the text is kept once: LM.history holds the records
         rec.reasoning = "".join(rec.reasoning_parts)
         self.history.append(rec)
         if use_cache and rec.finish_reason in ("stop", "length", None):
@@ -336,9 +341,8 @@ class LM:
         extra: dict[str, Any] = {"stream": True}
         if self.include_usage:
             extra["stream_options"] = {"include_usage": True}
-        parts = rec.parts
+        received, parts = rec.received, rec.parts
         parts_append = parts.append
-        packed = len(parts)  # parts[:packed] are joined blocks
         reasoning_append = rec.reasoning_parts.append
         started = rec.started
         n = 0
@@ -382,9 +386,11 @@ class LM:
                                 if text:
                                     n += 1
                                     parts_append(text)
-                                    if not n & _PACK_MASK:  # one list slot per delta would cost ~15x the text
-                                        parts[packed:] = ["".join(parts[packed:])]
-                                        packed += 1
+                                    if not n & _PACK_MASK:
+                                        # Into one growing buffer: a str per delta kept in a list costs
+                                        # ~15x the text; blocks of joined deltas fragment the heap.
+                                        received += "".join(parts).encode("utf-8", "surrogatepass")
+                                        parts.clear()
                                     if on_content is not None:
                                         on_content(text)
                                     if rec.ttft is None:
@@ -432,7 +438,7 @@ class LM:
             raise LMError(f"{self.model}: the connection closed after {n} deltas, before the reply finished")
 
 
-_PACK_MASK = 65_535  # join the deltas every 65,536 of them (fewer, bigger blocks fragment the heap less)
+_PACK_MASK = 1_023  # move the deltas into the record's buffer every 1,024 of them
 _RAW_STREAM_HEADER = "X-Stainless-Raw-Response"  # openai's marker: return the response unread
 
 

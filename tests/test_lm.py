@@ -9,6 +9,8 @@ import socket
 
 import pytest
 
+import jupyter_stream.lm as lm_mod
+
 import jupyter_stream as js
 from jupyter_stream import LMError
 from jupyter_stream.demo import Fault, Reply, tokenize
@@ -57,7 +59,7 @@ async def test_acall_with_prompt_sends_one_user_message(server, lm):
     assert server.requests[-1]["messages"] == [{"role": "user", "content": "hi"}]
     assert rec.messages == [{"role": "user", "content": "hi"}]
     assert rec.text == "Hello there"
-    assert rec.parts == [], "the deltas are dropped once joined: the text is kept once"
+    assert rec.received == bytearray() and rec.parts == [], "the deltas are dropped once decoded: the text is kept once"
     assert rec.finish_reason == "stop"
     assert rec.cached is False
     assert lm.history[-1] is rec
@@ -422,23 +424,24 @@ async def test_a_program_prediction_sums_the_usage_of_all_its_lm_calls(server, l
     assert usage["prompt_tokens"] == 30 and usage["completion_tokens"] == 8
 
 
-async def test_a_long_reply_is_held_in_joined_blocks_not_one_slot_per_delta(server, lm, monkeypatch):
-    import jupyter_stream.lm as lm_mod
-
-    monkeypatch.setattr(lm_mod, "_PACK_MASK", 3)  # join every 4 deltas instead of every 65,536
-    text = " ".join(f"w{i}" for i in range(30))
+async def test_a_long_reply_is_held_in_one_growing_buffer_not_one_string_per_delta(server, lm, monkeypatch):
+    monkeypatch.setattr(lm_mod, "_PACK_MASK", 3)  # into the buffer every 4 deltas instead of every 1,024
+    text = " ".join(f"w{i}é😀" for i in range(30))  # non-ASCII: the buffer holds UTF-8
     server.script(text)
     rec = lm_mod.LMRecord(lm.model, [], {})
     got: list[str] = []
-    slots: list[int] = []
+    buffers: set[int] = set()
+    loose: list[int] = []
 
     def on_content(delta: str) -> None:
         got.append(delta)
-        assert rec.content_so_far() == "".join(got)  # blocks and loose deltas, in order
-        slots.append(len(rec.parts))
+        assert rec.content_so_far() == "".join(got)
+        done = len(got) - len(got) % 4  # the deltas moved into the buffer so far
+        assert bytes(rec.received) == "".join(got[:done]).encode("utf-8") and rec.parts == got[done:]
+        buffers.add(id(rec.received))
+        loose.append(len(rec.parts))
 
     await lm.astream([{"role": "user", "content": "go"}], on_content=on_content, record=rec)
-    assert rec.text == text == "".join(got)
-    assert len(got) > 20
-    assert max(slots) <= len(got) // 4 + 4, slots  # one slot per 4 deltas, plus the loose ones
-    assert rec.parts == []
+    assert rec.text == text == "".join(got) == rec.content_so_far()
+    assert len(got) > 20 and len(buffers) == 1 and max(loose) <= 3  # one buffer, grown in place
+    assert rec.received == bytearray() and rec.parts == []

@@ -11,7 +11,7 @@ import concurrent.futures
 import contextvars
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..adapters.base import FieldDelta
@@ -120,13 +120,6 @@ class Router:
             if last:
                 st.done = True
 
-    def route_one(self, field: str, text: str) -> None:
-        """``route([FieldDelta(field, text, False)])`` without the list: the per-token fast path."""
-        st = self._states.get(field)
-        if st is not None and not st.done:
-            st.started = True
-            self._emit(StreamResponse(self._name, field, text, False))
-
     def close_open(self) -> None:
         """Give every field that started but did not close its one ``is_last_chunk`` (a failed call)."""
         for field, st in self._states.items():
@@ -150,30 +143,22 @@ def _never(text: str) -> None:
 class FieldFeed:
     """One LM call's deltas -> the adapter's incremental parser -> the router.
 
-    Native reasoning (``reasoning_content``) bypasses the parser as the ``reasoning`` field, closed
-    when the first content delta arrives or the reply ends.
+    ``content(text)`` takes one content delta: a closure over the parser's ``passthrough``, the
+    router's field states and the channel, so that a plain token inside an open field (most of them)
+    costs one parser check and one event, with no list and no further call. Native reasoning
+    (``reasoning_content``) bypasses the parser as the ``reasoning`` field, closed when the first
+    content delta arrives or the reply ends.
     """
 
-    __slots__ = ("_route", "_route_one", "_feed", "_pass", "_parser", "_router", "_reasoning_open")
+    __slots__ = ("content", "_route", "_parser", "_router", "_reasoning_open")
 
     def __init__(self, router: Router, parser: Any) -> None:
-        self._router, self._parser = router, parser
-        self._route, self._route_one, self._feed = router.route, router.route_one, parser.feed
-        self._pass = getattr(parser, "passthrough", None) or _never
-        self._reasoning_open = False
-
-    def content(self, text: str) -> None:
-        if self._reasoning_open:
-            self._reasoning_open = False
-            self._route(_REASONING_END)
-        field = self._pass(text)
-        if field is not None:
-            self._route_one(field, text)
-        else:
-            self._route(self._feed(text))
+        self._router, self._parser, self._route = router, parser, router.route
+        self._reasoning_open = [False]  # shared with ``content`` (a list, not self: no reference cycle)
+        self.content = _content_hook(router, parser, self._reasoning_open)
 
     def reasoning(self, text: str) -> None:
-        self._reasoning_open = True
+        self._reasoning_open[0] = True
         self._route((FieldDelta("reasoning", text, False),))
 
     def finish(self, *, cached: bool) -> None:
@@ -181,11 +166,34 @@ class FieldFeed:
         if cached:
             self._router.mark_cache_hit()
             return
-        if self._reasoning_open:
-            self._reasoning_open = False
+        if self._reasoning_open[0]:
+            self._reasoning_open[0] = False
             self._route(_REASONING_END)
         self._route(self._parser.finish())
         self._router.close_open()
+
+
+def _content_hook(router: Router, parser: Any, reasoning_open: list[bool]) -> Callable[[str], None]:
+    """``FieldFeed.content``: one content delta through ``parser`` to ``router`` (the per-token hot path)."""
+    passthrough = getattr(parser, "passthrough", None) or _never
+    feed, route, emit, name = parser.feed, router.route, router._emit, router._name
+    state_of = router._states.get
+
+    def content(text: str) -> None:
+        if reasoning_open[0]:
+            reasoning_open[0] = False
+            route(_REASONING_END)
+        field = passthrough(text)
+        if field is None:
+            route(feed(text))
+            return
+        # route([FieldDelta(field, text, False)]) without the list
+        st = state_of(field)
+        if st is not None and not st.done:
+            st.started = True
+            emit(StreamResponse(name, field, text, False))
+
+    return content
 
 
 class _StatusCallback(BaseCallback):
