@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/_concurrency.py --profile ours     # one run of one variant under cProfile
 
 ``run(server, quick=..., dspy=...)`` is what ``run.py`` calls (section 4). Every run of every variant is a
-fresh subprocess (this file with ``--worker VARIANT``), so its peak RSS (``ru_maxrss``) is its own. The worker
+fresh subprocess (this file with ``--worker VARIANT``), so its peak RSS (``VmHWM``, reset before the round) is its own. The worker
 imports everything, opens S connections with a warm-up round (S concurrent streams of a short reply, checked),
 collects garbage, reads its RSS, then starts S streams at once with ``asyncio.gather`` and times each stream
 from the gather start to its last item. Every stream's output is checked (joined chunks == the expected
@@ -85,6 +85,31 @@ def _rss_kb() -> int:
 def _peak_kb() -> int:
     """Peak resident set size of this process so far (``ru_maxrss``: KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_hwm() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux >= 4.0); False if not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _hwm_kb() -> int:
+    """Peak RSS of this process's address space (``VmHWM``, KiB).
+
+    Not ``ru_maxrss``: on Linux a process started by fork + exec inherits in ``ru_maxrss`` the RSS its parent
+    had at the fork (the kernel keeps the old address space's high-water mark across exec), so a child of a
+    parent holding a 1M-delta workload reads ~150 MiB before it does anything. ``VmHWM`` belongs to the
+    address space made by exec, and ``_reset_hwm`` can reset it just before the measured round.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return _peak_kb()  # pragma: no cover - not Linux
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -235,7 +260,9 @@ def worker(variant: str, url: str, streams: int, n: int, warm_n: int, profile: s
                 verify(f"concurrency {variant} warm-up stream {i}", out, warm_out)
             del outs
             gc.collect()
-            rss0, peak0 = _rss_kb(), _peak_kb()
+            rss0 = _rss_kb()
+            _reset_hwm()  # the peak from here on: not the imports', the warm-up's or the parent's (see _hwm_kb)
+            peak0 = _hwm_kb()
             prof = None
             if profile:
                 import cProfile
@@ -250,7 +277,7 @@ def worker(variant: str, url: str, streams: int, n: int, warm_n: int, profile: s
             if prof is not None:
                 prof.disable()
                 prof.dump_stats(profile)
-            peak1 = _peak_kb()
+            peak1 = _hwm_kb()
             for i, (_t, out) in enumerate(outs):
                 verify(f"concurrency {variant} S={streams} N={n} stream {i}", out, want_out)
             ends = [t for t, _out in outs]
@@ -382,7 +409,8 @@ def run(server: Any, *, quick: bool, dspy: bool, streams: int | None = None, n: 
         f"min, max over runs); µs/delta: total over all {streams * n:,} deltas; p50/p99: per-stream completion "
         f"time from the gather start (percentiles over the {streams} streams, median over runs). CPU: the "
         f"process's CPU time during the measured round (all threads). Memory: RSS just before the measured round, "
-        f"peak RSS of the process (`ru_maxrss`, imports included) and growth = peak - RSS before (MiB, medians). "
+        f"peak RSS during the round (`VmHWM`, reset to the RSS just before it; not `ru_maxrss`, which a "
+        f"process started by fork + exec inherits from its parent) and growth = peak - RSS before (MiB, medians). "
         f"Every stream's joined chunks (and final prediction) are checked against the expected text. Connection "
         f"pools: ours uses the openai client's defaults (max {MAX_CONNECTIONS} connections, {MAX_KEEPALIVE} kept "
         f"alive); the floors' `httpx`/`httpx2` clients are given the same limits (their own default keeps only 20 "
@@ -398,8 +426,9 @@ def run(server: Any, *, quick: bool, dspy: bool, streams: int | None = None, n: 
                "connection for every idle one, encode/httpcore#1035); httpx2's pool does not "
                "(pydantic/httpx2#974, #1075)."), ""]
     if any(not all(x["peak_moved"] for x in runs[v]) for v in names):
-        md += [("\\* in some runs the peak RSS was set before the measured round (imports, warm-up): the growth "
-               "shown is then the old peak minus the RSS before the round, an upper bound."), ""]
+        md += [("\\* in some runs the peak could not be reset (`/proc/self/clear_refs` not writable) and was set "
+               "before the measured round: the growth shown is then the old peak minus the RSS before the round, "
+               "an upper bound."), ""]
     if "dspy" in names:
         md += [("DSPy's default `streamify` runs the program in worker threads limited to `dspy.settings."
                "async_max_workers` (8), so at most 8 of the calls stream at a time; `is_async_program=True` runs "

@@ -48,7 +48,7 @@ ROOT = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from _concurrency import _RESULT, WARM_QUESTION, _peak_kb, _rss_kb
+from _concurrency import _RESULT, WARM_QUESTION, _hwm_kb, _peak_kb, _reset_hwm, _rss_kb
 from run import QUESTION, SIG1, BenchmarkError, print_section, table, workload
 
 LABELS = {
@@ -62,31 +62,6 @@ MIB = 1024 * 1024
 
 
 # ------------------------------------------------------------------------------------------- worker
-def _reset_hwm() -> bool:
-    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux >= 4.0); False if not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _hwm_kb() -> int:
-    """Peak RSS of this process's address space (``VmHWM``, KiB).
-
-    Not ``ru_maxrss``: on Linux a process started by fork + exec inherits in ``ru_maxrss`` the RSS its parent
-    had at the fork (the kernel keeps the old address space's high-water mark across exec), so a child of a
-    parent holding a 1M-delta workload reads ~150 MiB before it does anything. ``VmHWM`` belongs to the
-    address space made by exec, and ``_reset_hwm`` can reset it just before the measured stream.
-    """
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return _peak_kb()  # pragma: no cover - not Linux
-
-
 class _Tally:
     """Counts the text it is given and runs a CRC-32 over its UTF-8 bytes, keeping none of it.
 

@@ -1142,6 +1142,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     for line in dspy_res["markdown"](e2e):
                         emit(line)
+                    targets += dspy_targets(e2e, prows, dspy_res)
                 emit()
             # These replace the server's replies: they run after the sections that load their own.
             if "concurrency" in sections:
@@ -1184,6 +1185,28 @@ def main(argv: list[str] | None = None) -> int:
         f.write("\n".join(md) + "\n")
     print(f"\nwrote {os.path.relpath(out_path)}")
     return 0
+
+
+def dspy_targets(e2e: dict[tuple[str, int], Stat], prows: list[dict[str, Any]],
+                 dspy_res: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The targets against DSPy: end to end, (d) at most 0.1x DSPy's streamify at N=5,000; each field parser
+    at least 20x faster per one-token delta than DSPy's ``StreamListener.receive`` at the same size."""
+    out = []
+    d, c = e2e.get(("d", 5_000)), dspy_res["e2e"].get(5_000)
+    if d and c:
+        r = d.median / c.median
+        out.append(("(d) <= 0.1x DSPy streamify + 1 listener at N=5,000 (wall medians)",
+                    f"{r:.3f}x (DSPy takes {1 / r:.0f}x as long)", r <= 0.1))
+    ours = {(r["adapter"], r["tokens"]): r for r in prows if r["delta"] == "1 token (4 chars)"}
+    for r in dspy_res["parser"]:
+        mine = ours.get((r["adapter"].removesuffix("Adapter").lower(), r["tokens"]))
+        if mine:
+            x = r["us_per_token"] / mine["us_per_token"]
+            wrong = "" if r["correct"] == "yes" else "; DSPy's output is wrong"
+            out.append((f"parser {mine['adapter']}, {r['tokens']:,} one-token deltas: at least 20x DSPy's "
+                        "`StreamListener.receive` per token",
+                        f"{x:.0f}x ({mine['us_per_token']:.2f} vs {r['us_per_token']:.1f} µs/token{wrong})", x >= 20))
+    return out
 
 
 def print_section(res: dict[str, Any], json_path: str | None) -> None:
