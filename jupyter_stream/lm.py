@@ -320,7 +320,9 @@ class LM:
             raise
         finally:
             rec.duration = time.perf_counter() - rec.started
-        rec.text = rec.content_so_far()
+        if rec.parts:  # into the buffer first: decoding it and then adding the rest would copy the text twice
+            rec.received += "".join(rec.parts).encode("utf-8", "surrogatepass")
+        rec.text = rec.received.decode("utf-8", "surrogatepass")
         rec.received, rec.parts = bytearray(), []  # the text is kept once: LM.history holds the records
         rec.reasoning = "".join(rec.reasoning_parts)
         self.history.append(rec)
