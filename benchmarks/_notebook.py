@@ -702,16 +702,21 @@ def stream_naive(k: Kernel, server: ServerProcess, n: int, rate: float) -> dict[
         "_bench_w.close(); del _bench_w, _bench_v\n"
     )
     check(f"{label}: the widget's value in the kernel", got["value"], _sha(text))
-    if len(values) != got["n"]:
+    # At full speed a few of the naive updates may never reach this reader: ZMQ's PUB socket drops what
+    # exceeds its queue (1,000 messages) when the reader falls behind. Counted, and every update that
+    # did arrive must be a longer prefix of the text than the one before.
+    lost = got["n"] - len(values)
+    if lost < 0 or (lost and not rate == 0):
         raise BenchmarkError(f"{label}: {got['n']} tokens in the kernel but {len(values)} value updates on the wire")
-    if any(len(a) >= len(b) for a, b in itertools.pairwise(values)):
+    if any(len(a) >= len(b) for a, b in itertools.pairwise(values)) or not all(map(text.startswith, values)):
         raise BenchmarkError(f"{label}: the value updates do not grow token by token")
-    check(f"{label}: last value update", values[-1] if values else "", text)
+    if not lost:
+        check(f"{label}: last value update", values[-1] if values else "", text)
     fig = wire_figures(cell.msgs, comm_id, text)
     # Per update: wire bytes minus the JSON-escaped value (for the extrapolation to bigger sizes).
     ups = sorted((m for m in cell.msgs if m.comm_id == comm_id and m.msg_type == "comm_msg"), key=lambda m: m.t)
     fixed = [m.nbytes - (len(json.dumps(v)) - 2) for m, v in zip(ups, values)]
-    fig.update(duration=cell.t_idle - cell.t_send, kernel_cpu=cell.kernel_cpu, updates=len(values),
+    fig.update(duration=cell.t_idle - cell.t_send, kernel_cpu=cell.kernel_cpu, updates=len(values), lost=lost,
                per_update_fixed=statistics.median(fixed),
                other_bytes=fig["bytes"] - sum(m.nbytes for m in ups), other_messages=fig["messages"] - len(ups))
     return fig
@@ -978,6 +983,12 @@ def run(*, quick: bool) -> dict[str, Any]:
         f"and about {fmt_s(naive_x['kernel_cpu'])} of kernel CPU (the measured CPU per byte)."
     )
     emit("")
+    for (n, rate), f in naive.items():
+        if f["lost"]:
+            emit(f"The naive widget at {n:,} tokens ({_rate_label(rate)}) lost {f['lost']:,} of its {n:,} updates "
+                 "before they reached this reader: ZMQ's PUB socket drops what exceeds its queue (1,000 messages) "
+                 "when the reader falls behind (no jupyter_server involved); its figures count what arrived.")
+            emit("")
     emit(
         f"The iopub rate limit exists only in jupyter_server (`ServerApp.iopub_msg_rate_limit` = "
         f"{JS_MSG_RATE:,.0f} msgs/s and `iopub_data_rate_limit` = {JS_DATA_RATE:,.0f} B/s over "
