@@ -3,7 +3,9 @@
 ``show(program, **inputs)`` displays the widget and streams into it on the kernel's loop: the cell
 returns at once and the widget fills while the kernel is idle. It accepts a program (Module or
 Predict), a :class:`~jupyter_stream.Stream`, a streamified callable, or any async iterable of events.
-``await view`` waits for the prediction; ``view.stop()`` cancels.
+``await view`` waits for the prediction; ``view.stop()`` cancels. ``markdown=True`` renders the panes as
+Markdown; ``snapshot=False`` leaves out the static HTML copy the cell gets at the end (for viewers without
+widgets), so the text crosses the wire once.
 
 Example (in a notebook)::
 
