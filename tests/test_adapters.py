@@ -367,6 +367,24 @@ def test_json_reply_in_a_fence_with_prose() -> None:
     assert deltas[-1] == FieldDelta("answer", "s", True)  # the chunk 's"\n}\n' holds the closing quote
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+def test_json_reply_after_prose_with_braces_of_its_own(size) -> None:
+    """Braces in the prose before the object ("{a, b}", "{}", "{ }" split across deltas) are not the object:
+    both parsers take the first "{" followed by a key, at any split."""
+    reply = 'The sets {a, b} and {} and { } differ.\n{\n "reasoning": "r {x}", "answer": "A"}\nbye {"z": 1}'
+    want = {"reasoning": "r {x}", "answer": "A"}
+    assert JSONAdapter().parse(RA, reply) == want
+    deltas = run(JSONAdapter().field_parser(RA), [reply[i : i + size] for i in range(0, len(reply), size)])
+    assert joined(deltas) == want
+    assert [d.field for d in deltas if d.last] == ["reasoning", "answer"]
+
+
+def test_json_reply_without_a_key_after_any_brace_keeps_the_first_brace_error() -> None:
+    with pytest.raises(AdapterParseError, match="expected a key in double quotes"):
+        JSONAdapter().parse(RA, "{reasoning: r, answer: A}")
+    assert run(JSONAdapter().field_parser(RA), ["{reasoning: r, ", "answer: A}"]) == []
+
+
 def test_json_gpt_tokens_exact() -> None:
     tokens = ['{"', "reason", "ing", '":', ' "', "Par", "is", ' is."', ', "', "answer", '":', ' "', "Paris", '"}']
     parser = JSONAdapter().field_parser(RA)

@@ -45,7 +45,10 @@ _STR_RUN_RE = re.compile(
 _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 # Parser states.
-_PRE, _KEYWAIT, _KEY, _COLON, _VALWAIT, _STR, _CONT, _SCALAR, _AFTER, _DONE = range(10)
+_PRE, _KEYWAIT, _KEY, _COLON, _VALWAIT, _STR, _CONT, _SCALAR, _AFTER, _DONE, _OPEN = range(11)
+# Where the reply's object starts: the first "{" whose next non-space character opens a key. Prose before
+# the object may hold braces of its own ("the set {a, b}"); both parsers skip them alike.
+_OBJECT_START_RE = re.compile(r'\{[ \t\n\r]*"')
 
 
 def _decode_escape(s: str, j: int, n: int) -> tuple[str, int] | None:
@@ -221,8 +224,17 @@ class JSONFieldParser(FieldParser):
                 j = s.find("{", i)
                 if j < 0:
                     break
-                state = _KEYWAIT
+                state = _OPEN
                 i = j + 1
+            elif state == _OPEN:  # after a "{": the object if a key follows, else prose (look further)
+                i = _WS_RE.match(s, i).end()  # type: ignore[union-attr]
+                if i >= n:
+                    break
+                if s[i] == '"':
+                    state = _KEY
+                    i += 1
+                else:
+                    state = _PRE
             elif state == _KEYWAIT:  # lenient: skips anything but a key or the closing brace
                 m = _KEYWAIT_RE.search(s, i)
                 if m is None:
@@ -307,12 +319,14 @@ def _invalid(completion: str, why: str, pos: int, field: str | None = None) -> A
 
 
 def scan_object(completion: str, outputs: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
-    """``{key: (value, raw JSON text)}`` for the first JSON object of a reply, first occurrence winning.
+    """``{key: (value, raw JSON text)}`` for the reply's JSON object (it starts at the first ``{`` followed by a
+    key; else at the first ``{``), first occurrence of a key winning.
 
     Stops quietly where the reply is cut off between values; raises :class:`AdapterParseError` for
     invalid JSON or a value cut off in the middle.
     """
-    start = completion.find("{")
+    m = _OBJECT_START_RE.search(completion)
+    start = m.start() if m is not None else completion.find("{")
     if start < 0:
         raise AdapterParseError(
             f"the model's reply contains no JSON object; the reply starts with: {_prompt.reply_start(completion)!r}",
