@@ -210,12 +210,13 @@ def make_signature(
     """
     if not isinstance(text, str):
         raise SignatureError(f"a signature string is needed, got {type(text).__name__}")
-    if text.count("->") != 1:
+    arrows = _arrows(text)
+    if len(arrows) != 1:
         raise SignatureError(
             f"signature {text!r} must contain exactly one '->' between inputs and outputs, "
             "e.g. 'question -> answer'"
         )
-    left, right = text.split("->")
+    left, right = text[: arrows[0]], text[arrows[0] + 2 :]
     names = dict(custom_types or {})
     ins = _parse_side(left, "input", names, text)
     outs = _parse_side(right, "output", names, text)
@@ -259,6 +260,23 @@ def _parse_side(part: str, kind: str, names: dict[str, Any], whole: str) -> list
             fname, ann = item.strip(), str
         _check_name(fname, where=repr(whole))
         out.append(Field(fname, kind, ann))  # type: ignore[arg-type]
+    return out
+
+
+def _arrows(text: str) -> list[int]:
+    """Where ``->`` occurs outside quoted ``Literal`` values."""
+    out, quote, i, n = [], "", 0, len(text)
+    while i < n:
+        ch = text[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "-" and text.startswith("->", i):
+            out.append(i)
+            i += 1
+        i += 1
     return out
 
 

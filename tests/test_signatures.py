@@ -143,6 +143,16 @@ def test_string_form_literal_values_may_hold_commas_and_brackets():
     assert list(sig.output_fields) == ["sep", "opener", "closer", "answer"]
 
 
+def test_string_form_literal_values_may_hold_arrows():
+    sig = js.Signature("rule: Literal['a -> b', \"->\"] -> step: Literal['x->y', 'z'], answer")
+    assert sig.input_fields["rule"].annotation == Literal["a -> b", "->"]
+    assert sig.output_fields["step"].annotation == Literal["x->y", "z"]
+    assert list(sig.output_fields) == ["step", "answer"]
+    assert js.Signature(sig.signature).signature == sig.signature
+    with pytest.raises(js.SignatureError, match="exactly one '->'"):
+        js.Signature("a -> b: Literal['->'] -> c")
+
+
 def test_string_form_signature_round_trips():
     for text in ["a, b: int -> c: list[str], d: Literal['x', 'y']", "a -> b: int | None", "a -> b: dict[str, float]"]:
         sig = js.Signature(text)
