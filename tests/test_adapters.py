@@ -147,7 +147,8 @@ def test_xml_messages() -> None:
     assert system.endswith("\n" + TASK)
     assert "XML" in system and "JSON" not in system and COMPLETED not in system
     assert "<reasoning>\n{reasoning}\n</reasoning>" in system
-    assert "<answer>\n{answer}\n</answer>" in system
+    # Each non-text field carries its type note, as in the chat and JSON structures.
+    assert "<answer>\n{answer}        # note: must be an integer value\n</answer>" in system
     assert user == (
         "[[ ## question ## ]]\nHow many?\n\n[[ ## context ## ]]\nc\n\n"
         "Respond with the corresponding output fields as XML elements, starting with `<reasoning>`, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import socket
@@ -10,12 +11,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import openai
+import pydantic
 import pytest
 from openai import AsyncOpenAI
 
+from jupyter_stream.adapters import get_adapter
 from jupyter_stream.demo import DemoServer, Fault, Reply, auto_reply, chunk_text, tokenize
+from jupyter_stream.signatures import InputField, OutputField, Signature
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_NAMES = ["gpt4o_mini_chat_qa", "gemini_chat_qa", "gpt4o_mini_json_qa", "vllm_reasoning_qa",
@@ -525,3 +530,37 @@ async def test_auto_reply_parses_with_the_projects_adapters(server, client, adap
     assert out["answer"] == 42 and out["label"] == "pos" and out["ok"] is True and len(out["tags"]) == 3
     assert out["reasoning"].startswith('Let me think step by step about "Why "42"?"')
     assert "A famous book." in out["reasoning"] and out["note"]
+
+
+class DemoGeo(pydantic.BaseModel):
+    lat: float
+    kind: Literal["city", "village"]
+
+
+class DemoPlace(pydantic.BaseModel):
+    name: str
+    population: int = pydantic.Field(ge=1000)
+    founded: datetime.date
+    geo: DemoGeo
+    aliases: list[str] = []
+    note: str | None = None
+
+
+class DemoWhere(Signature):
+    question: str = InputField()
+    place: DemoPlace = OutputField()
+    nearby: list[DemoPlace] = OutputField()
+
+
+@pytest.mark.parametrize("adapter_name", ["chat", "json", "xml"])
+def test_auto_reply_fills_pydantic_fields_from_the_schema_in_the_prompt(adapter_name):
+    """A pydantic-model output field (nested models, lists of them, enums, dates, optional parts) gets a
+    value built from the schema the adapter's prompt gives, and the adapter's parse validates it."""
+    adapter = get_adapter(adapter_name)
+    messages = adapter.format(DemoWhere, {"question": "Where is the tower?"})
+    assert "must adhere to the schema" in messages[0]["content"]
+    out = adapter.parse(DemoWhere, auto_reply(messages))
+    place, nearby = out["place"], out["nearby"]
+    assert isinstance(place, DemoPlace) and place.population >= 1000 and place.geo.kind == "city"
+    assert "Where is the tower?" in place.name  # text fields read like the demo's other answers
+    assert len(nearby) == 2 and all(isinstance(p, DemoPlace) for p in nearby)

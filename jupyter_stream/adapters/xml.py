@@ -160,7 +160,7 @@ class XMLAdapter(_prompt.PromptAdapter):
         """The system message: field descriptions, input blocks and one XML element per output, the instructions."""
         return _prompt.system_message_with_outputs(
             signature, "Outputs will be XML elements, one per field, in this order:",
-            "\n\n".join(f"<{n}>\n{{{n}}}\n</{n}>" for n in signature.output_fields),
+            "\n\n".join(f"<{n}>\n{_prompt.placeholder(f)}\n</{n}>" for n, f in signature.output_fields.items()),
         )
 
     def output_requirements(self, signature: type[Signature]) -> str:

@@ -279,8 +279,11 @@ def _first_real_member(t: str) -> str:
     return t
 
 
-def _value(type_name: str, name: str, topic: str, ref: str, seed: int, notes: str = "") -> Any:
-    """A Python value of the written type (``str``, ``int``, ``list[str]``, ``Literal['a', 'b']``, ...)."""
+def _value(
+    type_name: str, name: str, topic: str, ref: str, seed: int, notes: str = "", schema: dict[str, Any] | None = None,
+) -> Any:
+    """A Python value of the written type (``str``, ``int``, ``list[str]``, ``Literal['a', 'b']``, ...); for other
+    types (pydantic models, ...), one made from the ``schema`` the prompt gives, if any."""
     t = _first_real_member(type_name)
     if t == "str":
         return _str_value(name, topic, ref, seed, notes)
@@ -307,10 +310,95 @@ def _value(type_name: str, name: str, topic: str, ref: str, seed: int, notes: st
             return [1, 2, 3]
         if inner == "float":
             return [0.5, 1.5]
-        return []
-    if t == "list":
+    if schema is not None:
+        return _from_schema(schema, schema.get("$defs", {}), name, topic, ref, seed, 0)
+    if t == "list" or t.startswith(("list[", "List[")):
         return []
     return {}
+
+
+_SCHEMA_NOTE = "must adhere to the schema: "
+
+
+def _field_schemas(system: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The JSON schema each output field's note gives (``{name}  # note: must adhere to the schema: {...}``),
+    as written by any of the three adapters (inside a JSON string for the JSON adapter)."""
+    out: dict[str, dict[str, Any]] = {}
+    decoder = json.JSONDecoder()
+    for name in names:
+        at = system.find("{" + name + "}")
+        while at >= 0:
+            line_end = system.find("\n", at)
+            line = system[at : line_end if line_end >= 0 else len(system)]
+            k = line.find(_SCHEMA_NOTE)
+            if k >= 0:
+                rest = line[k + len(_SCHEMA_NOTE) :]
+                for text in (rest, _unescape(rest)):
+                    try:
+                        schema = decoder.raw_decode(text)[0]
+                    except ValueError:
+                        continue
+                    if isinstance(schema, dict):
+                        out[name] = schema
+                    break
+                break
+            at = system.find("{" + name + "}", at + 1)
+    return out
+
+
+def _unescape(text: str) -> str:
+    """The content of a JSON string that starts at ``text`` (up to its closing quote), decoded."""
+    try:
+        return json.decoder.scanstring(text, 0)[0]  # type: ignore[attr-defined]
+    except ValueError:
+        return text
+
+
+def _from_schema(schema: Any, defs: Mapping[str, Any], name: str, topic: str, ref: str, seed: int, depth: int) -> Any:
+    """A value that validates against a (pydantic-made) JSON schema: required and optional properties,
+    ``$ref`` to ``$defs``, enums, unions, arrays; text fields get the usual demo sentence."""
+    if not isinstance(schema, Mapping) or depth > 8:
+        return None
+    if isinstance(schema.get("$ref"), str):
+        target = defs.get(schema["$ref"].rsplit("/", 1)[-1])
+        return _from_schema(target, defs, name, topic, ref, seed, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key) or () if not (isinstance(o, Mapping) and o.get("type") == "null")]
+        if options:
+            return _from_schema(options[0], defs, name, topic, ref, seed, depth + 1)
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), None)
+    if t == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: _from_schema(v, defs, k, topic, ref, seed + i, depth + 1) for i, (k, v) in enumerate(props.items())}
+    if t == "array":
+        count = max(1, int(schema.get("minItems", 2)))
+        return [_from_schema(schema.get("items", {}), defs, name, topic, ref, seed + i, depth + 1) for i in range(count)]
+    if t == "integer":
+        return max(42, int(schema.get("minimum", 0)))
+    if t == "number":
+        return 3.14
+    if t == "boolean":
+        return True
+    if t == "null":
+        return None
+    if t == "string":
+        fmt = schema.get("format")
+        if fmt in _STRING_FORMATS:
+            return _STRING_FORMATS[fmt]
+        return _str_value(name, topic, ref, seed) if depth <= 1 else f"{name.replace('_', ' ')} {ref}"
+    return schema.get("default")
+
+
+_STRING_FORMATS = {
+    "date": "2024-01-01", "date-time": "2024-01-01T00:00:00Z", "time": "12:00:00", "email": "demo@example.com",
+    "uri": "https://example.com/", "uuid": "00000000-0000-4000-8000-000000000000",
+}
 
 
 def _render_text(value: Any) -> str:
@@ -355,10 +443,11 @@ def auto_reply(messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]
     others = [(n, v) for n, v in values.items() if v is not first][:2]
     notes = "".join(f' The {n.replace("_", " ")} says "{_short(v, 40)}".' for n, v in others)
 
+    schemas = _field_schemas(system, [spec.name for spec in outputs])
     filled: list[tuple[str, Any]] = []
     for i, spec in enumerate(outputs):
         seed = int(hashlib.sha1(f"{spec.name}:{ref}".encode()).hexdigest()[:8], 16) + i
-        filled.append((spec.name, _value(spec.type_name, spec.name, topic, ref, seed, notes)))
+        filled.append((spec.name, _value(spec.type_name, spec.name, topic, ref, seed, notes, schemas.get(spec.name))))
 
     if fmt == "chat":
         parts = [f"[[ ## {name} ## ]]\n{_render_text(value)}" for name, value in filled]
