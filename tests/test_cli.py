@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import jupyter_stream as js
 from jupyter_stream.demo import Fault
@@ -312,3 +314,10 @@ def test_renderer_error_and_stopped():
 def test_inert_keeps_tabs_newlines_and_unicode():
     assert inert("a\tb\nc é 😀") == "a\tb\nc é 😀"
     assert inert("\x00\x1b\x7f\x9b\r") == "␀␛␡\ufffd␍"
+
+
+@given(st.text(alphabet=st.sampled_from("ab é😀\t\n\r\x00\x07\x1b[\x7f\x85\x9b\x9f\xa0"), max_size=60))
+def test_inert_replaces_exactly_the_control_characters(text):
+    from jupyter_stream.terminal import _INERT
+
+    assert inert(text) == text.translate(_INERT)
