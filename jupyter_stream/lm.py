@@ -345,6 +345,8 @@ class LM:
             extra["stream_options"] = {"include_usage": True}
         received, parts = rec.received, rec.parts
         parts_append = parts.append
+        pack_mask = _PACK_MASK
+        first = rec.ttft is None  # no content or reasoning yet
         reasoning_append = rec.reasoning_parts.append
         started = rec.started
         n = 0
@@ -388,14 +390,15 @@ class LM:
                                 if text:
                                     n += 1
                                     parts_append(text)
-                                    if not n & _PACK_MASK:
+                                    if not n & pack_mask:
                                         # Into one growing buffer: a str per delta kept in a list costs
                                         # ~15x the text; blocks of joined deltas fragment the heap.
                                         received += "".join(parts).encode("utf-8", "surrogatepass")
                                         parts.clear()
                                     if on_content is not None:
                                         on_content(text)
-                                    if rec.ttft is None:
+                                    if first:
+                                        first = False
                                         rec.ttft = time.perf_counter() - started
                                         # Let the consumer show the first token now, before the rest of
                                         # this network read is processed.
@@ -403,7 +406,8 @@ class LM:
                                 else:
                                     thought = delta.get("reasoning_content") or delta.get("reasoning")
                                     if thought:
-                                        if rec.ttft is None:
+                                        if first:
+                                            first = False
                                             rec.ttft = time.perf_counter() - started
                                         reasoning_append(thought)
                                         if on_reasoning is not None:

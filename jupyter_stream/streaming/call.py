@@ -102,10 +102,11 @@ class _FieldState:
 class Router:
     """Routes one LM call's field deltas to the listeners of its predictor (the per-token hot path)."""
 
-    __slots__ = ("_emit", "_name", "_states")
+    __slots__ = ("_channel", "_emit", "_name", "_states")
 
-    def __init__(self, emit: Any, name: str, states: dict[str, _FieldState]) -> None:
-        self._emit = emit
+    def __init__(self, channel: Channel, name: str, states: dict[str, _FieldState]) -> None:
+        self._channel = channel
+        self._emit = channel.emit
         self._name = name
         self._states = states
 
@@ -176,8 +177,10 @@ class FieldFeed:
 def _content_hook(router: Router, parser: Any, reasoning_open: list[bool]) -> Callable[[str], None]:
     """``FieldFeed.content``: one content delta through ``parser`` to ``router`` (the per-token hot path)."""
     passthrough = getattr(parser, "passthrough", None) or _never
-    feed, route, emit, name = parser.feed, router.route, router._emit, router._name
+    feed, route, name = parser.feed, router.route, router._name
     state_of = router._states.get
+    channel = router._channel
+    append = channel._items.append
 
     def content(text: str) -> None:
         if reasoning_open[0]:
@@ -191,7 +194,12 @@ def _content_hook(router: Router, parser: Any, reasoning_open: list[bool]) -> Ca
         st = state_of(field)
         if st is not None and not st.done:
             st.started = True
-            emit(StreamResponse(name, field, text, False))
+            append(StreamResponse(name, field, text, False))  # Channel.emit, inlined
+            w = channel._waiter
+            if w is not None:
+                channel._waiter = None
+                if not w.done():
+                    w.set_result(None)
 
     return content
 
@@ -292,7 +300,7 @@ class StreamCall:
                 fields = [f for f in fields if f in self.listen_fields]
             states = {f: _FieldState(None, name, f, True) for f in fields}
             self._states.setdefault(id(predict), {}).update(states)
-            return Router(self.emit, name, states) if states else None
+            return Router(self.channel, name, states) if states else None
         states = self._states.get(id(predict))
         if not states:
             return None
@@ -305,7 +313,7 @@ class StreamCall:
         if not active:
             return None
         name = next(iter(active.values())).predict_name
-        return Router(self.emit, name, active)
+        return Router(self.channel, name, active)
 
     # ------------------------------------------------------------------------ DSPy's end logic
     def all_states(self) -> list[_FieldState]:
