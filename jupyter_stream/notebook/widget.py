@@ -71,6 +71,7 @@ import traitlets as t
 
 from ..prediction import Prediction
 from ..streaming.events import LMRequest, LMResponse, StatusMessage, StreamResponse
+from .packed import packed_esm
 
 __all__ = ["STATUSES", "StreamWidget", "WidgetSink", "resolve_text"]
 
@@ -222,8 +223,8 @@ class StreamWidget(anywidget.AnyWidget):
     turns true when a front end has shown the model (it said ``hello``).
     """
 
-    _esm = _STATIC / "widget.js"
-    _css = _STATIC / "widget.css"
+    # The code travels packed (about 12 kB instead of 28 kB per widget); the loader adds the stylesheet.
+    _esm = packed_esm((_STATIC / "widget.js").read_text("utf-8"), (_STATIC / "widget.css").read_text("utf-8"))
 
     _uid = t.Unicode().tag(sync=True)
     title = t.Unicode("").tag(sync=True)

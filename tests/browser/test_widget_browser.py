@@ -126,6 +126,11 @@ def test_quickstart_streams_live_and_finishes(page, lab):
     assert widgets.count() == 6
     expect(page.locator(".jps-widget .jps-error:visible")).to_have_count(0)
     expect(page.get_by_text("another cell runs 2")).to_have_count(1)
+    # The packed code's loader added the stylesheet once for the six widgets, and it applies.
+    assert page.evaluate("document.querySelectorAll('style[id^=\"jps-style-\"]').length") == 1
+    assert page.evaluate(
+        "getComputedStyle(document.querySelector('.jps-widget')).getPropertyValue('--jps-fg').trim()"
+    ) != ""
 
 
 def test_stop_button_stops_a_slow_stream(page, lab):
