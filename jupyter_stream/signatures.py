@@ -173,11 +173,9 @@ class Signature(metaclass=_SignatureMeta):
         outs = [f for f in cls.output_fields.values() if f.name != name]
         group = ins if new.kind == "input" else outs
         group.insert(0 if first else len(group), new)
-        return _build(cls.__name__, ins + outs, cls.instructions, keep_default=cls._has_default_instructions())
-
-    @classmethod
-    def _has_default_instructions(cls) -> bool:
-        return cls.instructions == _default_instructions(cls.input_fields, cls.output_fields)
+        # The instructions stay as they were, default sentence included (as in DSPy: ChainOfThought's prompt
+        # still says "produce the fields `answer`"), so the prompts match DSPy's word for word.
+        return _build(cls.__name__, ins + outs, cls.instructions)
 
 
 # --------------------------------------------------------------------------------------------- building
@@ -232,13 +230,13 @@ def make_signature(
     return _build(name, ins + outs, instructions)
 
 
-def _build(name: str, fields: list[Field], instructions: str | None, *, keep_default: bool = False) -> type[Signature]:
+def _build(name: str, fields: list[Field], instructions: str | None) -> type[Signature]:
     ns: dict[str, Any] = {"__annotations__": {}, "__module__": __name__}
     for f in fields:
         ns["__annotations__"][f.name] = f.annotation
         spec = (InputField if f.kind == "input" else OutputField)(desc=f.desc, prefix=f.prefix, **f.extra)
         ns[f.name] = spec
-    if instructions is not None and not keep_default:
+    if instructions is not None:
         ns["instructions"] = instructions
     cls = _SignatureMeta(name, (Signature,), ns)
     return cls  # type: ignore[return-value]

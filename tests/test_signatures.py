@@ -235,6 +235,8 @@ def test_chain_of_thought_prepends_reasoning_to_a_string_signature():
     assert sig.output_fields["reasoning"].desc == "Think step by step in order to produce the outputs."
     assert sig.output_fields["answer"].annotation is int
     assert cot.signature is sig
+    # The instructions are the original signature's, default sentence included, as in DSPy 3.4.
+    assert sig.instructions == "Given the fields `question`, produce the fields `answer`."
     assert repr(cot) == "ChainOfThought(question -> reasoning, answer: int)"
     assert [name for name, _ in cot.named_predictors()] == ["predict"]
 
