@@ -162,6 +162,24 @@ def test_a_front_end_that_said_hello_gets_the_final_snapshot_by_reference(kernel
         assert holders == [] and "text/html" not in displays[-1]
 
 
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_show_from_code_ends_with_or_without_the_html_snapshot(kernel, slow_server, snapshot):
+    """``js.show(..., snapshot=False)`` leaves the static HTML copy out of the display's last update."""
+    _, kc = kernel
+    slow_server.reset()
+    slow_server.script("[[ ## answer ## ]]\nshown from code\n\n[[ ## completed ## ]]")
+    code = f"view = js.show(js.Predict('question -> answer'), question='q', snapshot={snapshot})\nawait view"
+    reply, msgs = execute(kc, code)
+    assert reply["content"]["status"] == "ok"
+    displays = [m["content"]["data"] for _, m in msgs if m["msg_type"] == "update_display_data"]
+    assert displays and "application/vnd.jupyter.widget-view+json" in displays[-1]
+    assert ("text/html" in displays[-1]) is snapshot
+    if snapshot:
+        assert "shown from code" in displays[-1]["text/html"]
+    reply, out = execute(kc, "print(view.prediction.answer)")
+    assert stream_text(out).strip() == "shown from code"
+
+
 def test_stop_button_is_handled_while_the_cell_runs(kernel, slow_server):
     _, kc = kernel
     slow_server.reset()
