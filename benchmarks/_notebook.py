@@ -706,7 +706,7 @@ def stream_naive(k: Kernel, server: ServerProcess, n: int, rate: float) -> dict[
     # exceeds its queue (1,000 messages) when the reader falls behind. Counted, and every update that
     # did arrive must be a longer prefix of the text than the one before.
     lost = got["n"] - len(values)
-    if lost < 0 or (lost and not rate == 0):
+    if lost < 0 or (lost and rate != 0):
         raise BenchmarkError(f"{label}: {got['n']} tokens in the kernel but {len(values)} value updates on the wire")
     if any(len(a) >= len(b) for a, b in itertools.pairwise(values)) or not all(map(text.startswith, values)):
         raise BenchmarkError(f"{label}: the value updates do not grow token by token")

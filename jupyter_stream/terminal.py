@@ -46,7 +46,7 @@ def inert(text: str) -> str:
     """``text`` with control characters (ANSI escapes included) replaced by visible symbols.
 
     Only the runs of control characters go through ``str.translate`` (which turns slow on a whole long
-    text as soon as one replacement is not ASCII): a 10 MB field with an escape in it takes milliseconds.
+    text as soon as one replacement is not ASCII): a 10 MB field with an escape in it takes 0.1 s, not 0.24 s.
     """
     if _CONTROLS_RE.search(text) is None:
         return text

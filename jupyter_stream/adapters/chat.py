@@ -185,10 +185,8 @@ class ChatFieldParser(_StrippedText, FieldParser):
         return out
 
     def passthrough(self, text: str) -> str | None:
-        # _plain_field's test inlined: this runs once per token.
-        if (not self._pend and self._name is None and not self._done and self._started and not self._ws
-                and text and "[" not in text and not text[-1].isspace()):
-            return self._field
+        if not self._pend and self._name is None and not self._done and "[" not in text:
+            return self._plain_field(text)
         return None
 
     def finish(self) -> list[FieldDelta]:

@@ -183,10 +183,6 @@ def _panes_to_json(value: Any, widget: StreamWidget) -> Any:
     return ref[1] if ref is not None and ref[0] is value else value
 
 
-def _utf16_len(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
-
-
 def _lm_calls_to_json(value: Any, widget: StreamWidget) -> Any:
     """The synced form of ``lm_calls``: in ``raw`` and ``reasoning``, the text of a pane of the call's
     predictor is sent as a reference (the front end has that text from the deltas or the snapshot)."""
@@ -307,11 +303,10 @@ class StreamWidget(anywidget.AnyWidget):
         elif kind == "hello":
             self.views_seen = True
         elif kind == "resync":
-            callback = self._resync_callback
-            if callback is not None:
-                callback()
-            elif self._panes_by_ref is not None:
+            if self._panes_by_ref is not None:  # the stream ended; its final snapshot went by reference
                 self._send_panes_in_full()
+            elif self._resync_callback is not None:
+                self._resync_callback()
 
     def _send_panes_in_full(self) -> None:
         """Drop the final snapshot's reference form and send ``panes`` with their text."""
@@ -453,6 +448,7 @@ class WidgetSink:
             w = self.widget
             w._resync_callback = self._on_resync
             w._text_source = self._live_texts
+            w._panes_by_ref = None
             w.stop_requested = False
             with w.hold_sync():
                 if title is not None:
@@ -833,7 +829,7 @@ class WidgetSink:
                 tail = "".join(parts[0]) if parts else ""
                 wire.append({
                     "key": pane["key"], "predict": pane["predict"], "field": pane["field"],
-                    "done": pane["done"], "tail": tail, "len": _utf16_len(pane["text"]),
+                    "done": pane["done"], "tail": tail, "len": _len16(pane["text"]),
                 })
         with w.hold_sync():  # sent on leaving: _panes_to_json sees the trait's own (validated) list
             w.snapshot_seq = w._delta_seq
@@ -861,14 +857,9 @@ class WidgetSink:
         }
 
     def _on_resync(self) -> None:
-        """A view missed some batches, was created mid-stream or cannot fill in the final snapshot sent
-        by reference: a fresh snapshot now (after the end: the final one, with its text)."""
+        """A view missed some batches, or was created mid-stream: a fresh snapshot now."""
         with self._lock:
-            if not self._started:
-                return
-            if self._finished:
-                if self.widget._panes_by_ref is not None:
-                    self.widget._send_panes_in_full()
+            if not self._started or self._finished:
                 return
             now = self._clock()
             self._snapshot_locked(now)

@@ -47,6 +47,11 @@ class Channel:
     def emit(self, item: Any) -> None:
         """Append an event (from the loop's own thread)."""
         self._items.append(item)
+        if self._waiter is not None:
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake the consumer waiting in :meth:`wait` (after items were appended to ``_items`` directly)."""
         w = self._waiter
         if w is not None:
             self._waiter = None
@@ -194,12 +199,9 @@ def _content_hook(router: Router, parser: Any, reasoning_open: list[bool]) -> Ca
         st = state_of(field)
         if st is not None and not st.done:
             st.started = True
-            append(StreamResponse(name, field, text, False))  # Channel.emit, inlined
-            w = channel._waiter
-            if w is not None:
-                channel._waiter = None
-                if not w.done():
-                    w.set_result(None)
+            append(StreamResponse(name, field, text, False))  # channel.emit without the call
+            if channel._waiter is not None:
+                channel.wake()
 
     return content
 
