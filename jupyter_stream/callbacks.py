@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import settings
+from . import observer, settings
 
 __all__ = ["BaseCallback"]
 
@@ -58,11 +58,9 @@ class BaseCallback:
 
 def active_callbacks() -> tuple[Any, ...]:
     """The configured callbacks plus the running stream's status callback, if any."""
-    from .streaming.call import current_call
-
     cbs = settings.current().callbacks
-    call = current_call()
-    return (*cbs, call.status) if call is not None else cbs
+    obs = observer.current()
+    return (*cbs, obs.status) if obs is not None else cbs
 
 
 def fire_start(kind: str, instance: Any, inputs: dict[str, Any]) -> tuple[int, tuple[Any, ...]]:

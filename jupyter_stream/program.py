@@ -29,14 +29,14 @@ from typing import Any
 
 import pydantic
 
+from . import observer as _observer
 from . import settings as _settings
 from ._exceptions import AdapterParseError, InputError, StreamError
+from .adapters.base import partial_fields
 from .callbacks import fire_end, fire_start, scoped
 from .prediction import Prediction
 from .runtime import run_in_thread, run_sync
 from .signatures import OutputField, Signature, ensure_signature
-from .streaming.call import FieldFeed, current_call, partial_fields
-from .streaming.events import LMRequest, LMResponse
 
 __all__ = ["ChainOfThought", "Module", "Predict", "Tool"]
 
@@ -258,66 +258,43 @@ class Predict(Module):
 
 
 async def _run_lm(predict: Predict, lm: Any, adapter: Any, sig: type[Signature], messages: list[dict[str, str]], config: dict[str, Any]) -> Prediction:
-    """One LM call of one predictor, streaming its fields to the listeners of the current stream."""
+    """One LM call of one predictor, reported to the stream's observer (if any) as it streams."""
     from .lm import LMRecord
 
-    call = current_call()
     rec = LMRecord(lm.model, messages)
-    fields: FieldFeed | None = None
-    on_content = on_reasoning = on_chunk = None
-    name = "predict"
-    call_key = 0
-    if call is not None:
-        name = call.name_of(predict)
-        call.lm_calls += 1
-        call_key = call.lm_calls
-        call.live[call_key] = (rec, adapter, sig, name)
-        if call.lm_events:
-            call.emit(LMRequest(name, lm.model, messages, call_key))
-        if call.passthrough:
-            on_chunk = _passthrough(call.emit)
-        else:
-            router = call.router_for(predict, sig.output_fields)
-            if router is not None:
-                fields = FieldFeed(router, adapter.field_parser(sig))
-                on_content, on_reasoning = fields.content, fields.reasoning
-
+    obs = _observer.current()
+    watch = obs.watch_lm(predict, adapter=adapter, signature=sig, model=lm.model, messages=messages, record=rec) if obs else None
+    name = watch.predict_name if watch is not None else "predict"
     lm_id, lm_cbs = fire_start("lm", lm, {"messages": messages, **config})
     try:
         try:
-            rec = await lm.astream(messages, on_content=on_content, on_reasoning=on_reasoning, on_chunk=on_chunk, record=rec, **config)
+            if watch is None:
+                rec = await lm.astream(messages, record=rec, **config)
+            else:
+                rec = await lm.astream(
+                    messages, on_content=watch.on_content, on_reasoning=watch.on_reasoning, on_chunk=watch.on_chunk,
+                    record=rec, **config,
+                )
         except StreamError as e:
             raw = rec.content_so_far()
             e._attach(partial=partial_fields(adapter, sig, raw, rec.reasoning_parts), raw=raw, predict_name=name)
             raise
         finally:
-            if fields is not None:
-                fields.finish(cached=rec.cached)
+            if watch is not None:
+                watch.close(cached=rec.cached)
         outputs = _parse(adapter, sig, rec, name)
     except BaseException as e:
         fire_end("lm", lm_id, lm_cbs, None, e)
+        if watch is not None:
+            watch.done(rec, error=e)
         raise
-    finally:
-        if call is not None:
-            call.live.pop(call_key, None)
     fire_end("lm", lm_id, lm_cbs, rec.text, None)
-    if call is not None and call.lm_events:
-        call.emit(LMResponse(name, lm.model, rec.text, rec.reasoning, rec.usage, rec.ttft, rec.duration, rec.cached, call_key))
+    if watch is not None:
+        watch.done(rec)
     usage = _usage.get()
     if usage is not None and rec.usage:
         usage.add(lm.model, rec.usage)
     return Prediction.from_dict(outputs, usage={lm.model: rec.usage} if rec.usage else None)
-
-
-def _passthrough(emit: Any) -> Any:
-    """Without listeners, the raw LM chunks go to the consumer as typed ``ChatCompletionChunk`` objects."""
-    from openai.types.chat import ChatCompletionChunk
-
-    def on_chunk(data: dict[str, Any]) -> None:
-        if data.get("choices"):
-            emit(ChatCompletionChunk.model_validate(data))
-
-    return on_chunk
 
 
 def _parse(adapter: Any, sig: type[Signature], rec: Any, name: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import observer
 from ._exceptions import ConfigurationError
 
 __all__ = ["TIMEOUT_PROFILES", "Limits", "resolve_limits", "run_sync"]
@@ -161,17 +162,13 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     if running is loop:  # pragma: no cover - a programming error we want to name
         coro.close()
         raise RuntimeError("run_sync called on the loop it would wait for; use `await` here")
-    call = None
-    if bridged is not None:
-        from .streaming.call import current_call
-
-        call = current_call()
-        if call is not None and call.cancelled:
-            coro.close()
-            raise concurrent.futures.CancelledError()
+    obs = observer.current() if bridged is not None else None
+    if obs is not None and obs.cancelled:
+        coro.close()
+        raise concurrent.futures.CancelledError()
     fut = _tracked(coro, loop)
-    if call is not None:
-        call.track(fut)
+    if obs is not None:
+        obs.track(fut)
     return wait(fut)
 
 
@@ -258,8 +255,6 @@ def _set_exc(f: asyncio.Future[Any], e: BaseException) -> None:
 
 
 def _cancel_bridge_calls(ctx: contextvars.Context) -> None:
-    from .streaming.call import current_call
-
-    call = ctx.run(current_call)
-    if call is not None:
-        call.cancel_pending()
+    obs = ctx.run(observer.current)
+    if obs is not None:
+        obs.cancel_pending()

@@ -34,7 +34,7 @@ import pydantic
 from .._exceptions import AdapterParseError
 from ..signatures import Field, Signature
 
-__all__ = ["Adapter", "FieldDelta", "FieldParser", "Message", "Turn", "coerce_value"]
+__all__ = ["Adapter", "FieldDelta", "FieldParser", "Message", "Turn", "coerce_value", "partial_fields"]
 
 Message = dict[str, str]
 """One chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
@@ -136,3 +136,22 @@ def coerce_value(field: Field, value: Any, *, from_json: bool = False) -> Any:
             f"the model's value for field {field.name!r} is not a valid {field.type_name()}: {shown!r}",
             field=field.name,
         ) from e
+
+
+def partial_fields(adapter: Adapter, signature: type[Signature], raw: str, reasoning_parts: list[str] | None = None) -> dict[str, str]:
+    """Each output field's text in ``raw``, the reply so far, by one pass of a fresh field parser.
+
+    Used on errors only, for the ``partial`` text they carry (best effort: a parser failure gives what
+    was found before it).
+    """
+    out: dict[str, list[str]] = {}
+    if reasoning_parts:
+        out["reasoning"] = ["".join(reasoning_parts)]
+    try:
+        parser = adapter.field_parser(signature)
+        for field, text, _last in [*parser.feed(raw), *parser.finish()]:
+            if text:
+                out.setdefault(field, []).append(text)
+    except Exception:  # noqa: BLE001 - partial text is best effort; the original error matters more
+        pass
+    return {k: "".join(v) for k, v in out.items()}

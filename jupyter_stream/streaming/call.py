@@ -2,35 +2,29 @@
 
 Everything here is created per call, so one streamified program called twice, or 20 times at once,
 never shares listener state between calls (DSPy's listeners go dead after the first call).
+:class:`StreamCall` is the :class:`~jupyter_stream.observer.Observer` of the program it runs: each LM
+call a program reports (native or DSPy) gets a :class:`CallWatch` that feeds the adapter's incremental
+parser and routes its fields.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..adapters.base import FieldDelta
+from ..adapters.base import FieldDelta, partial_fields
 from ..callbacks import BaseCallback
-from .events import StatusMessage, StreamResponse
+from .events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
 if TYPE_CHECKING:
-    from ..program import Predict
     from .listener import StreamListener
     from .status import StatusMessageProvider
 
-__all__ = ["Channel", "FieldFeed", "Router", "StreamCall", "current_call"]
-
-_current: contextvars.ContextVar[StreamCall | None] = contextvars.ContextVar("jupyter_stream_call", default=None)
-
-
-def current_call() -> StreamCall | None:
-    """The stream this code runs inside, if any."""
-    return _current.get()
+__all__ = ["CallWatch", "Channel", "FieldFeed", "Router", "StreamCall"]
 
 
 class Channel:
@@ -51,7 +45,7 @@ class Channel:
             self.wake()
 
     def wake(self) -> None:
-        """Wake the consumer waiting in :meth:`wait` (after items were appended to ``_items`` directly)."""
+        """Wake the consumer waiting in :meth:`wait`."""
         w = self._waiter
         if w is not None:
             self._waiter = None
@@ -107,30 +101,38 @@ class _FieldState:
 class Router:
     """Routes one LM call's field deltas to the listeners of its predictor (the per-token hot path)."""
 
-    __slots__ = ("_channel", "_emit", "_name", "_states")
+    __slots__ = ("_channel", "_emit", "_name", "_states", "_call_id")
 
-    def __init__(self, channel: Channel, name: str, states: dict[str, _FieldState]) -> None:
+    def __init__(self, channel: Channel, name: str, states: dict[str, _FieldState], call_id: int = 0) -> None:
         self._channel = channel
         self._emit = channel.emit
         self._name = name
         self._states = states
+        self._call_id = call_id
 
     def route(self, deltas: Iterable[FieldDelta]) -> None:
-        states, emit, name = self._states, self._emit, self._name
+        states, emit, name, call_id = self._states, self._emit, self._name, self._call_id
         for field, text, last in deltas:
             st = states.get(field)
             if st is None or st.done:
                 continue
             st.started = True
-            emit(StreamResponse(name, field, text, last))
+            emit(StreamResponse(name, field, text, last, call_id))
             if last:
                 st.done = True
+
+    def route_plain(self, field: str, text: str) -> None:
+        """``route([FieldDelta(field, text, False)])`` without building the list (the per-token path)."""
+        st = self._states.get(field)
+        if st is not None and not st.done:
+            st.started = True
+            self._emit(StreamResponse(self._name, field, text, False, self._call_id))
 
     def close_open(self) -> None:
         """Give every field that started but did not close its one ``is_last_chunk`` (a failed call)."""
         for field, st in self._states.items():
             if st.started and not st.done:
-                self._emit(StreamResponse(self._name, field, "", True))
+                self._emit(StreamResponse(self._name, field, "", True, self._call_id))
                 st.done = True
 
     def mark_cache_hit(self) -> None:
@@ -149,9 +151,8 @@ def _never(text: str) -> None:
 class FieldFeed:
     """One LM call's deltas -> the adapter's incremental parser -> the router.
 
-    ``content(text)`` takes one content delta: a closure over the parser's ``passthrough``, the
-    router's field states and the channel, so that a plain token inside an open field (most of them)
-    costs one parser check and one event, with no list and no further call. Native reasoning
+    ``content(text)`` takes one content delta: a plain token inside an open field (most of them) costs
+    one parser check and one event, with no list built (``Router.route_plain``). Native reasoning
     (``reasoning_content``) bypasses the parser as the ``reasoning`` field, closed when the first
     content delta arrives or the reply ends.
     """
@@ -182,10 +183,7 @@ class FieldFeed:
 def _content_hook(router: Router, parser: Any, reasoning_open: list[bool]) -> Callable[[str], None]:
     """``FieldFeed.content``: one content delta through ``parser`` to ``router`` (the per-token hot path)."""
     passthrough = getattr(parser, "passthrough", None) or _never
-    feed, route, name = parser.feed, router.route, router._name
-    state_of = router._states.get
-    channel = router._channel
-    append = channel._items.append
+    feed, route, route_plain = parser.feed, router.route, router.route_plain
 
     def content(text: str) -> None:
         if reasoning_open[0]:
@@ -194,14 +192,8 @@ def _content_hook(router: Router, parser: Any, reasoning_open: list[bool]) -> Ca
         field = passthrough(text)
         if field is None:
             route(feed(text))
-            return
-        # route([FieldDelta(field, text, False)]) without the list
-        st = state_of(field)
-        if st is not None and not st.done:
-            st.started = True
-            append(StreamResponse(name, field, text, False))  # channel.emit without the call
-            if channel._waiter is not None:
-                channel.wake()
+        else:
+            route_plain(field, text)
 
     return content
 
@@ -241,6 +233,9 @@ class _StatusCallback(BaseCallback):
 
 class StreamCall:
     """One run of a streamed program: where its events go and which fields it streams.
+
+    It is the program's :class:`~jupyter_stream.observer.Observer`: :meth:`watch_lm` answers each LM
+    call the program starts.
 
     Args:
         listeners: DSPy-style listeners, already bound to predictors (``listener.predict`` set).
@@ -284,10 +279,17 @@ class StreamCall:
             self._states.setdefault(pid, {})[lst.signature_field_name] = st
 
     # ---------------------------------------------------------------------------------- routing
-    def name_of(self, predict: Predict) -> str:
+    def name_of(self, predict: Any) -> str:
         return self.names.get(id(predict)) or "predict"
 
-    def router_for(self, predict: Predict, output_fields: Iterable[str]) -> Router | None:
+    def watch_lm(self, predictor: Any, *, adapter: Any, signature: Any, model: str, messages: list[dict[str, Any]],
+                 record: Any) -> CallWatch:
+        """A predictor of the program starts an LM call (the Observer hook)."""
+        self.lm_calls += 1
+        return CallWatch(self, predictor, self.lm_calls, adapter=adapter, signature=signature, model=model,
+                         messages=messages, record=record)
+
+    def router_for(self, predict: Any, output_fields: Iterable[str], call_id: int = 0) -> Router | None:
         """The router for one LM call of ``predict``, or None when none of its fields are listened."""
         if self.passthrough:
             return None
@@ -302,7 +304,7 @@ class StreamCall:
                 fields = [f for f in fields if f in self.listen_fields]
             states = {f: _FieldState(None, name, f, True) for f in fields}
             self._states.setdefault(id(predict), {}).update(states)
-            return Router(self.channel, name, states) if states else None
+            return Router(self.channel, name, states, call_id) if states else None
         states = self._states.get(id(predict))
         if not states:
             return None
@@ -315,7 +317,7 @@ class StreamCall:
         if not active:
             return None
         name = next(iter(active.values())).predict_name
-        return Router(self.channel, name, active)
+        return Router(self.channel, name, active, call_id)
 
     # ------------------------------------------------------------------------ DSPy's end logic
     def all_states(self) -> list[_FieldState]:
@@ -347,16 +349,57 @@ class StreamCall:
         return partial_fields(adapter, signature, raw, rec.reasoning_parts), raw, name
 
 
-def partial_fields(adapter: Any, signature: Any, raw: str, reasoning_parts: list[str] | None = None) -> dict[str, str]:
-    """Run a fresh field parser over ``raw`` once: each output field's text so far (used on errors only)."""
-    out: dict[str, list[str]] = {}
-    if reasoning_parts:
-        out["reasoning"] = ["".join(reasoning_parts)]
-    try:
-        parser = adapter.field_parser(signature)
-        for field, text, _last in [*parser.feed(raw), *parser.finish()]:
-            if text:
-                out.setdefault(field, []).append(text)
-    except Exception:  # noqa: BLE001 - partial text is best effort; the original error matters more
-        pass
-    return {k: "".join(v) for k, v in out.items()}
+
+class CallWatch:
+    """One LM call of a stream's program: where its deltas go (the :class:`~jupyter_stream.observer.LMWatch`).
+
+    Made by :meth:`StreamCall.watch_lm`. It emits :class:`LMRequest` at once (when the stream carries LM
+    events), feeds the content deltas to the adapter's incremental parser when one of the predictor's
+    fields is listened to (or passes the raw chunks through when the stream has no listener at all),
+    keeps the call's record in the stream's ``live`` calls for the partial text of an error, and emits
+    :class:`LMResponse` when the call is done.
+    """
+
+    __slots__ = ("_call", "call_id", "predict_name", "on_content", "on_reasoning", "on_chunk", "_fields", "_model",
+                 "_messages")
+
+    def __init__(self, call: StreamCall, predictor: Any, call_id: int, *, adapter: Any, signature: Any, model: str,
+                 messages: list[dict[str, Any]], record: Any) -> None:
+        self._call, self.call_id, self._model, self._messages = call, call_id, model, messages
+        self.predict_name = name = call.name_of(predictor)
+        self.on_content: Callable[[str], None] | None = None
+        self.on_reasoning: Callable[[str], None] | None = None
+        self.on_chunk: Callable[[dict[str, Any]], None] | None = None
+        self._fields: FieldFeed | None = None
+        call.live[call_id] = (record, adapter, signature, name)
+        if call.lm_events:
+            call.emit(LMRequest(name, model, messages, call_id))
+        if call.passthrough:
+            self.on_chunk = _passthrough(call.emit)
+            return
+        router = call.router_for(predictor, signature.output_fields, call_id)
+        if router is not None:
+            self._fields = FieldFeed(router, adapter.field_parser(signature))
+            self.on_content, self.on_reasoning = self._fields.content, self._fields.reasoning
+
+    def close(self, *, cached: bool) -> None:
+        if self._fields is not None:
+            self._fields.finish(cached=cached)
+
+    def done(self, record: Any, *, error: BaseException | None = None) -> None:
+        call = self._call
+        call.live.pop(self.call_id, None)
+        if error is None and call.lm_events:
+            call.emit(LMResponse(self.predict_name, self._model, record.text, record.reasoning, record.usage,
+                                 record.ttft, record.duration, record.cached, self.call_id))
+
+
+def _passthrough(emit: Callable[[Any], None]) -> Callable[[dict[str, Any]], None]:
+    """Without listeners, the raw LM chunks go to the consumer as typed ``ChatCompletionChunk`` objects."""
+    from openai.types.chat import ChatCompletionChunk
+
+    def on_chunk(data: dict[str, Any]) -> None:
+        if data.get("choices"):
+            emit(ChatCompletionChunk.model_validate(data))
+
+    return on_chunk

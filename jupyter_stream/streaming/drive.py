@@ -14,10 +14,11 @@ import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+from .. import observer as _observer
 from .. import settings as _settings
 from .._exceptions import StreamError, StreamTimeoutError
 from ..runtime import Limits
-from .call import StreamCall, _current
+from .call import StreamCall
 
 __all__ = ["attach_partial", "drive"]
 
@@ -42,7 +43,7 @@ async def drive(
     loop = asyncio.get_running_loop()
     call = make_call(loop)
     ctx = contextvars.copy_context()
-    ctx.run(_current.set, call)
+    _observer.install(call, ctx)
     if snapshot is not None:
         ctx.run(_settings._override.set, snapshot)
 

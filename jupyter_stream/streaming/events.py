@@ -9,7 +9,7 @@ Example::
 
     >>> from jupyter_stream import StreamResponse
     >>> StreamResponse("predict", "answer", "Par", is_last_chunk=False)
-    StreamResponse(predict_name='predict', signature_field_name='answer', chunk='Par', is_last_chunk=False)
+    StreamResponse(predict_name='predict', signature_field_name='answer', chunk='Par', is_last_chunk=False, call_id=0)
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class StreamResponse:
     """The new text. Joined over a field, the chunks equal the field's final ``str`` value."""
     is_last_chunk: bool = False
     """True on exactly one chunk per streamed field: the one that closes it."""
+    call_id: int = 0
+    """Which LM call of the stream wrote this chunk (the ``call_id`` of its :class:`LMRequest`; 0 outside
+    a stream). Repeated or concurrent calls of one predictor (a loop, ReAct's steps, ``asyncio.gather``)
+    have different ids, so a renderer keys its panes by ``(predict_name, call_id)``, never by name alone."""
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ Example::
     >>> async def main():
     ...     return [line async for line in js.streaming_response(events())]
     >>> for line in asyncio.run(main()): print(line, end="")
-    data: {"stream_response": {"predict_name": "self", "signature_field_name": "answer", "chunk": "Paris", "is_last_chunk": true}}
+    data: {"stream_response": {"predict_name": "self", "signature_field_name": "answer", "chunk": "Paris", "is_last_chunk": true, "call_id": 0}}
     <BLANKLINE>
     data: {"prediction": {"answer": "Paris"}}
     <BLANKLINE>
