@@ -53,7 +53,8 @@ class Observer(Protocol):
     """One stream's view of the program it runs (implemented by ``streaming.call.StreamCall``)."""
 
     status: Any
-    """A callback object (``on_module_start``... hooks) turning progress into status messages."""
+    """A callback object (``on_module_start``... hooks) turning progress into status messages; its
+    ``note(message)`` sends a status message of the engine's own."""
     cancelled: bool
     """True once the stream was cancelled: a program thread must not start another LM call."""
 

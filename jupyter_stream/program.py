@@ -36,7 +36,7 @@ from .adapters.base import partial_fields
 from .callbacks import fire_end, fire_start, scoped
 from .prediction import Prediction
 from .runtime import run_in_thread, run_sync
-from .signatures import OutputField, Signature, ensure_signature
+from .signatures import OutputField, Signature, build_signature, ensure_signature
 
 __all__ = ["ChainOfThought", "Module", "Predict", "Tool"]
 
@@ -316,9 +316,7 @@ _WITHOUT: dict[tuple[type, str], type[Signature]] = {}
 def _without(sig: type[Signature], field: str) -> type[Signature]:
     key = (sig, field)
     if key not in _WITHOUT:
-        from .signatures import _build
-
-        _WITHOUT[key] = _build(sig.__name__, [f for f in sig.fields.values() if f.name != field], sig.instructions)
+        _WITHOUT[key] = build_signature(sig.__name__, [f for f in sig.fields.values() if f.name != field], sig.instructions)
     return _WITHOUT[key]
 
 

@@ -151,7 +151,7 @@ class Signature(metaclass=_SignatureMeta):
     @classmethod
     def with_instructions(cls, instructions: str) -> type[Signature]:
         """A copy of this signature with other instructions."""
-        return _build(cls.__name__, list(cls.fields.values()), instructions)
+        return build_signature(cls.__name__, list(cls.fields.values()), instructions)
 
     @classmethod
     def prepend(cls, name: str, fld: Any, type_: Any = str) -> type[Signature]:
@@ -175,7 +175,7 @@ class Signature(metaclass=_SignatureMeta):
         group.insert(0 if first else len(group), new)
         # The instructions stay as they were, default sentence included (as in DSPy: ChainOfThought's prompt
         # still says "produce the fields `answer`"), so the prompts match DSPy's word for word.
-        return _build(cls.__name__, ins + outs, cls.instructions)
+        return build_signature(cls.__name__, ins + outs, cls.instructions)
 
 
 # --------------------------------------------------------------------------------------------- building
@@ -227,10 +227,16 @@ def make_signature(
                 f"signature {text!r} names field {f.name!r} twice; every input and output needs its own name"
             )
         seen.add(f.name)
-    return _build(name, ins + outs, instructions)
+    return build_signature(name, ins + outs, instructions)
 
 
-def _build(name: str, fields: list[Field], instructions: str | None) -> type[Signature]:
+def build_signature(name: str, fields: list[Field], instructions: str | None) -> type[Signature]:
+    """A signature class from its fields, in order (what the string parser and the DSPy bridge build).
+
+    >>> from jupyter_stream.signatures import Field, build_signature
+    >>> build_signature("QA", [Field("question", "input"), Field("answer", "output")], None).signature
+    'question -> answer'
+    """
     ns: dict[str, Any] = {"__annotations__": {}, "__module__": __name__}
     for f in fields:
         ns["__annotations__"][f.name] = f.annotation

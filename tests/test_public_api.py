@@ -106,11 +106,12 @@ def test_version():
 
 
 def _engine_modules() -> list[str]:
-    """Every module of the package but the notebook layer and the ``__main__`` scripts."""
+    """Every module of the package but the notebook layer, the ``__main__`` scripts and the DSPy bridge
+    (which imports ``dspy``, and ``dspy`` itself imports IPython: it is loaded only for a DSPy program)."""
     out = []
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         rel = path.relative_to(PACKAGE_DIR)
-        if rel.parts[0] == "notebook" or rel.name == "__main__.py":
+        if rel.parts[0] == "notebook" or rel.name == "__main__.py" or rel.name == "dspy_bridge.py":
             continue
         parts = ["jupyter_stream", *rel.with_suffix("").parts]
         if parts[-1] == "__init__":
@@ -150,6 +151,23 @@ def test_plain_import_is_notebook_free():
     code = (
         "import json, sys, jupyter_stream\n"
         f"print(json.dumps([n for n in {NOTEBOOK_MODULES!r} if n in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
+
+
+def test_import_and_native_streaming_never_load_dspy_or_litellm():
+    """``import jupyter_stream`` and streaming a native program load neither, even where DSPy is installed."""
+    code = (
+        "import json, sys, jupyter_stream as js\n"
+        "from jupyter_stream.demo import DemoServer\n"
+        "server = DemoServer().start()\n"
+        "js.configure(lm=js.LM('demo', base_url=server.url, api_key='k', cache=False))\n"
+        "events = list(js.stream(js.ChainOfThought('question -> answer'), None, {'question': 'q'}))\n"
+        "assert isinstance(events[-1], js.Prediction)\n"
+        "server.stop()\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('dspy', 'litellm') or m == 'jupyter_stream.dspy_bridge')))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -208,6 +208,10 @@ class _StatusCallback(BaseCallback):
         if message:
             self.call.channel.emit_threadsafe(StatusMessage(str(message)))
 
+    def note(self, message: str) -> None:
+        """A status message of the engine's own (not from a provider hook)."""
+        self._send(message)
+
     def on_module_start(self, call_id: int, instance: Any, inputs: dict[str, Any]) -> None:
         self._send(self.provider.module_start_status_message(instance, inputs))
 

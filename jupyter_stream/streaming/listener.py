@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import programs
 from .._exceptions import ListenerError
 
 __all__ = ["StreamListener", "find_predictor_for_stream_listeners"]
@@ -45,7 +46,7 @@ class StreamListener:
         if not isinstance(signature_field_name, str) or not signature_field_name:
             raise ListenerError("StreamListener needs the name of an output field, e.g. StreamListener('answer')")
         self.signature_field_name = signature_field_name
-        self.predict = _as_predict(predict) if predict is not None else None
+        self.predict = programs.as_predictor(predict) if predict is not None else None
         self.predict_name = predict_name
         self.allow_reuse = allow_reuse
 
@@ -54,29 +55,13 @@ class StreamListener:
         return f"StreamListener({self.signature_field_name!r}{who}, allow_reuse={self.allow_reuse})"
 
 
-def _as_predict(obj: Any) -> Any:
-    from ..program import Module, Predict
-
-    if isinstance(obj, Predict):
-        return obj
-    if isinstance(obj, Module):
-        preds = obj.predictors()
-        if len(preds) == 1:
-            return preds[0]
-        raise ListenerError(
-            f"StreamListener(predict=...) got a module with {len(preds)} predictors; pass one Predict "
-            f"(its predictors are {[n for n, _ in obj.named_predictors()]})"
-        )
-    raise ListenerError(f"StreamListener(predict=...) needs a Predict or ChainOfThought, got {type(obj).__name__}")
-
-
 def find_predictor_for_stream_listeners(program: Any, stream_listeners: list[StreamListener]) -> dict[int, list[StreamListener]]:
     """Bind each listener to its predictor (by field name when ``predict`` is not given).
 
     Returns ``{id(predictor): [listeners]}``. Raises :class:`ListenerError` (a ``ValueError``) when a
     field is in no predictor, or in several, with DSPy's messages.
     """
-    named = _named_predictors(program)
+    named = programs.named_predictors(program)
     names = {id(p): n for n, p in named}
     by_field: dict[str, list[tuple[str, Any]]] = {}
     for n, p in named:
@@ -112,9 +97,3 @@ def find_predictor_for_stream_listeners(program: Any, stream_listeners: list[Str
         out.setdefault(id(lst.predict), []).append(lst)
     return out
 
-
-def _named_predictors(program: Any) -> list[tuple[str, Any]]:
-    fn = getattr(program, "named_predictors", None)
-    if fn is None:
-        fn = getattr(getattr(program, "__self__", None), "named_predictors", None)
-    return list(fn()) if fn is not None else []

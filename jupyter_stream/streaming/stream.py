@@ -30,6 +30,7 @@ import weakref
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from typing import Any
 
+from .. import programs
 from .. import settings as _settings
 from .._exceptions import ListenerError, UsageError
 from ..runtime import resolve_limits
@@ -97,16 +98,16 @@ class Stream:
         lm_events: bool,
         opts: dict[str, Any],
     ) -> None:
-        from ..program import Module, Predict
-
-        if not isinstance(program, Module):
-            raise UsageError(f"stream() needs a Module or Predict program, got {type(program).__name__}")
+        if not programs.is_program(program):
+            raise UsageError(
+                f"stream() needs a program (Module, Predict, or a DSPy module), got {type(program).__name__}"
+            )
         if inputs is not None and not isinstance(inputs, Mapping):
             raise UsageError(f"stream() takes the inputs as a dict, got {type(inputs).__name__}")
         self.program = program
         self.inputs = dict(inputs or {})
         self.opts = opts
-        named = program.named_predictors()
+        named = programs.named_predictors(program)
         self.names = {id(p): n for n, p in named}
         if predictor is None:
             self.target: Any = None
@@ -127,10 +128,8 @@ class Stream:
                     f"{self.predictor_name or 'the program'}; its output fields are {sorted(outputs)}"
                 )
         runs = self.target if self.target is not None else program
-        if isinstance(runs, Predict):
-            runs.check_inputs({**self.inputs, **opts})
-        else:
-            _check_module_inputs(runs, {**self.inputs, **opts})
+        programs.check_inputs(runs, {**self.inputs, **opts})
+        self._run = programs.runner(runs)  # captures a DSPy program's settings now, as ``snapshot`` does ours
         self.limits = resolve_limits(timeout=timeout, stream_timeout=stream_timeout, timeout_profile=timeout_profile)
         self.snapshot = _settings.current()
         self.provider = status_message_provider or StatusMessageProvider()
@@ -161,9 +160,8 @@ class Stream:
             self.prediction = prediction
             return (prediction,)
 
-        target = self.target if self.target is not None else self.program
         inputs = {**self.inputs, **self.opts}
-        return drive(make_call, lambda: target.acall(**inputs), self.limits, snapshot=self.snapshot, finish=finish)
+        return drive(make_call, lambda: self._run(**inputs), self.limits, snapshot=self.snapshot, finish=finish)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         self._start()
@@ -209,30 +207,7 @@ class Stream:
             raise UsageError("a Stream runs once; call stream(...) again to run it again")
 
 
-def _check_module_inputs(module: Any, inputs: dict[str, Any]) -> None:
-    """Raise InputError now when the module's forward/aforward cannot take ``inputs``."""
-    import inspect
-
-    from .._exceptions import InputError
-    from ..program import Module
-
-    cls = type(module)
-    fn = cls.aforward if cls.aforward is not Module.aforward else cls.forward
-    if fn is Module.forward:
-        return
-    sig = inspect.signature(fn)
-    try:
-        sig.bind(module, **inputs)
-    except TypeError as e:
-        params = [p for p in list(sig.parameters)[1:]]
-        raise InputError(
-            f"{cls.__name__} cannot run on inputs {sorted(inputs)} ({e}); its {fn.__name__} takes {params}"
-        ) from None
-
-
 def _find_predictor(program: Any, predictor: Any, named: list[tuple[str, Any]]) -> Any:
-    from ..program import Module, Predict
-
     if isinstance(predictor, str):
         for n, p in named:
             if n == predictor:
@@ -244,12 +219,11 @@ def _find_predictor(program: Any, predictor: Any, named: list[tuple[str, Any]]) 
         raise UsageError(
             f"the program has no predictor {predictor!r}; its predictors are {[n for n, _ in named]}"
         )
-    if isinstance(predictor, Predict):
-        if not any(p is predictor for _, p in named):
-            raise UsageError(f"{predictor!r} is not a predictor of this program; its predictors are {[n for n, _ in named]}")
+    if any(p is predictor for _, p in named):
         return predictor
-    if isinstance(predictor, Module):
-        preds = predictor.predictors()
-        if len(preds) == 1:
-            return _find_predictor(program, preds[0], named)
+    if programs.is_program(predictor):
+        inner = programs.named_predictors(predictor)
+        if len(inner) == 1 and inner[0][1] is not predictor:
+            return _find_predictor(program, inner[0][1], named)
+        raise UsageError(f"{predictor!r} is not a predictor of this program; its predictors are {[n for n, _ in named]}")
     raise UsageError(f"predictor must be a name like 'generate' or a Predict object, got {predictor!r}")

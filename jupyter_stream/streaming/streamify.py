@@ -19,12 +19,12 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import inspect
 import queue
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from typing import Any
 
-from ..runtime import _wait_cancelled, resolve_limits, run_in_thread, submit_tracked
+from .. import programs
+from ..runtime import _wait_cancelled, resolve_limits, submit_tracked
 from .call import StreamCall
 from .drive import drive
 from .listener import StreamListener, find_predictor_for_stream_listeners
@@ -62,10 +62,11 @@ def streamify(
     listeners = list(stream_listeners or [])
     if listeners:
         find_predictor_for_stream_listeners(program, listeners)
-    named = getattr(program, "named_predictors", None)
-    names = {id(p): n for n, p in named()} if callable(named) else {}
+    names = {id(p): n for n, p in programs.named_predictors(program)}
     provider = status_message_provider or StatusMessageProvider()
-    runner = _runner(program, is_async_program)
+    # A native runner is made once (a wrong program fails here); a DSPy program's is made per call, so
+    # that its settings are captured when the stream is created, not when it is read.
+    fixed = None if programs.dspy_bridge(program) else programs.runner(program, is_async_program=is_async_program)
 
     def async_streamer(
         *args: Any,
@@ -75,6 +76,7 @@ def streamify(
         **kwargs: Any,
     ) -> AsyncGenerator[Any, None]:
         limits = resolve_limits(timeout=timeout, stream_timeout=stream_timeout, timeout_profile=timeout_profile)
+        runner = fixed or programs.runner(program, is_async_program=is_async_program)
 
         def make_call(loop: asyncio.AbstractEventLoop) -> StreamCall:
             return StreamCall(
@@ -105,26 +107,6 @@ def streamify(
 
     sync_streamer.program = program  # type: ignore[attr-defined]
     return sync_streamer
-
-
-def _runner(program: Any, is_async_program: bool) -> Callable[..., Any]:
-    from ..program import Module
-
-    if is_async_program or isinstance(program, Module):
-        acall = getattr(program, "acall", None)
-        if acall is not None:
-            return acall
-    if inspect.iscoroutinefunction(program) or inspect.iscoroutinefunction(getattr(program, "__call__", None)):
-        return program
-    if not callable(program):
-        from .._exceptions import UsageError
-
-        raise UsageError(f"streamify needs a Module or a callable program, got {type(program).__name__}")
-
-    async def in_thread(*args: Any, **kwargs: Any) -> Any:
-        return await run_in_thread(program, *args, **kwargs)
-
-    return in_thread
 
 
 class _Raised:

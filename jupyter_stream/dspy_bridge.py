@@ -1,0 +1,325 @@
+"""DSPy programs, streamed by jupyter_stream: a ``dspy.Module`` reports its LM calls to the observer.
+
+``import jupyter_stream`` never imports this module (nor ``dspy`` or ``litellm``): it is imported when a
+DSPy program is streamed, and a DSPy program exists only once the user imported ``dspy``.
+
+How a DSPy program is watched: it runs under ``dspy.context(send_stream=<bridge>, callbacks=[...,
+<bridge>])``. DSPy calls the bridge's callback hooks (``on_adapter_format_start`` names the adapter and
+the signature of the next LM call, ``on_lm_start``/``on_lm_end`` open and close the call, ``on_tool_*``
+and ``on_module_*`` become status messages) and hands it the raw LM chunks through ``send_stream``.
+Each LM call gets its own watch from the stream's observer, with a fresh incremental parser of
+jupyter_stream's own for DSPy's chat, JSON or XML format. So the chunks are exact (they join to the
+field values DSPy parses), each call is its own pane, and parsing, routing, time limits, cancellation
+and every sink are the ones native programs use. The prediction is the program's own ``dspy.Prediction``.
+
+The chunk's LM call is found from DSPy's ``ACTIVE_CALL_ID`` context variable, which holds the LM call's
+id while the call streams, so concurrent calls of one predictor (``asyncio.gather``, ``dspy.Parallel``)
+never mix. A cache hit streams nothing: its reply is parsed at once when the call ends.
+
+Example (needs ``pip install jupyter_stream[dspy]``)::
+
+    import dspy, jupyter_stream as js
+    program = dspy.ChainOfThought("question -> answer")
+    for event in js.stream(program, None, {"question": "Why is the sky blue?"}):
+        print(event)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import dspy
+from dspy.utils import callback as _dspy_callback
+
+from . import observer as _observer
+from ._exceptions import AdapterParseError, LMError, StreamError
+from .adapters import ChatAdapter, JSONAdapter, XMLAdapter
+from .adapters.base import partial_fields
+from .lm import LMRecord
+from .signatures import Field, Signature, build_signature
+
+__all__ = ["THREAD_GRACE", "bind", "is_dspy_program", "named_predictors"]
+
+THREAD_GRACE = 2.0
+"""Seconds a cancelled sync DSPy program's thread gets to unwind (it stops at its next LM chunk; a
+tool blocking in the thread cannot be interrupted, so after this the thread is left to finish alone)."""
+
+_ACTIVE_CALL_ID: contextvars.ContextVar[Any] = getattr(_dspy_callback, "ACTIVE_CALL_ID", None) or (
+    _dspy_callback.callback_context.ACTIVE_CALL_ID  # DSPy >= 3.3 keeps it in a submodule
+)
+_format: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar("jupyter_stream_dspy_format", default=None)
+"""The adapter and signature DSPy formatted last in this context: the next LM call's."""
+
+
+def is_dspy_program(obj: Any) -> bool:
+    """True for a ``dspy.Module`` (a Predict, ChainOfThought, ReAct, a user's module...)."""
+    return isinstance(obj, dspy.Module)
+
+
+def named_predictors(program: Any) -> list[tuple[str, Any]]:
+    """DSPy's ``(path, Predict)`` pairs; a bare ``Predict`` is ``"self"``, as DSPy names it."""
+    if isinstance(program, dspy.Predict):
+        return [("self", program)]
+    return list(program.named_predictors())
+
+
+def bind(program: Any) -> Callable[..., Awaitable[Any]]:
+    """An async callable running ``program`` under the stream's observer, with DSPy's settings as they
+    are now (captured here, replayed when it runs: a stream read later still uses this LM and adapter)."""
+    settings = dspy.settings
+    captured = {"lm": settings.lm or _demo_lm(), "adapter": settings.adapter, "callbacks": list(settings.callbacks or [])}
+    run_async = _own_method(program, "aforward") is not None
+
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        obs = _observer.current()
+        if obs is None:
+            with dspy.context(**captured):
+                return await (program.acall(*args, **kwargs) if run_async else dspy.asyncify(program)(*args, **kwargs))
+        bridge = _Bridge(obs)
+        with dspy.context(
+            lm=captured["lm"], adapter=captured["adapter"], callbacks=[*captured["callbacks"], bridge],
+            send_stream=bridge, stream_listeners=[],
+        ):
+            try:
+                if run_async:
+                    return await program.acall(*args, **kwargs)
+                return await _in_thread(program, bridge, args, kwargs)
+            except (StreamError, asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as e:
+                raise bridge.translate(e) from e
+
+    return run
+
+
+async def _in_thread(program: Any, bridge: _Bridge, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a sync DSPy program in an AnyIO worker thread (where DSPy's sync streaming works); on
+    cancellation, stop it at its next LM chunk and wait up to :data:`THREAD_GRACE` for the thread."""
+    finished = threading.Event()
+
+    def body(*a: Any, **kw: Any) -> Any:
+        try:
+            return program(*a, **kw)
+        finally:
+            finished.set()
+
+    try:
+        return await dspy.asyncify(body)(*args, **kwargs)
+    except asyncio.CancelledError:
+        bridge.cancelled = True
+        deadline = time.monotonic() + THREAD_GRACE
+        while not finished.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        raise
+
+
+class _Call:
+    """One DSPy LM call in flight: its watch and its record."""
+
+    __slots__ = ("watch", "record", "adapter", "signature", "streamed", "on_content", "on_reasoning", "on_chunk")
+
+    def __init__(self, watch: Any, record: LMRecord, adapter: Any, signature: Any) -> None:
+        self.watch, self.record, self.adapter, self.signature = watch, record, adapter, signature
+        self.on_content, self.on_reasoning, self.on_chunk = watch.on_content, watch.on_reasoning, watch.on_chunk
+        self.streamed = False
+
+
+class _Bridge(dspy.utils.callback.BaseCallback):
+    """DSPy's ``send_stream`` and a DSPy callback at once, for one run of one program."""
+
+    def __init__(self, obs: Any) -> None:
+        self._obs = obs
+        self._status = obs.status
+        self._calls: dict[str, _Call] = {}
+        self._last: _Call | None = None
+        self.cancelled = False
+
+    # ------------------------------------------------------------------------ send_stream
+    async def send(self, chunk: Any) -> None:
+        """DSPy hands over one raw LM chunk (litellm's on DSPy 3.0-3.3, an engine chunk on 3.4)."""
+        if self.cancelled or self._obs.cancelled:
+            # Not an exception here: DSPy <= 3.3 would leave the HTTP response open. Cancelling the task
+            # lands the cancellation in the HTTP read, which closes the request.
+            task = asyncio.current_task()
+            if task is not None:
+                task.cancel()
+            return
+        call = self._calls.get(_ACTIVE_CALL_ID.get())
+        if call is None:
+            return
+        rec = call.record
+        if not call.streamed:
+            call.streamed = True
+            rec.ttft = time.perf_counter() - rec.started
+        if call.on_chunk is not None:
+            call.on_chunk(_as_dict(chunk))
+        choices = getattr(chunk, "choices", None)
+        if not choices:
+            return
+        delta = getattr(choices[0], "delta", None)
+        if delta is None:
+            return
+        reasoning = getattr(delta, "reasoning_content", None)
+        if reasoning:
+            rec.reasoning_parts.append(reasoning)
+            if call.on_reasoning is not None:
+                call.on_reasoning(reasoning)
+        content = getattr(delta, "content", None)
+        if content:
+            rec.parts.append(content)
+            if call.on_content is not None:
+                call.on_content(content)
+
+    # ------------------------------------------------------------------------ callbacks
+    def on_adapter_format_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        _format.set((instance, inputs.get("signature")))
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self._status.on_lm_start(call_id, instance, inputs)
+        dspy_adapter, dspy_sig = _format.get() or (None, None)
+        adapter = _our_adapter(dspy_adapter)
+        signature = _our_signature(dspy_sig) if dspy_sig is not None else None
+        if adapter is None or signature is None:
+            adapter, signature = ChatAdapter(), _NO_FIELDS
+            if dspy_adapter is not None:
+                self._status.note(f"{type(dspy_adapter).__name__} has no incremental parser here: nothing streams, "
+                                  "its fields are in the prediction")
+        messages = list(inputs.get("messages") or [{"role": "user", "content": str(inputs.get("prompt") or "")}])
+        model = str(getattr(instance, "model", "") or "")
+        rec = LMRecord(model, messages)
+        rec.started = time.perf_counter()
+        predictor = dspy.settings.caller_predict
+        watch = self._obs.watch_lm(predictor, adapter=adapter, signature=signature, model=model, messages=messages, record=rec)
+        self._calls[call_id] = _Call(watch, rec, adapter, signature)
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        call = self._calls.pop(call_id, None)
+        if call is None:
+            return
+        rec = call.record
+        rec.duration = time.perf_counter() - rec.started
+        if exception is None:
+            text, reasoning = _reply(outputs)
+            if not call.streamed:
+                # A cache hit (or an LM that does not stream): nothing arrived, so the whole reply goes
+                # through the parser at once.
+                rec.cached = True
+                if reasoning and call.on_reasoning is not None:
+                    call.on_reasoning(reasoning)
+                if text and call.on_content is not None:
+                    call.on_content(text)
+            rec.text = text if not call.streamed else "".join(rec.parts)
+            rec.reasoning = reasoning if not call.streamed else "".join(rec.reasoning_parts)
+            rec.parts.clear()
+        call.watch.close(cached=False)
+        call.watch.done(rec, error=exception)
+        self._last = call
+        self._status.on_lm_end(call_id, outputs, exception)
+
+    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self._status.on_module_start(call_id, instance, inputs)
+
+    def on_module_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        self._status.on_module_end(call_id, outputs, exception)
+
+    def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self._status.on_tool_start(call_id, instance, inputs)
+
+    def on_tool_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        self._status.on_tool_end(call_id, outputs, exception)
+
+    # ------------------------------------------------------------------------ errors
+    def translate(self, error: Exception) -> BaseException:
+        """DSPy's (or litellm's) exception as ours, carrying the text that had streamed."""
+        last = self._last
+        partial: dict[str, str] = {}
+        raw, name = "", None
+        if last is not None:
+            raw = last.record.text or last.record.content_so_far()
+            partial = partial_fields(last.adapter, last.signature, raw, last.record.reasoning_parts)
+            name = last.watch.predict_name
+        kind = type(error).__name__
+        if "AdapterParseError" in kind:
+            return AdapterParseError(f"DSPy could not parse the reply: {error}", partial=partial, raw=raw, predict_name=name)
+        module = type(error).__module__ or ""
+        if module.startswith(("litellm", "openai", "httpx", "dspy.clients")) or "LM" in kind or "API" in kind:
+            return LMError(f"the DSPy LM call failed: {kind}: {error}", partial=partial, raw=raw, predict_name=name,
+                           status_code=getattr(error, "status_code", None))
+        return error
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _own_method(program: Any, name: str) -> Any:
+    fn = getattr(type(program), name, None)
+    return fn if callable(fn) else None
+
+
+def _as_dict(chunk: Any) -> dict[str, Any]:
+    if isinstance(chunk, dict):
+        return dict(chunk)
+    dump = getattr(chunk, "model_dump", None)
+    return dump() if callable(dump) else {}
+
+
+def _reply(outputs: Any) -> tuple[str, str]:
+    """The text and native reasoning of the first completion DSPy's LM returned."""
+    first = outputs[0] if isinstance(outputs, (list, tuple)) and outputs else outputs
+    if isinstance(first, Mapping):
+        return str(first.get("text") or ""), str(first.get("reasoning_content") or "")
+    return ("" if first is None else str(first)), ""
+
+
+def _our_adapter(dspy_adapter: Any) -> Any:
+    """Our incremental parser for DSPy's adapter (subclasses first: DSPy's JSON and XML adapters are ChatAdapters)."""
+    if dspy_adapter is None:
+        return ChatAdapter()
+    if isinstance(dspy_adapter, dspy.JSONAdapter):
+        return JSONAdapter()
+    xml = getattr(dspy, "XMLAdapter", None)
+    if xml is not None and isinstance(dspy_adapter, xml):
+        return XMLAdapter()
+    if type(dspy_adapter) is dspy.ChatAdapter or (isinstance(dspy_adapter, dspy.ChatAdapter) and not _overrides_parse(dspy_adapter)):
+        return ChatAdapter()
+    return None
+
+
+def _overrides_parse(adapter: Any) -> bool:
+    return type(adapter).parse is not dspy.ChatAdapter.parse
+
+
+_SIGNATURES: dict[Any, type[Signature]] = {}
+_NO_FIELDS = build_signature("NoFields", [Field("reply", "output")], None)
+
+
+def _our_signature(dspy_sig: Any) -> type[Signature]:
+    """The output fields of a DSPy signature, as a signature of ours (names and types) for our parsers."""
+    sig = _SIGNATURES.get(dspy_sig)
+    if sig is None:
+        fields = [Field(name, "input", _annotation(f)) for name, f in dspy_sig.input_fields.items()]
+        fields += [Field(name, "output", _annotation(f)) for name, f in dspy_sig.output_fields.items()]
+        sig = _SIGNATURES[dspy_sig] = build_signature(dspy_sig.__name__, fields, None)
+    return sig
+
+
+def _annotation(field: Any) -> Any:
+    ann = getattr(field, "annotation", str)
+    return str if ann is None else ann
+
+
+_demo: list[Any] = []
+
+
+def _demo_lm() -> Any:
+    """No DSPy LM configured: the built-in demo LM, as a ``dspy.LM`` pointed at the demo server."""
+    from .demo.default import demo_lm
+
+    if not _demo:
+        _demo.append(dspy.LM("openai/demo", api_base=demo_lm().base_url, api_key="demo", cache=False))
+    return _demo[0]
