@@ -43,7 +43,7 @@ from .adapters.base import partial_fields
 from .lm import LMRecord
 from .signatures import Field, Signature, build_signature
 
-__all__ = ["THREAD_GRACE", "bind", "is_dspy_program", "named_predictors"]
+__all__ = ["THREAD_GRACE", "bind", "is_dspy_program", "model_name", "named_predictors", "options"]
 
 THREAD_GRACE = 2.0
 """Seconds a cancelled sync DSPy program's thread gets to unwind (it stops at its next LM chunk; a
@@ -66,6 +66,28 @@ def named_predictors(program: Any) -> list[tuple[str, Any]]:
     if isinstance(program, dspy.Predict):
         return [("self", program)]
     return list(program.named_predictors())
+
+
+def options(*, model: str | None = None, adapter: str | None = None, temperature: float | None = None,
+            cache: bool = True) -> Any:
+    """``%%stream``/CLI options for a DSPy program, as a ``dspy.context`` (``--model``, ``--adapter``,
+    ``--temperature``, ``--no-cache``). Without ``--model`` the configured ``dspy.LM`` gets the other
+    options (a copy); with none configured, the demo LM."""
+    changes: dict[str, Any] = {}
+    lm_args = {k: v for k, v in (("temperature", temperature), ("cache", None if cache else False)) if v is not None}
+    if model:
+        changes["lm"] = dspy.LM(model, **lm_args)
+    elif lm_args:
+        changes["lm"] = (dspy.settings.lm or _demo_lm()).copy(**lm_args)
+    if adapter:
+        changes["adapter"] = {"chat": dspy.ChatAdapter, "json": dspy.JSONAdapter, "xml": dspy.XMLAdapter}[adapter]()
+    return dspy.context(**changes)
+
+
+def model_name() -> str:
+    """The model DSPy's configured LM names (the demo LM's when none is configured)."""
+    lm = dspy.settings.lm
+    return str(lm.model) if lm is not None else "demo LM"
 
 
 def bind(program: Any) -> Callable[..., Awaitable[Any]]:
@@ -218,7 +240,8 @@ class _Bridge(dspy.utils.callback.BaseCallback):
             rec.parts.clear()
         call.watch.close(cached=False)
         call.watch.done(rec, error=exception)
-        self._last = call
+        if self._last is None or call.streamed or rec.text:
+            self._last = call  # the call whose text an error carries (not a retry that got nothing)
         self._status.on_lm_end(call_id, outputs, exception)
 
     def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:

@@ -12,10 +12,25 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["Prediction"]
+__all__ = ["Prediction", "is_prediction"]
+
+
+def is_prediction(value: Any) -> bool:
+    """True for a program's result: our :class:`Prediction`, or any object that holds its fields as a
+    mapping (``items()`` and ``keys()``), such as DSPy's ``dspy.Prediction``. Plain dicts are not (in a
+    stream they are raw chunks).
+
+    >>> is_prediction(Prediction(answer="Paris")), is_prediction({"answer": "Paris"}), is_prediction("Paris")
+    (True, False, False)
+    """
+    if isinstance(value, Prediction):
+        return True
+    if isinstance(value, (Mapping, type)):
+        return False
+    return callable(getattr(value, "items", None)) and callable(getattr(value, "keys", None))
 
 
 class Prediction:

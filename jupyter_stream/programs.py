@@ -65,10 +65,14 @@ def input_names(program: Any) -> list[str]:
     if sig is not None and hasattr(sig, "input_fields"):
         return list(sig.input_fields)
     fn = _own(program, "aforward") or _own(program, "forward")
-    if fn is None:
-        return []
-    params = list(inspect.signature(fn).parameters.values())[1:]
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    params = list(inspect.signature(fn).parameters.values())[1:] if fn is not None else []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not names and any(p.kind is p.VAR_KEYWORD for p in params):
+        # ``forward(**kwargs)`` of a module wrapping one predictor (DSPy's ChainOfThought): its inputs.
+        inner = named_predictors(program)
+        if len(inner) == 1:
+            return list(inner[0][1].signature.input_fields)
+    return names
 
 
 def check_inputs(program: Any, inputs: Mapping[str, Any]) -> None:

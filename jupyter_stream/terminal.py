@@ -27,8 +27,8 @@ import re
 import sys
 from typing import Any, TextIO
 
-from .prediction import Prediction
-from .streaming.events import LMResponse, StatusMessage, StreamResponse
+from .prediction import is_prediction
+from .streaming.events import LMResponse, PaneLabels, StatusMessage, StreamResponse
 
 __all__ = ["TextRenderer", "inert"]
 
@@ -65,6 +65,7 @@ class TextRenderer:
         self.color = self.file.isatty() if color is None else color
         self.show_prediction = show_prediction
         self._key: str | None = None
+        self._labels = PaneLabels()
         self._at_line_start = True
         self.tokens = 0
 
@@ -83,7 +84,7 @@ class TextRenderer:
     def handle(self, event: Any) -> None:
         """Render one event (unknown event types are ignored)."""
         if isinstance(event, StreamResponse):
-            key = f"{event.predict_name}.{event.signature_field_name}"
+            key = f"{self._labels(event.predict_name, event.call_id)}.{event.signature_field_name}"
             if key != self._key:
                 self._newline()
                 if self._key is not None:
@@ -100,7 +101,7 @@ class TextRenderer:
             self._newline()
             self._write(self._style(f"· {inert(event.message)}", "2") + "\n")
             self.file.flush()
-        elif isinstance(event, Prediction):
+        elif is_prediction(event):
             self._prediction = event
         elif isinstance(event, LMResponse) and event.cached:
             self._newline()

@@ -171,12 +171,14 @@ def parse_fields_block(system: str, which: str = "output") -> list[OutputSpec]:
 def detect_format(system: str, request: Mapping[str, Any] | None = None) -> str | None:
     """Which adapter wrote the prompt: ``"chat"``, ``"xml"``, ``"json"``, or None when unknown.
 
-    ``[[ ## completed ## ]]`` in the system message means chat, else "XML" means XML, else "JSON" (or a
-    ``response_format`` asking for JSON) means JSON.
+    ``[[ ## completed ## ]]`` in the system message means chat, else "XML" means XML (DSPy's XMLAdapter
+    says so in the last user message), else "JSON" (or a ``response_format`` asking for JSON) means JSON.
     """
     if "[[ ## completed ## ]]" in system:
         return "chat"
-    if "XML" in system:
+    messages = (request or {}).get("messages") or []
+    last = messages[-1].get("content") if messages and isinstance(messages[-1], Mapping) else None
+    if "XML" in system or (isinstance(last, str) and "XML tags" in last):
         return "xml"
     rf = (request or {}).get("response_format")
     if "JSON" in system or (isinstance(rf, Mapping) and rf.get("type") in ("json_object", "json_schema")):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import re
 import shlex
 import sys
@@ -26,7 +25,9 @@ from typing import Any
 
 import jupyter_stream as js
 
+from .. import programs
 from .._exceptions import UsageError
+from ..prediction import is_prediction
 
 __all__ = ["StreamMagics", "load_ipython_extension", "parse_body", "unload_ipython_extension"]
 
@@ -36,7 +37,7 @@ _HELP = """Stream an LM program's output fields live.
     <inputs>
 
 PROGRAM is a signature string ("question -> reasoning, answer") or the name of a variable holding a
-program (Predict, ChainOfThought, a Module, or a streamified callable).
+program (Predict, ChainOfThought, a Module, a DSPy module, or a streamified callable).
 
 The cell body holds the inputs. With one input field the whole body is its value; otherwise write
 `field: value` blocks (a value may span lines). `{name}` is filled from your variables ({{ for a brace).
@@ -142,18 +143,6 @@ def parse_body(body: str, input_names: list[str]) -> dict[str, str]:
     return {k: "\n".join(v).strip() for k, v in out.items()}
 
 
-def _input_names(program: Any) -> list[str]:
-    sig = getattr(program, "signature", None)
-    if sig is not None and hasattr(sig, "input_fields"):
-        return list(sig.input_fields)
-    for meth in ("aforward", "forward"):
-        fn = getattr(type(program), meth, None)
-        if fn is not None and fn is not getattr(js.Module, meth):
-            params = list(inspect.signature(fn).parameters.values())[1:]
-            return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    return []
-
-
 class _Job:
     """One ``%%stream`` run: the program, its inputs, options and where events go."""
 
@@ -179,44 +168,53 @@ class _Job:
             self.title = target
             if callable(obj) and hasattr(obj, "program") and not isinstance(obj, js.Module):
                 self.streamified, obj = obj, obj.program
-            if not isinstance(obj, js.Module):
-                raise UsageError(f"{target!r} is a {type(obj).__name__}, not a program (Predict, ChainOfThought, Module)")
+            if not programs.is_program(obj):
+                raise UsageError(
+                    f"{target!r} is a {type(obj).__name__}, not a program (Predict, ChainOfThought, Module, a DSPy module)"
+                )
             self.program = obj
         run_target: Any = self.program
         if args.predictor:
-            run_target = js.streaming.stream._find_predictor(self.program, args.predictor, self.program.named_predictors())
+            run_target = js.streaming.stream._find_predictor(self.program, args.predictor, programs.named_predictors(self.program))
             self.title = f"{self.title} · {args.predictor}"
-        self.inputs = parse_body(_fill(body, ns), _input_names(run_target))
+        self.inputs = parse_body(_fill(body, ns), programs.input_names(run_target))
         opts: dict[str, Any] = {}
         config: dict[str, Any] = {}
         if args.temperature is not None:
             config["temperature"] = args.temperature
         if args.no_cache:
             config["cache"] = False
+        bridge = programs.dspy_bridge(self.program)
         if config and isinstance(run_target, js.Predict):
             opts["config"] = config
         if args.session and isinstance(run_target, js.Predict):
             opts["history"] = list(_sessions.get(args.session, []))
         self.run_target = run_target
         ctx: dict[str, Any] = {}
-        if args.model:
+        if args.model and bridge is None:
             ctx["lm"] = js.LM(args.model, temperature=args.temperature, cache=not args.no_cache)
-        if args.adapter:
+        if args.adapter and bridge is None:
             ctx["adapter"] = args.adapter
         self.ctx = ctx
-        if self.streamified is not None and not args.predictor:
-            # A streamified callable keeps its own listeners and status provider.
-            with js.context(**ctx):
+        # A DSPy program takes the options through dspy.context (captured when the stream is made).
+        dspy_options = (
+            bridge.options(model=args.model, adapter=args.adapter, temperature=args.temperature, cache=not args.no_cache)
+            if bridge is not None else js.context()
+        )
+        with js.context(**ctx), dspy_options:
+            if self.streamified is not None and not args.predictor:
+                # A streamified callable keeps its own listeners and status provider.
                 self.stream = self.streamified(**self.inputs)
-        else:
-            with js.context(**ctx):
-                    self.stream = js.stream(
+            else:
+                self.stream = js.stream(
                     self.program, args.predictor, self.inputs, listen=args.listen, stream_timeout=args.stream_timeout,
                     timeout=args.timeout if args.timeout is not None else js.runtime.UNSET,
                     timeout_profile=args.profile or ("streaming" if args.timeout is None else None),
                     lm_events=True, **opts,
                 )
-        self.model = (ctx.get("lm") or js.settings.current().lm or _DemoName()).model
+            self.model = bridge.model_name() if bridge is not None else (
+                (ctx.get("lm") or js.settings.current().lm or _DemoName()).model
+            )
 
     async def run(self, sink: Any, shell: Any) -> Any:
         """Consume the stream into ``sink``; returns the prediction (None when stopped)."""
@@ -249,7 +247,7 @@ class _Job:
         prediction = None
         async for event in self.stream:
             sink.handle(event)
-            if isinstance(event, js.Prediction):
+            if is_prediction(event):  # ours, or a DSPy program's own dspy.Prediction
                 prediction = event
         return prediction
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import jupyter_stream as js
 
+from .. import programs
+from ..prediction import is_prediction
 from .display import WidgetDisplay
 
 __all__ = ["StreamView", "show"]
@@ -32,8 +34,11 @@ def _events(source: Any, inputs: dict[str, Any]) -> tuple[AsyncIterable[Any], st
     model = lm.model if lm is not None else "demo LM"
     if isinstance(source, js.Stream):
         return source, source.predictor_name or type(source.program).__name__, model
-    if isinstance(source, js.Module):
+    if programs.is_program(source):  # ours or a DSPy module
         s = js.stream(source, None, inputs, lm_events=True, timeout_profile="streaming")
+        bridge = programs.dspy_bridge(source)
+        if bridge is not None:
+            model = bridge.model_name()
         return s, type(source).__name__ if not isinstance(source, js.Predict) else source.signature.signature, model
     if callable(source) and hasattr(source, "program"):  # a streamified callable
         return source(**inputs), type(source.program).__name__, model
@@ -66,7 +71,7 @@ class StreamView:
         try:
             async for event in self._events:
                 self.display.handle(event)
-                if isinstance(event, js.Prediction):
+                if is_prediction(event):
                     self.prediction = event
         except asyncio.CancelledError:
             self.display.finish(stopped=True)

@@ -69,8 +69,8 @@ from typing import Any
 import anywidget
 import traitlets as t
 
-from ..prediction import Prediction
-from ..streaming.events import LMRequest, LMResponse, StatusMessage, StreamResponse
+from ..prediction import is_prediction
+from ..streaming.events import LMRequest, LMResponse, PaneLabels, StatusMessage, StreamResponse
 from .packed import packed_esm
 
 __all__ = ["STATUSES", "StreamWidget", "WidgetSink", "resolve_text"]
@@ -344,8 +344,8 @@ def _json_default(value: Any) -> Any:
             return dump(mode="json")
         except TypeError:
             return dump()
-    if isinstance(value, Prediction):
-        return value.to_dict()
+    if is_prediction(value):
+        return dict(value.items())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, (set, frozenset, tuple)):
@@ -486,7 +486,7 @@ class WidgetSink:
             self._on_request(event)
         elif isinstance(event, LMResponse):
             self._on_response(event)
-        elif isinstance(event, Prediction):
+        elif is_prediction(event):  # ours, or a DSPy program's own dspy.Prediction
             with self._lock:
                 self._ensure_started()
                 self._set_prediction(event)
@@ -561,6 +561,7 @@ class WidgetSink:
 
     def _reset(self) -> None:
         self._panes: dict[str, _Pane] = {}
+        self._labels = PaneLabels()
         self._pending: dict[str, list[Any]] = {}
         self._total_chars = 0
         self._t0 = self._clock()
@@ -599,10 +600,11 @@ class WidgetSink:
             if self._finished:
                 return
             now = self._clock()
-            key = f"{ev.predict_name}.{ev.signature_field_name}"
+            predict = self._labels(ev.predict_name, ev.call_id)  # one pane per LM call ("react[2]")
+            key = f"{predict}.{ev.signature_field_name}"
             pane = self._panes.get(key)
             if pane is None:
-                pane = self._panes[key] = _Pane(key, ev.predict_name, ev.signature_field_name)
+                pane = self._panes[key] = _Pane(key, predict, ev.signature_field_name)
             pend = self._pending.get(key)
             if pend is None:
                 pend = self._pending[key] = [[], False]

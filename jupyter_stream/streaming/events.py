@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LMRequest", "LMResponse", "StatusMessage", "StreamResponse"]
+__all__ = ["LMRequest", "LMResponse", "PaneLabels", "StatusMessage", "StreamResponse"]
 
 
 @dataclass(slots=True)
@@ -70,3 +70,27 @@ class LMResponse:
     duration: float = 0.0
     cached: bool = False
     call_id: int = 0
+
+
+class PaneLabels:
+    """Names the panes of one stream by call: ``"react"`` for a predictor's first LM call, ``"react[2]"``
+    for its second, and so on (a loop, ReAct's steps, concurrent calls), so that no two calls share a pane.
+    Renderers (terminal, widget) use it; O(1) per chunk.
+
+    >>> labels = PaneLabels()
+    >>> [labels(name, call) for name, call in [("react", 1), ("react", 1), ("react", 3), ("extract", 4)]]
+    ['react', 'react', 'react[2]', 'extract']
+    """
+
+    __slots__ = ("_labels", "_counts")
+
+    def __init__(self) -> None:
+        self._labels: dict[tuple[str, int], str] = {}
+        self._counts: dict[str, int] = {}
+
+    def __call__(self, predict_name: str, call_id: int) -> str:
+        label = self._labels.get((predict_name, call_id))
+        if label is None:
+            n = self._counts[predict_name] = self._counts.get(predict_name, 0) + 1
+            label = self._labels[(predict_name, call_id)] = predict_name if n == 1 else f"{predict_name}[{n}]"
+        return label

@@ -31,7 +31,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from ..prediction import Prediction
+from ..prediction import is_prediction
 from .events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
 __all__ = ["streaming_response"]
@@ -42,8 +42,8 @@ def _default(o: Any) -> Any:
         return o.model_dump(mode="json")
     if dataclasses.is_dataclass(o) and not isinstance(o, type):
         return dataclasses.asdict(o)
-    if isinstance(o, Prediction):
-        return o.to_dict()
+    if is_prediction(o):
+        return dict(o.items())
     return str(o)
 
 
@@ -58,8 +58,8 @@ async def streaming_response(streamer: AsyncIterator[Any]) -> AsyncGenerator[str
             yield _frame({"stream_response": dataclasses.asdict(value)})
         elif isinstance(value, StatusMessage):
             yield _frame({"status_message": {"message": value.message}})
-        elif isinstance(value, Prediction):
-            yield _frame({"prediction": value.to_dict()})
+        elif is_prediction(value):  # ours, or a DSPy program's own dspy.Prediction
+            yield _frame({"prediction": dict(value.items())})
         elif isinstance(value, (LMRequest, LMResponse)):
             yield _frame({"lm_request" if isinstance(value, LMRequest) else "lm_response": dataclasses.asdict(value)})
         elif isinstance(value, str) and value.startswith("data:"):
