@@ -7,7 +7,7 @@ import json
 
 import dspy
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import jupyter_stream as js
@@ -68,10 +68,16 @@ def test_any_split_of_the_reply_joins_to_dspys_prediction(dlm, server, adapter, 
     else:
         reply = f"<reasoning>{reasoning}</reasoning>\n<answer>{answer}</answer>"
         dspy_adapter = dspy.XMLAdapter()
+    program = dspy.ChainOfThought("question -> answer")
+    try:  # DSPy 3.0's JSONAdapter cannot parse some replies at all (a '{' inside a value): no value to match
+        expected = dspy_adapter.parse(program.predict.signature, reply)
+    except Exception:  # noqa: BLE001
+        assume(False)
     server.script(Reply(content=reply, chunks=_split(reply, cuts)))
     with dspy.context(adapter=dspy_adapter):
-        events = list(js.stream(dspy.ChainOfThought("question -> answer"), None, {"question": "q"}))
+        events = list(js.stream(program, None, {"question": "q"}))
     final = events[-1]
+    assert {k: final[k] for k in expected} == expected
     assert isinstance(final, dspy.Prediction), final
     assert fields_by_call(events) == {("predict", 1, "reasoning"): final.reasoning, ("predict", 1, "answer"): final.answer}
     assert last_counts(events) == {("predict", 1, "reasoning"): 1, ("predict", 1, "answer"): 1}
