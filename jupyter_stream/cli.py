@@ -1,6 +1,7 @@
 """The ``jupyter-stream`` command: stream a signature in the terminal, or run the demo LM server.
 
     $ jupyter-stream run "question -> reasoning, answer" --input question="Why is the sky blue?"
+    $ jupyter-stream run my_app:program --input question="Why is the sky blue?"   # a program of yours (or DSPy's)
     $ jupyter-stream demo-lm --port 8765
 """
 
@@ -16,12 +17,12 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jupyter-stream", description="Stream the fields of an LM program as they are written.")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a signature and stream its output fields")
-    run.add_argument("signature", help='e.g. "question -> reasoning, answer"')
+    run = sub.add_parser("run", help="run a signature or a program and stream its output fields")
+    run.add_argument("signature", help='a signature, e.g. "question -> reasoning, answer", or a program as module:attr')
     run.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE", help="an input field (repeatable)")
     run.add_argument("--model", help="model name, e.g. openai/gpt-4o-mini (default: the demo LM when no OPENAI_API_KEY)")
     run.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://localhost:11434/v1")
-    run.add_argument("--adapter", default="chat", help="chat, json or xml (default: chat)")
+    run.add_argument("--adapter", help="chat, json or xml (default: chat)")
     run.add_argument("--cot", action="store_true", help="reason first (ChainOfThought)")
     run.add_argument("--listen", help="comma-separated fields to stream (default: all)")
     run.add_argument("--temperature", type=float)
@@ -60,18 +61,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return 0
 
+    import contextlib
+
     import jupyter_stream as js
+    from jupyter_stream import programs
 
     try:
         inputs = _inputs(args.input, parser)
         lm = None
-        if args.model or args.base_url:
+        if "->" in args.signature or ":" not in args.signature:
+            program = (js.ChainOfThought if args.cot else js.Predict)(args.signature)
+        else:
+            program = programs.load(args.signature)
+        bridge = programs.dspy_bridge(program)
+        if (args.model or args.base_url) and bridge is None:
             lm = js.LM(args.model or "default", base_url=args.base_url, cache=not args.no_cache, temperature=args.temperature)
-        program = (js.ChainOfThought if args.cot else js.Predict)(args.signature)
-        config = {"temperature": args.temperature} if args.temperature is not None and lm is None else {}
+        config = {"temperature": args.temperature} if args.temperature is not None and lm is None and bridge is None else {}
         # Without --timeout the "streaming" profile limits the whole call (passing timeout=None would lift it).
         limits = {"timeout": args.timeout} if args.timeout is not None else {"timeout_profile": "streaming"}
-        with js.context(lm=lm, adapter=args.adapter) if lm else js.context(adapter=args.adapter):
+        settings = {"adapter": args.adapter or "chat", **({"lm": lm} if lm else {})}
+        options = (
+            bridge.options(model=args.model, adapter=args.adapter, temperature=args.temperature, cache=not args.no_cache)
+            if bridge is not None else contextlib.nullcontext()
+        )
+        with js.context(**settings), options:
             s = js.stream(
                 program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout, **limits,
                 **({"config": config} if config else {}),

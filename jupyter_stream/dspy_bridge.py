@@ -37,7 +37,7 @@ import dspy
 from dspy.utils import callback as _dspy_callback
 
 from . import observer as _observer
-from ._exceptions import AdapterParseError, LMError, StreamError
+from ._exceptions import AdapterParseError, ConfigurationError, LMError, StreamError
 from .adapters import ChatAdapter, JSONAdapter, XMLAdapter
 from .adapters.base import partial_fields
 from .lm import LMRecord
@@ -80,7 +80,10 @@ def options(*, model: str | None = None, adapter: str | None = None, temperature
     elif lm_args:
         changes["lm"] = (dspy.settings.lm or _demo_lm()).copy(**lm_args)
     if adapter:
-        changes["adapter"] = {"chat": dspy.ChatAdapter, "json": dspy.JSONAdapter, "xml": dspy.XMLAdapter}[adapter]()
+        cls = {"chat": dspy.ChatAdapter, "json": dspy.JSONAdapter, "xml": dspy.XMLAdapter}.get(adapter.strip().lower())
+        if cls is None:
+            raise ConfigurationError(f"unknown adapter {adapter!r}; use 'chat', 'json' or 'xml'")
+        changes["adapter"] = cls()
     return dspy.context(**changes)
 
 

@@ -17,7 +17,10 @@ Example::
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
+import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from types import ModuleType
@@ -28,7 +31,7 @@ from .program import Module, Predict
 from .runtime import run_in_thread
 
 __all__ = [
-    "as_predictor", "check_inputs", "dspy_bridge", "input_names", "is_program", "named_predictors", "runner",
+    "as_predictor", "check_inputs", "dspy_bridge", "input_names", "is_program", "load", "named_predictors", "runner",
 ]
 
 
@@ -146,3 +149,35 @@ def _own(program: Any, name: str) -> Any:
     if fn is None or fn is getattr(Module, name, None):
         return None
     return fn
+
+
+def load(spec: str) -> Any:
+    """The program named by ``"module:attr"`` or ``"path/to/file.py:attr"`` (``attr`` may be dotted),
+    imported with the current folder on the import path: the command line's way to name a program.
+
+    Raises :class:`UsageError` naming what is wrong (no colon, no such module or attribute, not a program).
+    """
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"{spec!r} names no program: write module:attribute, e.g. my_app:program, or a signature")
+    try:
+        if module_name.endswith(".py"):
+            found = importlib.util.spec_from_file_location(os.path.basename(module_name)[:-3], module_name)
+            if found is None or found.loader is None or not os.path.exists(module_name):
+                raise UsageError(f"no file {module_name!r} (from {spec!r})")
+            module = importlib.util.module_from_spec(found)
+            found.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise UsageError(f"cannot import {module_name!r} (from {spec!r}): {e}; run from the folder that holds it") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"{module_name!r} has no attribute {attr!r} (from {spec!r})")
+        obj = getattr(obj, part)
+    if not is_program(obj):
+        raise UsageError(f"{spec!r} is a {type(obj).__name__}, not a program (a Module, Predict or DSPy module)")
+    return obj

@@ -341,3 +341,26 @@ def test_show_and_magic_input_names_come_from_the_program():
     assert programs.input_names(AsyncLoop()) == ["question", "rounds"]
     with pytest.raises(js.InputError, match="missing input"):
         js.stream(dspy.Predict("question -> answer"), None, {})
+
+
+def test_cli_runs_a_program_named_module_colon_attr(tmp_path, server):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "my_app.py").write_text(
+        "import dspy\n"
+        f"dspy.configure(lm=dspy.LM('openai/cli-model', api_base={server.url!r}, api_key='k', cache=False))\n"
+        "program = dspy.ChainOfThought('question -> answer')\n"
+    )
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    run = [sys.executable, "-m", "jupyter_stream", "run"]
+    ok = subprocess.run([*run, "my_app:program", "--input", "question=Why?", "--color", "never"],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "── predict.reasoning ──" in ok.stdout and "── predict.answer ──" in ok.stdout
+    assert "── prediction ──" in ok.stdout
+    bad = subprocess.run([*run, "my_app:nope", "--input", "question=Why?"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "jupyter-stream: 'my_app' has no attribute 'nope' (from 'my_app:nope')"
