@@ -288,10 +288,18 @@ def _own_method(program: Any, name: str) -> Any:
 
 
 def _as_dict(chunk: Any) -> dict[str, Any]:
+    """DSPy's raw chunk (litellm's object, or 3.4's engine chunk dict) in the OpenAI chunk shape."""
     if isinstance(chunk, dict):
-        return dict(chunk)
-    dump = getattr(chunk, "model_dump", None)
-    return dump() if callable(dump) else {}
+        data = dict(chunk)
+    else:
+        dump = getattr(chunk, "model_dump", None)
+        data = dump() if callable(dump) else {}
+    data.pop("predict_id", None)
+    data["id"] = data.get("id") or ""
+    data["created"] = data.get("created") or 0
+    data["model"] = data.get("model") or ""
+    data["object"] = "chat.completion.chunk"
+    return data
 
 
 def _reply(outputs: Any) -> tuple[str, str]:

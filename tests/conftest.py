@@ -23,6 +23,15 @@ def load_fixture(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text("utf-8"))
 
 
+@pytest.fixture(scope="module")
+def ip():
+    """IPython's test shell with ``%load_ext jupyter_stream`` (for ``run_cell_magic``)."""
+    globalipapp = pytest.importorskip("IPython.testing.globalipapp")
+    shell = globalipapp.get_ipython()
+    shell.run_line_magic("load_ext", "jupyter_stream")
+    return shell
+
+
 @pytest.fixture(scope="session")
 def server():
     """One demo server for the session (reset before each test by ``lm``)."""

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.error import UsageError as IPyUsageError
-from IPython.testing.globalipapp import get_ipython
 
 import jupyter_stream as js
 from jupyter_stream.notebook.magic import parse_body
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "jupyter_stream")
-    return shell
 
 
 def test_signature_cell_streams_text_and_stores_the_prediction(ip, lm, server, capsys):

@@ -5,21 +5,8 @@ from __future__ import annotations
 import io
 
 import dspy
-import pytest
 
 import jupyter_stream as js
-
-IPython = pytest.importorskip("IPython")  # the notebook layer is not in the oldest-DSPy environment
-
-
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.testing.globalipapp import get_ipython
-
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "jupyter_stream")
-    return shell
-
 
 def test_magic_streams_a_dspy_program_and_stores_its_own_prediction(ip, dlm, server, capsys):
     ip.user_ns["cot"] = dspy.ChainOfThought("question -> answer")

@@ -364,3 +364,12 @@ def test_cli_runs_a_program_named_module_colon_attr(tmp_path, server):
                          text=True, timeout=120, env=env)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "jupyter-stream: 'my_app' has no attribute 'nope' (from 'my_app:nope')"
+
+
+async def test_streamify_without_listeners_passes_the_raw_chunks_through(dlm, server):
+    reply = "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
+    server.script(Reply(content=reply, chunks=["[[ ## answer ## ]]\n", "Par", "is\n\n", "[[ ## completed ## ]]"]))
+    events = [e async for e in js.streamify(dspy.Predict("question -> answer"))(question="q")]
+    *chunks, final = events
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply
+    assert isinstance(final, dspy.Prediction) and final.answer == "Paris"
