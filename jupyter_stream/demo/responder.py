@@ -412,6 +412,35 @@ def _render_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+_TOOL_RE = re.compile(r"\(\d+\) (\w+), whose description is <desc>.*?</desc>\. It takes arguments (\{.*?\})\.\n", re.S)
+
+
+def _agent_step(system: str, user: str, topic: str) -> dict[str, Any]:
+    """An agent's next step (DSPy ReAct's ``next_thought``/``next_tool_name``/``next_tool_args``): the
+    listed tools one after the other, each asked about the topic, then ``finish``.
+
+        >>> system = "(1) search, whose description is <desc>Search.</desc>. It takes arguments {'query': {'type': 'string'}}.\n"
+        >>> _agent_step(system, "[[ ## trajectory ## ]]\n", "Paris")["next_tool_args"]
+        {'query': 'Paris'}
+        >>> _agent_step(system, "[[ ## thought_0 ## ]]\n...", "Paris")["next_tool_name"]
+        'finish'
+    """
+    tools: list[tuple[str, dict[str, Any]]] = []
+    for name, args in _TOOL_RE.findall(system):
+        try:
+            schema = ast.literal_eval(args)
+        except (ValueError, SyntaxError):
+            schema = {}
+        if name != "finish":
+            tools.append((name, schema if isinstance(schema, dict) else {}))
+    done = len(set(re.findall(r"thought_(\d+)", user)))
+    if done < len(tools):
+        name, schema = tools[done]
+        return {"next_thought": f'To answer, I will ask {name} about "{topic}".', "next_tool_name": name,
+                "next_tool_args": {arg: topic for arg in schema}}
+    return {"next_thought": "I have what I need to answer.", "next_tool_name": "finish", "next_tool_args": {}}
+
+
 def auto_reply(messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any] | None = None) -> str:
     """A plausible reply to a chat request: fills every output field of the signature found in the prompt.
 
@@ -450,6 +479,9 @@ def auto_reply(messages: Sequence[Mapping[str, Any]], request: Mapping[str, Any]
     for i, spec in enumerate(outputs):
         seed = int(hashlib.sha1(f"{spec.name}:{ref}".encode()).hexdigest()[:8], 16) + i
         filled.append((spec.name, _value(spec.type_name, spec.name, topic, ref, seed, notes, schemas.get(spec.name))))
+    if {"next_thought", "next_tool_name", "next_tool_args"} <= {name for name, _ in filled}:
+        step = _agent_step(system, user, topic)
+        filled = [(name, step.get(name, value)) for name, value in filled]
 
     if fmt == "chat":
         parts = [f"[[ ## {name} ## ]]\n{_render_text(value)}" for name, value in filled]
