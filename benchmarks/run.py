@@ -3,6 +3,7 @@
     python benchmarks/run.py            # full run (about 2-3 minutes), writes benchmarks/RESULTS.md
     python benchmarks/run.py --quick    # smoke test (small N, fewer repeats), writes benchmarks/RESULTS-quick.md
     benchmarks/.venv/bin/python benchmarks/run.py --dspy   # after benchmarks/setup.sh: + plots + DSPy
+    benchmarks/.venv/bin/python benchmarks/run.py --dspy --only bridge   # a DSPy program through our bridge
 
 Every measurement checks its output (the joined chunks equal the expected text), so a benchmark cannot
 silently measure a broken path; a mismatch stops the run with a non-zero exit status.
@@ -49,7 +50,9 @@ SIG1 = "question -> answer"
 SIG5 = "question -> a, b, c, d, e"
 
 
-SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook")
+SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook", "bridge")
+"""``bridge`` (section 9) runs only with ``--dspy``; so does section 5 (the DSPy comparison), when ``e2e`` or
+``parser`` runs (it is read against them)."""
 
 
 class BenchmarkError(AssertionError):
@@ -791,6 +794,18 @@ def dspy_bench(server: ServerProcess, sizes: list[int], repeats: int, parser_siz
                     make_tokens=make_tokens, split_every=split_every, question=QUESTION)
 
 
+def bridge_bench(server: ServerProcess, *, quick: bool, smoke: bool) -> dict[str, Any] | None:
+    """Section 9 (``_dspy.run_bridge``): a DSPy program through our bridge vs DSPy's streamify and its raw
+    floor; None when ``import dspy`` fails."""
+    try:
+        import dspy  # noqa: F401
+    except ImportError:
+        return None
+    from _dspy import run_bridge
+
+    return run_bridge(server, quick=quick, smoke=smoke)
+
+
 # -------------------------------------------------------------------------------------------- reporting
 def _ver(pkg: str) -> str:
     try:
@@ -882,11 +897,12 @@ def plot_from(path: str) -> list[str]:
     prows = [{**r, "stat": Stat(r["wall"], r["cpu"])} for r in doc["parser"]]
     dspy_e2e = {int(n): Stat(v["wall"], v["cpu"]) for n, v in doc.get("dspy_e2e", {}).items()}
     suffix = os.path.splitext(os.path.basename(path))[0].removeprefix("results")
-    return plots(e2e, doc["sizes"], prows, suffix, {"e2e": dspy_e2e} if dspy_e2e else None)
+    return plots(e2e, doc["sizes"], prows, suffix, {"e2e": dspy_e2e} if dspy_e2e else None, doc.get("bridge"))
 
 
 def plots(e2e: dict[tuple[str, int], Stat], sizes: list[int], prows: list[dict[str, Any]], suffix: str,
-          dspy_res: dict[str, Any] | None) -> list[str]:
+          dspy_res: dict[str, Any] | None, bridge: dict[str, Any] | None = None) -> list[str]:
+    """The PNGs of the sections that ran (a section that did not run keeps its old plot)."""
     try:
         import matplotlib
 
@@ -895,6 +911,17 @@ def plots(e2e: dict[tuple[str, int], Stat], sizes: list[int], prows: list[dict[s
     except ImportError:
         return []
     written = []
+    if e2e:
+        written.append(plot_e2e(plt, e2e, sizes, suffix, dspy_res))
+    if prows:
+        written.append(plot_parsers(plt, prows, suffix))
+    if bridge:
+        written.append(plot_bridge(plt, bridge, suffix))
+    return written
+
+
+def plot_e2e(plt: Any, e2e: dict[tuple[str, int], Stat], sizes: list[int], suffix: str,
+             dspy_res: dict[str, Any] | None) -> str:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for key, label, _kind, _m in VARIANTS:
         xs = [n for n in sizes if (key, n) in e2e]
@@ -915,8 +942,10 @@ def plots(e2e: dict[tuple[str, int], Stat], sizes: list[int], prows: list[dict[s
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    written.append(path)
+    return path
 
+
+def plot_parsers(plt: Any, prows: list[dict[str, Any]], suffix: str) -> str:
     fig, ax = plt.subplots(figsize=(10, 5.5))
     for adapter in sorted({r["adapter"] for r in prows}):
         for delta, style in ((DELTA_TOKEN, "-"), (DELTA_SHIFTED, ":"), (DELTA_40, "--")):
@@ -935,8 +964,41 @@ def plots(e2e: dict[tuple[str, int], Stat], sizes: list[int], prows: list[dict[s
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    written.append(path)
-    return written
+    return path
+
+
+def plot_bridge(plt: Any, bridge: dict[str, Any], suffix: str) -> str:
+    """Section 9 as bars: µs per delta of (a), (b), (c) (median run, whiskers from the fastest to the slowest
+    run), with the limits the targets put on (a) (0.5x (b), 1.3x (c)) as dashed lines."""
+    n = bridge["n"]
+    keys = list(bridge["variants"])
+    runs = {k: [t / n * 1e6 for t in bridge["runs"][k]["wall"]] for k in keys}
+    med = [statistics.median(runs[k]) for k in keys]
+    lo = [m - min(runs[k]) for m, k in zip(med, keys)]
+    hi = [max(runs[k]) - m for m, k in zip(med, keys)]
+    names = {"a": "(a) js.streamify\n(DSPy program, bridge)", "b": "(b) dspy.streamify\n+ StreamListener",
+             "c": "(c) DSPy raw floor\n(no-op send_stream)"}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bars = ax.bar([names.get(k, k) for k in keys], med, yerr=[lo, hi], capsize=4,
+                  color=["C0", "C1", "C2"][: len(keys)])
+    for bar, m in zip(bars, med):
+        ax.annotate(f"{m:.1f}", (bar.get_x() + bar.get_width() / 2, m), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8)
+    us = dict(zip(keys, med))
+    for q, color in (("a/b", "C1"), ("a/c", "C2")):
+        limit, of = bridge.get("limits", {}).get(q), q.split("/")[1]
+        if limit and of in us:
+            ax.axhline(limit * us[of], color=color, linestyle="--", linewidth=1,
+                       label=f"target for (a): <= {limit:g}x ({of})")
+    ax.set_ylabel("µs per delta (wall, median run)")
+    ax.set_title(f"A DSPy Predict streamed, {n:,} one-token deltas")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    path = os.path.join(HERE, f"bridge{suffix}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -967,6 +1029,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sections - set(SECTIONS)
     if unknown:
         ap.error(f"unknown sections {sorted(unknown)}; choose from {','.join(SECTIONS)}")
+    if args.only and "bridge" in sections and not args.dspy:
+        ap.error("the bridge section streams a DSPy program: add --dspy (in benchmarks/.venv, see benchmarks/setup.sh)")
     t_start = time.perf_counter()
 
     info = machine_info()
@@ -1130,7 +1194,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{d:+.2f} ms (min/min {(ttft['d'].min - ttft[floor_key].min) * 1e3:+.2f} ms)",
                                 d < 1.0))
 
-            if args.dspy:
+            if args.dspy and sections & {"e2e", "parser"}:
                 # DSPy takes ~0.5 ms per delta: N <= 5,000 and fields <= 16k tokens keep it to a minute.
                 dspy_res = dspy_bench(server, [n for n in sizes if n <= 5_000], min(repeats, 5),
                                       [1_000, 4_000] if quick else [1_000, 16_000])
@@ -1144,6 +1208,16 @@ def main(argv: list[str] | None = None) -> int:
                         emit(line)
                     targets += dspy_targets(e2e, prows, dspy_res)
                 emit()
+            if args.dspy and "bridge" in sections:
+                res = bridge_bench(server, quick=quick, smoke=args.smoke)
+                if res is None:
+                    emit("## 9. DSPy programs through the bridge")
+                    emit()
+                    emit("Skipped: `import dspy` failed (run `benchmarks/setup.sh`, then "
+                         "`benchmarks/.venv/bin/python benchmarks/run.py --dspy --only bridge`).")
+                    emit()
+                else:
+                    section("bridge", res)
             # These replace the server's replies: they run after the sections that load their own.
             if "concurrency" in sections:
                 import _concurrency
@@ -1168,7 +1242,7 @@ def main(argv: list[str] | None = None) -> int:
     emit()
     json_path = os.path.join(HERE, f"results{suffix}.json")
     save_json(json_path, info, e2e, sizes, prows, ttft, dspy_res, extra)
-    written = plots(e2e, sizes, prows, suffix, dspy_res) if e2e or prows else []
+    written = plots(e2e, sizes, prows, suffix, dspy_res, extra.get("bridge")) if e2e or prows or "bridge" in extra else []
     if written:
         emit("Plots: " + ", ".join(f"`{os.path.relpath(p, os.path.dirname(HERE))}`" for p in written))
     else:

@@ -74,3 +74,14 @@ def execute(kc, code, *, timeout=60.0, on_iopub=None):
 def stream_text(msgs):
     """What a cell printed to stdout."""
     return "".join(m["content"]["text"] for _, m in msgs if m["msg_type"] == "stream" and m["content"]["name"] == "stdout")
+
+
+def widget_deltas(msgs):
+    """The widget's delta batches among a cell's iopub messages: ``[(receive time, content)]``."""
+    out = []
+    for t, m in msgs:
+        if m["msg_type"] == "comm_msg":
+            data = m["content"]["data"]
+            if data.get("method") == "custom" and data["content"].get("type") == "deltas":
+                out.append((t, data["content"]))
+    return out

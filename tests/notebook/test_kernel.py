@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
-from _kernel import LONG, execute, slow_server, start_kernel, stop_kernel, stream_text  # noqa: E402, F401
+from _kernel import LONG, execute, slow_server, start_kernel, stop_kernel, stream_text, widget_deltas  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +76,6 @@ def _comm_opens(msgs):
             and m["content"]["data"]["state"].get("_model_name") == "AnyModel"]
 
 
-def _deltas(msgs):
-    out = []
-    for t, m in msgs:
-        if m["msg_type"] == "comm_msg":
-            data = m["content"]["data"]
-            if data.get("method") == "custom" and data["content"].get("type") == "deltas":
-                out.append((t, data["content"]))
-    return out
-
-
 def test_widget_deltas_arrive_batched_while_the_cell_runs(kernel, slow_server):
     _, kc = kernel
     slow_server.reset()
@@ -94,7 +84,7 @@ def test_widget_deltas_arrive_batched_while_the_cell_runs(kernel, slow_server):
     assert reply["content"]["status"] == "ok"
     assert len(_comm_opens(msgs)) == 1
     comm_id = _comm_opens(msgs)[0]
-    deltas = _deltas(msgs)
+    deltas = widget_deltas(msgs)
     text = "".join(item[1] for _, d in deltas for item in d["items"] if item[0] == "self.answer")
     reply, out = execute(kc, "print(repr(w.answer))")
     answer = ast.literal_eval(stream_text(out).strip())
@@ -141,7 +131,7 @@ def test_a_front_end_that_said_hello_gets_the_final_snapshot_by_reference(kernel
     reply, out = execute(kc, "print(repr(w.answer))")
     answer = ast.literal_eval(stream_text(out).strip())
     comm_id = _comm_opens(msgs)[0]
-    deltas = _deltas(msgs)
+    deltas = widget_deltas(msgs)
     joined = "".join(item[1] for _, d in deltas for item in d["items"] if item[0] == "self.answer")
     updates = [m["content"]["data"]["state"] for _, m in msgs if m["msg_type"] == "comm_msg"
                and m["content"]["comm_id"] == comm_id and m["content"]["data"]["method"] == "update"]
@@ -229,7 +219,7 @@ def test_restart_during_a_stream_closes_the_request_and_the_new_kernel_streams(s
         while "word3" not in received:  # a few delta batches of the answer have arrived
             msg = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
             if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "comm_msg":
-                received += "".join(item[1] for _, d in _deltas([(0, msg)]) for item in d["items"])
+                received += "".join(item[1] for _, d in widget_deltas([(0, msg)]) for item in d["items"])
         assert "word119" not in received
         assert slow_server.stream_closed_early == 0
 
@@ -258,7 +248,7 @@ def test_restart_during_a_stream_closes_the_request_and_the_new_kernel_streams(s
         slow_server.script("[[ ## answer ## ]]\nback after the restart\n\n[[ ## completed ## ]]")
         reply, msgs = execute(kc, '%%stream "question -> answer" --out again\nStill there?', timeout=30)
         assert reply["content"]["status"] == "ok", reply
-        assert len(_comm_opens(msgs)) == 1 and _deltas(msgs)
+        assert len(_comm_opens(msgs)) == 1 and widget_deltas(msgs)
         reply, msgs = execute(kc, "print(repr(again.answer))")
         assert stream_text(msgs).strip() == repr("back after the restart")
         assert slow_server.wait_idle(5.0)

@@ -1,0 +1,65 @@
+"""A DSPy program under ``%%stream`` in a real ipykernel (jupyter_client): live widget deltas, interrupt."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("jupyter_client")  # the kernel tools are not in the oldest-DSPy environment
+sys.path.insert(0, str(Path(__file__).parents[1] / "notebook"))
+
+from _kernel import LONG, execute, slow_server, start_kernel, stop_kernel, stream_text, widget_deltas  # noqa: E402, F401
+
+STEPS = "[[ ## reasoning ## ]]\n" + " ".join(f"step{i}" for i in range(60)) + "\n\n" + LONG
+"""A ChainOfThought reply: 60 reasoning tokens, then the long answer (about 5 s at 60 tokens/s)."""
+
+
+@pytest.fixture(scope="module")
+def kernel(slow_server):
+    km, kc = start_kernel(slow_server.url)
+    setup = (
+        "import dspy\n"
+        f"dspy.configure(lm=dspy.LM('openai/kernel-test', api_base={slow_server.url!r}, api_key='k', cache=False, num_retries=0))\n"
+        "prog = dspy.ChainOfThought('question -> answer')\n"
+    )
+    reply, _ = execute(kc, setup, timeout=120)
+    assert reply["content"]["status"] == "ok", reply
+    yield km, kc
+    stop_kernel(km, kc)
+
+
+def test_live_widget_deltas_arrive_while_a_dspy_program_runs(kernel, slow_server):
+    _, kc = kernel
+    slow_server.reset()
+    slow_server.script(STEPS)
+    reply, msgs = execute(kc, "%%stream prog --out w\nHello?")
+    assert reply["content"]["status"] == "ok", reply
+    deltas = widget_deltas(msgs)
+    assert deltas, "no widget deltas"
+    times = [t for t, _ in deltas]
+    assert times[-1] - times[0] > 1.0  # spread over the run, not sent at the end
+    keys = {item[0] for _, d in deltas for item in d["items"]}
+    assert {"predict.reasoning", "predict.answer"} <= keys
+    reply, out = execute(kc, "print(type(w).__module__.split('.')[0], w.answer.split()[-1])")
+    assert stream_text(out).split() == ["dspy", "word119"]
+
+
+def test_interrupt_cancels_a_dspy_stream_and_closes_the_request(kernel, slow_server):
+    km, kc = kernel
+    slow_server.reset()
+    slow_server.script(STEPS)
+    timer = threading.Timer(1.0, km.interrupt_kernel)
+    timer.start()
+    reply, msgs = execute(kc, "%%stream prog --text\nHello?")
+    timer.join()
+    assert "step0" in stream_text(msgs), "the stream never started"
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "CancelledError"
+    assert "word119" not in stream_text(msgs)
+    assert slow_server.wait_idle(5.0)
+    assert slow_server.stream_closed_early == 1
+    reply, msgs = execute(kc, "print(prog(question='again?').answer.split()[0])")  # the kernel still works
+    assert reply["content"]["status"] == "ok" and stream_text(msgs).strip()
