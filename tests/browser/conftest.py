@@ -36,6 +36,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "notebooks" / "01_quickstart.ipynb"
+DSPY_NOTEBOOK = ROOT / "notebooks" / "02_dspy.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
 
 DEMO_RATE = "60"  # tokens/s of the demo LM in the kernels: slow enough to watch the panes fill
@@ -240,6 +241,7 @@ def lab(_requirements, tmp_path_factory):
     for d in (home, notebooks, workspaces):
         d.mkdir()
     shutil.copy(QUICKSTART, notebooks / QUICKSTART.name)
+    shutil.copy(DSPY_NOTEBOOK, notebooks / DSPY_NOTEBOOK.name)
     for name, nb in TEST_NOTEBOOKS.items():
         _write_json(notebooks / name, nb)
 
@@ -255,6 +257,7 @@ def lab(_requirements, tmp_path_factory):
         XDG_CACHE_HOME=str(home / "xdg-cache"),
         XDG_DATA_HOME=str(home / "xdg-data"),
         JUPYTER_STREAM_DEMO_RATE=DEMO_RATE,
+        LITELLM_LOCAL_MODEL_COST_MAP="True",  # DSPy's litellm: no price-list download at import
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
     settings = home / "config" / "lab" / "user-settings" / "@jupyterlab"

@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 DOCS_SCREENSHOT = ROOT / "docs" / "widget.png"
+DOCS_REACT = ROOT / "docs" / "react.png"
 QUESTION = "Why is the sky blue?"
 DONE = re.compile(r"(^|\s)done(\s|$)")
 
@@ -448,3 +449,47 @@ def test_the_saved_widget_state_holds_the_text_the_page_filled_in(page, lab):
         assert not [line for line in page.console_log if line.startswith("[pageerror]")], page.console_log
     finally:
         lab.api("PUT", setting, {"raw": json.dumps({"saveState": False})})
+
+
+def test_a_dspy_react_agent_shows_each_step_as_its_own_panes(page, lab):
+    """notebooks/02_dspy.ipynb in the browser: ReAct's steps are separate pane groups with tool status lines."""
+    import importlib.util
+
+    from playwright.sync_api import expect
+
+    if importlib.util.find_spec("dspy") is None:  # pragma: no cover - make test installs it
+        import pytest
+
+        pytest.skip("DSPy is not installed")
+    lab.open(page, "02_dspy.ipynb")
+    lab.run_all(page)
+    agent = lab.cell(page, "%%stream agent").locator(".jps-widget")
+    expect(agent).to_have_count(1, timeout=60_000)
+    _wait_status(page, agent, "done", timeout=90)
+    groups = agent.locator(".jps-group").evaluate_all("els => els.map(e => e.dataset.predict)")
+    assert groups == ["react", "react[2]", "react[3]", "extract.predict"], groups
+    step2 = agent.locator('.jps-group[data-predict="react[2]"]')
+    keys = step2.locator(".jps-pane").evaluate_all("els => els.map(e => e.dataset.key)")
+    assert keys == ["react[2].next_thought", "react[2].next_tool_name", "react[2].next_tool_args"], keys
+    assert _pane_text(agent, "react[2].next_tool_name").text_content() == "lookup"
+    assert _pane_text(agent, "react.next_tool_name").text_content() == "search"
+    expect(agent.locator(".jps-pane.done")).to_have_count(11)
+    log = agent.locator(".jps-log").text_content() or ""
+    assert "Calling tool search..." in log and "Calling tool lookup..." in log, log
+    expect(agent.locator(".jps-error")).to_be_hidden()
+    inspector = agent.locator("details.jps-inspector")
+    expect(inspector.locator("summary")).to_have_text("Prompt inspector (4 LM calls)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jps-widget')].length === 3"
+        " && [...document.querySelectorAll('.jps-widget')].every(w => w.dataset.status === 'done')",
+        timeout=60_000,
+    )
+    page.set_viewport_size({"width": 1000, "height": 1600})  # the whole widget below the toolbar
+    page.mouse.move(0, 0)
+    agent.scroll_into_view_if_needed()
+    shot = ARTIFACTS / "react.png"
+    agent.screenshot(path=str(shot), animations="disabled")
+    if not DOCS_REACT.exists() or os.environ.get("JPS_UPDATE_SCREENSHOTS"):
+        DOCS_REACT.parent.mkdir(exist_ok=True)
+        shutil.copy(shot, DOCS_REACT)
+    assert shot.stat().st_size > 5_000
