@@ -219,7 +219,11 @@ class _Bridge(dspy.utils.callback.BaseCallback):
         rec = LMRecord(model, messages)
         rec.started = time.perf_counter()
         predictor = dspy.settings.caller_predict
-        watch = self._obs.watch_lm(predictor, adapter=adapter, signature=signature, model=model, messages=messages, record=rec)
+        # DSPy's parse never takes native reasoning for a `reasoning` field (ChainOfThought's): beside one it is
+        # a pane of its own, so neither swallows the other.
+        native = "reasoning_content" if "reasoning" in signature.output_fields else "reasoning"
+        watch = self._obs.watch_lm(predictor, adapter=adapter, signature=signature, model=model, messages=messages,
+                                   record=rec, native_reasoning=native)
         self._calls[call_id] = _Call(watch, rec, adapter, signature)
 
     def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:

@@ -140,7 +140,6 @@ class Router:
             st.cache_hit = True
 
 
-_REASONING_END = (FieldDelta("reasoning", "", True),)
 
 
 def _never(text: str) -> None:
@@ -153,20 +152,21 @@ class FieldFeed:
 
     ``content(text)`` takes one content delta: a plain token inside an open field (most of them) costs
     one parser check and one event, with no list built (``Router.route_plain``). Native reasoning
-    (``reasoning_content``) bypasses the parser as the ``reasoning`` field, closed when the first
+    (``reasoning_content``) bypasses the parser as the ``native`` field (``reasoning``), closed when the first
     content delta arrives or the reply ends.
     """
 
-    __slots__ = ("content", "_route", "_parser", "_router", "_reasoning_open")
+    __slots__ = ("content", "_route", "_parser", "_router", "_reasoning_open", "_native", "_native_end")
 
-    def __init__(self, router: Router, parser: Any) -> None:
+    def __init__(self, router: Router, parser: Any, native: str = "reasoning") -> None:
         self._router, self._parser, self._route = router, parser, router.route
+        self._native, self._native_end = native, (FieldDelta(native, "", True),)
         self._reasoning_open = [False]  # shared with ``content`` (a list, not self: no reference cycle)
-        self.content = _content_hook(router, parser, self._reasoning_open)
+        self.content = _content_hook(router, parser, self._reasoning_open, self._native_end)
 
     def reasoning(self, text: str) -> None:
         self._reasoning_open[0] = True
-        self._route((FieldDelta("reasoning", text, False),))
+        self._route((FieldDelta(self._native, text, False),))
 
     def finish(self, *, cached: bool) -> None:
         """The call ended (or failed): close every field that opened, exactly once."""
@@ -175,12 +175,12 @@ class FieldFeed:
             return
         if self._reasoning_open[0]:
             self._reasoning_open[0] = False
-            self._route(_REASONING_END)
+            self._route(self._native_end)
         self._route(self._parser.finish())
         self._router.close_open()
 
 
-def _content_hook(router: Router, parser: Any, reasoning_open: list[bool]) -> Callable[[str], None]:
+def _content_hook(router: Router, parser: Any, reasoning_open: list[bool], native_end: tuple[FieldDelta]) -> Callable[[str], None]:
     """``FieldFeed.content``: one content delta through ``parser`` to ``router`` (the per-token hot path)."""
     passthrough = getattr(parser, "passthrough", None) or _never
     feed, route, route_plain = parser.feed, router.route, router.route_plain
@@ -188,7 +188,7 @@ def _content_hook(router: Router, parser: Any, reasoning_open: list[bool]) -> Ca
     def content(text: str) -> None:
         if reasoning_open[0]:
             reasoning_open[0] = False
-            route(_REASONING_END)
+            route(native_end)
         field = passthrough(text)
         if field is None:
             route(feed(text))
@@ -287,13 +287,13 @@ class StreamCall:
         return self.names.get(id(predict)) or "predict"
 
     def watch_lm(self, predictor: Any, *, adapter: Any, signature: Any, model: str, messages: list[dict[str, Any]],
-                 record: Any) -> CallWatch:
+                 record: Any, native_reasoning: str = "reasoning") -> CallWatch:
         """A predictor of the program starts an LM call (the Observer hook)."""
         self.lm_calls += 1
         return CallWatch(self, predictor, self.lm_calls, adapter=adapter, signature=signature, model=model,
-                         messages=messages, record=record)
+                         messages=messages, record=record, native_reasoning=native_reasoning)
 
-    def router_for(self, predict: Any, output_fields: Iterable[str], call_id: int = 0) -> Router | None:
+    def router_for(self, predict: Any, output_fields: Iterable[str], call_id: int = 0, native: str = "reasoning") -> Router | None:
         """The router for one LM call of ``predict``, or None when none of its fields are listened."""
         if self.passthrough:
             return None
@@ -302,8 +302,8 @@ class StreamCall:
                 return None
             name = self.name_of(predict)
             fields = list(output_fields)
-            if "reasoning" not in fields:
-                fields.append("reasoning")
+            if native not in fields:
+                fields.append(native)
             if self.listen_fields is not None:
                 fields = [f for f in fields if f in self.listen_fields]
             states = {f: _FieldState(None, name, f, True) for f in fields}
@@ -368,7 +368,7 @@ class CallWatch:
                  "_messages")
 
     def __init__(self, call: StreamCall, predictor: Any, call_id: int, *, adapter: Any, signature: Any, model: str,
-                 messages: list[dict[str, Any]], record: Any) -> None:
+                 messages: list[dict[str, Any]], record: Any, native_reasoning: str = "reasoning") -> None:
         self._call, self.call_id, self._model, self._messages = call, call_id, model, messages
         self.predict_name = name = call.name_of(predictor)
         self.on_content: Callable[[str], None] | None = None
@@ -381,9 +381,9 @@ class CallWatch:
         if call.passthrough:
             self.on_chunk = _passthrough(call.emit)
             return
-        router = call.router_for(predictor, signature.output_fields, call_id)
+        router = call.router_for(predictor, signature.output_fields, call_id, native_reasoning)
         if router is not None:
-            self._fields = FieldFeed(router, adapter.field_parser(signature))
+            self._fields = FieldFeed(router, adapter.field_parser(signature), native_reasoning)
             self.on_content, self.on_reasoning = self._fields.content, self._fields.reasoning
 
     def close(self, *, cached: bool) -> None:

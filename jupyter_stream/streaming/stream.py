@@ -121,7 +121,7 @@ class Stream:
             listen = [part.strip() for part in listen.split(",") if part.strip()]
         self.listen = frozenset(listen) if listen is not None else None
         if self.listen is not None:
-            unknown = sorted(self.listen - outputs - {"reasoning"})
+            unknown = sorted(self.listen - outputs - {"reasoning", "reasoning_content"})
             if unknown:
                 raise ListenerError(
                     f"cannot listen to {', '.join(repr(u) for u in unknown)}: not an output field of "

@@ -373,3 +373,22 @@ async def test_streamify_without_listeners_passes_the_raw_chunks_through(dlm, se
     *chunks, final = events
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply
     assert isinstance(final, dspy.Prediction) and final.answer == "Paris"
+
+
+@pytest.mark.parametrize("module", ["predict", "cot"])
+def test_native_reasoning_deltas_stream_in_a_pane_of_their_own(dlm, server, module):
+    """reasoning_content streams live as `reasoning` for a Predict, and as `reasoning_content` beside
+    ChainOfThought's own `reasoning` field: two panes, neither swallowing the other."""
+    content = ("[[ ## reasoning ## ]]\nThe signature's reasoning.\n\n" if module == "cot" else "") + (
+        "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]")
+    server.script(Reply(content=content, reasoning="The model's own thinking, token by token."))
+    program = dspy.ChainOfThought("question -> answer") if module == "cot" else dspy.Predict("question -> answer")
+    events = list(js.stream(program, None, {"question": "q"}))
+    name = "predict" if module == "cot" else "self"
+    joined = fields_by_call(events)
+    native = "reasoning_content" if module == "cot" else "reasoning"
+    assert joined[(name, 1, native)] == "The model's own thinking, token by token."
+    assert joined[(name, 1, "answer")] == "Paris" == events[-1].answer
+    if module == "cot":
+        assert joined[(name, 1, "reasoning")] == "The signature's reasoning." == events[-1].reasoning
+    assert set(last_counts(events).values()) == {1}
