@@ -33,7 +33,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import anyio.lowlevel
 import dspy
+from anyio._core._eventloop import threadlocals as _anyio_threadlocals  # see _lend_event_loop_token
 from dspy.utils import callback as _dspy_callback
 
 from . import observer as _observer
@@ -146,10 +148,10 @@ async def _in_thread(program: Any, bridge: _Bridge, args: tuple[Any, ...], kwarg
 class _Call:
     """One DSPy LM call in flight: its watch and its record."""
 
-    __slots__ = ("watch", "record", "adapter", "signature", "streamed", "on_content", "on_reasoning", "on_chunk")
+    __slots__ = ("watch", "record", "adapter", "signature", "lent", "streamed", "on_content", "on_reasoning", "on_chunk")
 
-    def __init__(self, watch: Any, record: LMRecord, adapter: Any, signature: Any) -> None:
-        self.watch, self.record, self.adapter, self.signature = watch, record, adapter, signature
+    def __init__(self, watch: Any, record: LMRecord, adapter: Any, signature: Any, lent: bool) -> None:
+        self.watch, self.record, self.adapter, self.signature, self.lent = watch, record, adapter, signature, lent
         self.on_content, self.on_reasoning, self.on_chunk = watch.on_content, watch.on_reasoning, watch.on_chunk
         self.streamed = False
 
@@ -158,6 +160,7 @@ class _Bridge(dspy.utils.callback.BaseCallback):
     """DSPy's ``send_stream`` and a DSPy callback at once, for one run of one program."""
 
     def __init__(self, obs: Any) -> None:
+        self._token = anyio.lowlevel.current_token()  # made on the stream's loop
         self._obs = obs
         self._status = obs.status
         self._calls: dict[str, _Call] = {}
@@ -218,18 +221,21 @@ class _Bridge(dspy.utils.callback.BaseCallback):
         model = str(getattr(instance, "model", "") or "")
         rec = LMRecord(model, messages)
         rec.started = time.perf_counter()
+        lent = _lend_event_loop_token(self._token)
         predictor = dspy.settings.caller_predict
         # DSPy's parse never takes native reasoning for a `reasoning` field (ChainOfThought's): beside one it is
         # a pane of its own, so neither swallows the other.
         native = "reasoning_content" if "reasoning" in signature.output_fields else "reasoning"
         watch = self._obs.watch_lm(predictor, adapter=adapter, signature=signature, model=model, messages=messages,
                                    record=rec, native_reasoning=native)
-        self._calls[call_id] = _Call(watch, rec, adapter, signature)
+        self._calls[call_id] = _Call(watch, rec, adapter, signature, lent)
 
     def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         call = self._calls.pop(call_id, None)
         if call is None:
             return
+        if call.lent:
+            _return_event_loop_token()
         rec = call.record
         rec.duration = time.perf_counter() - rec.started
         if exception is None:
@@ -284,6 +290,40 @@ class _Bridge(dspy.utils.callback.BaseCallback):
 
 
 # ----------------------------------------------------------------------------------- helpers
+
+
+def _lend_event_loop_token(token: Any) -> bool:
+    """Let this thread reach the stream's loop the way DSPy's sync streaming does.
+
+    DSPy streams a sync LM call by ``anyio.from_thread.run(send_stream.send, chunk)`` (3.4) or
+    ``asyncer.syncify`` (3.0), which work only in a thread that AnyIO started. ``dspy.Parallel`` runs its
+    calls in threads of its own: there the call fails before any chunk. AnyIO lets such a thread in with an
+    event loop token (``anyio.from_thread.run(..., token=...)``), but DSPy passes none, so the token is put
+    where AnyIO looks for a worker thread's own (its thread-local ``current_token``, as AnyIO's worker
+    threads have it) for the length of the LM call. Returns True when it lent one (to be returned by
+    :func:`_return_event_loop_token` in the same thread); False on the loop's own thread, in AnyIO's
+    worker threads, or if AnyIO keeps it elsewhere (then DSPy's own error stands).
+    """
+    try:
+        asyncio.get_running_loop()
+        return False  # the loop's own thread: DSPy awaits send() directly
+    except RuntimeError:
+        pass
+    if getattr(_anyio_threadlocals, "current_token", None) is not None:
+        return False
+    try:
+        _anyio_threadlocals.current_token = token
+    except AttributeError:  # pragma: no cover - a future AnyIO
+        return False
+    return True
+
+
+def _return_event_loop_token() -> None:
+    try:
+        del _anyio_threadlocals.current_token
+    except AttributeError:  # pragma: no cover
+        pass
+
 
 
 def _own_method(program: Any, name: str) -> Any:

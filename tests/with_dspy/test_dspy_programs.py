@@ -194,9 +194,6 @@ async def test_concurrent_calls_of_one_predictor_never_interleave(dlm):
     assert sorted(joined.values()) == sorted(events[-1].answers)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dspy.Parallel's worker threads are not AnyIO worker threads, and DSPy's sync streaming needs one "
-    "(anyio.from_thread.run on 3.4, asyncer.syncify on 3.0): the LM call fails before any chunk reaches the bridge"))
 def test_dspy_parallel_streams_each_call(dlm):
     predict = dspy.Predict("question -> answer")
 
