@@ -48,8 +48,10 @@ from .signatures import Field, Signature, build_signature
 __all__ = ["THREAD_GRACE", "bind", "is_dspy_program", "model_name", "named_predictors", "options"]
 
 THREAD_GRACE = 2.0
-"""Seconds a cancelled sync DSPy program's thread gets to unwind (it stops at its next LM chunk; a
-tool blocking in the thread cannot be interrupted, so after this the thread is left to finish alone)."""
+"""Seconds a cancelled sync DSPy program's thread gets to unwind before the stream ends without it. It
+stops at its next LM chunk (on DSPy 3.0-3.3 at once: its reply is read on the stream's loop); a tool
+blocking in the thread, or a DSPy 3.4 reply stalled mid-stream (read by the thread itself), cannot be
+interrupted, so after this the thread is left to finish alone."""
 
 _ACTIVE_CALL_ID: contextvars.ContextVar[Any] = getattr(_dspy_callback, "ACTIVE_CALL_ID", None) or (
     _dspy_callback.callback_context.ACTIVE_CALL_ID  # DSPy >= 3.3 keeps it in a submodule
@@ -138,7 +140,7 @@ async def _in_thread(program: Any, bridge: _Bridge, args: tuple[Any, ...], kwarg
     try:
         return await dspy.asyncify(body)(*args, **kwargs)
     except asyncio.CancelledError:
-        bridge.cancelled = True
+        bridge.cancel()
         deadline = time.monotonic() + THREAD_GRACE
         while not finished.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
@@ -148,12 +150,15 @@ async def _in_thread(program: Any, bridge: _Bridge, args: tuple[Any, ...], kwarg
 class _Call:
     """One DSPy LM call in flight: its watch and its record."""
 
-    __slots__ = ("watch", "record", "adapter", "signature", "lent", "streamed", "on_content", "on_reasoning", "on_chunk")
+    __slots__ = ("watch", "record", "adapter", "signature", "lent", "streamed", "reader", "on_content", "on_reasoning",
+                 "on_chunk")
 
     def __init__(self, watch: Any, record: LMRecord, adapter: Any, signature: Any, lent: bool) -> None:
         self.watch, self.record, self.adapter, self.signature, self.lent = watch, record, adapter, signature, lent
         self.on_content, self.on_reasoning, self.on_chunk = watch.on_content, watch.on_reasoning, watch.on_chunk
         self.streamed = False
+        self.reader: asyncio.Task[Any] | None = None
+        """The task reading the reply, when it runs on the stream's loop (DSPy 3.0-3.3's sync calls)."""
 
 
 class _Bridge(dspy.utils.callback.BaseCallback):
@@ -166,6 +171,15 @@ class _Bridge(dspy.utils.callback.BaseCallback):
         self._calls: dict[str, _Call] = {}
         self._last: _Call | None = None
         self.cancelled = False
+
+    def cancel(self) -> None:
+        """The stream was cancelled while a sync program's thread runs: stop its LM calls. A reply read on
+        the stream's loop (DSPy 3.0-3.3) is cancelled in its HTTP read at once; one read in the thread
+        itself (DSPy 3.4) stops at its next chunk."""
+        self.cancelled = True
+        for call in list(self._calls.values()):
+            if call.reader is not None and not call.reader.done():
+                call.reader.cancel()
 
     # ------------------------------------------------------------------------ send_stream
     async def send(self, chunk: Any) -> None:
@@ -183,6 +197,7 @@ class _Bridge(dspy.utils.callback.BaseCallback):
         rec = call.record
         if not call.streamed:
             call.streamed = True
+            call.reader = asyncio.current_task()
             rec.ttft = time.perf_counter() - rec.started
         if call.on_chunk is not None:
             call.on_chunk(_as_dict(chunk))
