@@ -85,3 +85,24 @@ def widget_deltas(msgs):
             if data.get("method") == "custom" and data["content"].get("type") == "deltas":
                 out.append((t, data["content"]))
     return out
+
+
+def widget_comm_ids(msgs):
+    """The comm ids of the stream widgets a cell opened."""
+    return [m["content"]["comm_id"] for _, m in msgs if m["msg_type"] == "comm_open"
+            and m["content"]["data"]["state"].get("_model_name") == "AnyModel"]
+
+
+def stop_clicker(kc, sent):
+    """An ``on_iopub`` hook that clicks the widget's Stop (a ``stop`` message from the front end) right after
+    the first delta batch; ``sent`` gets the comm id, then the time of the click."""
+
+    def click_stop(msg):
+        if msg["msg_type"] == "comm_open" and not sent and widget_comm_ids([(0, msg)]):
+            sent.append(msg["content"]["comm_id"])
+        elif msg["msg_type"] == "comm_msg" and len(sent) == 1 and msg["content"]["data"].get("method") == "custom":
+            stop = kc.session.msg("comm_msg", {"comm_id": sent[0], "data": {"method": "custom", "content": {"type": "stop"}}})
+            kc.shell_channel.send(stop)
+            sent.append(time.monotonic())
+
+    return click_stop

@@ -11,7 +11,9 @@ import pytest
 
 pytest.importorskip("jupyter_client")
 
-from _kernel import LONG, execute, slow_server, start_kernel, stop_kernel, stream_text, widget_deltas  # noqa: E402, F401
+from _kernel import (  # noqa: E402, F401
+    LONG, execute, slow_server, start_kernel, stop_clicker, stop_kernel, stream_text, widget_comm_ids, widget_deltas,
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,19 +73,14 @@ def test_background_stream_goes_on_while_another_cell_runs(kernel, slow_server):
     assert stream_text(msgs).strip() == "word119"
 
 
-def _comm_opens(msgs):
-    return [m["content"]["comm_id"] for _, m in msgs if m["msg_type"] == "comm_open"
-            and m["content"]["data"]["state"].get("_model_name") == "AnyModel"]
-
-
 def test_widget_deltas_arrive_batched_while_the_cell_runs(kernel, slow_server):
     _, kc = kernel
     slow_server.reset()
     slow_server.script(LONG)
     reply, msgs = execute(kc, '%%stream "question -> answer" --out w\nHello?')
     assert reply["content"]["status"] == "ok"
-    assert len(_comm_opens(msgs)) == 1
-    comm_id = _comm_opens(msgs)[0]
+    assert len(widget_comm_ids(msgs)) == 1
+    comm_id = widget_comm_ids(msgs)[0]
     deltas = widget_deltas(msgs)
     text = "".join(item[1] for _, d in deltas for item in d["items"] if item[0] == "self.answer")
     reply, out = execute(kc, "print(repr(w.answer))")
@@ -121,7 +118,7 @@ def test_a_front_end_that_said_hello_gets_the_final_snapshot_by_reference(kernel
     slow_server.script(LONG)
 
     def hello(msg):
-        if msg["msg_type"] == "comm_open" and _comm_opens([(0, msg)]):
+        if msg["msg_type"] == "comm_open" and widget_comm_ids([(0, msg)]):
             content = {"comm_id": msg["content"]["comm_id"], "data": {"method": "custom", "content": {"type": "hello"}}}
             kc.shell_channel.send(kc.session.msg("comm_msg", content))
 
@@ -130,7 +127,7 @@ def test_a_front_end_that_said_hello_gets_the_final_snapshot_by_reference(kernel
     assert reply["content"]["status"] == "ok"
     reply, out = execute(kc, "print(repr(w.answer))")
     answer = ast.literal_eval(stream_text(out).strip())
-    comm_id = _comm_opens(msgs)[0]
+    comm_id = widget_comm_ids(msgs)[0]
     deltas = widget_deltas(msgs)
     joined = "".join(item[1] for _, d in deltas for item in d["items"] if item[0] == "self.answer")
     updates = [m["content"]["data"]["state"] for _, m in msgs if m["msg_type"] == "comm_msg"
@@ -175,16 +172,7 @@ def test_stop_button_is_handled_while_the_cell_runs(kernel, slow_server):
     slow_server.reset()
     slow_server.script(LONG)
     sent = []
-
-    def click_stop(msg):
-        if msg["msg_type"] == "comm_open" and not sent and _comm_opens([(0, msg)]):
-            sent.append(msg["content"]["comm_id"])
-        elif msg["msg_type"] == "comm_msg" and len(sent) == 1 and msg["content"]["data"].get("method") == "custom":
-            stop = kc.session.msg("comm_msg", {"comm_id": sent[0], "data": {"method": "custom", "content": {"type": "stop"}}})
-            kc.shell_channel.send(stop)
-            sent.append(time.monotonic())
-
-    reply, msgs = execute(kc, '%%stream "question -> answer" --out s\nHello?', on_iopub=click_stop)
+    reply, msgs = execute(kc, '%%stream "question -> answer" --out s\nHello?', on_iopub=stop_clicker(kc, sent))
     assert len(sent) == 2, "no delta arrived to click Stop after"
     assert reply["content"]["status"] == "ok"  # a stop is not an error
     idle_at = msgs[-1][0]
@@ -248,7 +236,7 @@ def test_restart_during_a_stream_closes_the_request_and_the_new_kernel_streams(s
         slow_server.script("[[ ## answer ## ]]\nback after the restart\n\n[[ ## completed ## ]]")
         reply, msgs = execute(kc, '%%stream "question -> answer" --out again\nStill there?', timeout=30)
         assert reply["content"]["status"] == "ok", reply
-        assert len(_comm_opens(msgs)) == 1 and widget_deltas(msgs)
+        assert len(widget_comm_ids(msgs)) == 1 and widget_deltas(msgs)
         reply, msgs = execute(kc, "print(repr(again.answer))")
         assert stream_text(msgs).strip() == repr("back after the restart")
         assert slow_server.wait_idle(5.0)

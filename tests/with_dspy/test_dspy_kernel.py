@@ -11,7 +11,9 @@ import pytest
 pytest.importorskip("jupyter_client")  # the kernel tools are not in the oldest-DSPy environment
 sys.path.insert(0, str(Path(__file__).parents[1] / "notebook"))
 
-from _kernel import LONG, execute, slow_server, start_kernel, stop_kernel, stream_text, widget_deltas  # noqa: E402, F401
+from _kernel import (  # noqa: E402, F401
+    LONG, execute, slow_server, start_kernel, stop_clicker, stop_kernel, stream_text, widget_deltas,
+)
 
 STEPS = "[[ ## reasoning ## ]]\n" + " ".join(f"step{i}" for i in range(60)) + "\n\n" + LONG
 """A ChainOfThought reply: 60 reasoning tokens, then the long answer (about 5 s at 60 tokens/s)."""
@@ -24,6 +26,13 @@ def kernel(slow_server):
         "import dspy\n"
         f"dspy.configure(lm=dspy.LM('openai/kernel-test', api_base={slow_server.url!r}, api_key='k', cache=False, num_retries=0))\n"
         "prog = dspy.ChainOfThought('question -> answer')\n"
+        "class SyncProg(dspy.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.cot = dspy.ChainOfThought('question -> answer')\n"
+        "    def forward(self, question):\n"
+        "        return self.cot(question=question)\n"
+        "sync_prog = SyncProg()\n"
     )
     reply, _ = execute(kc, setup, timeout=120)
     assert reply["content"]["status"] == "ok", reply
@@ -63,3 +72,22 @@ def test_interrupt_cancels_a_dspy_stream_and_closes_the_request(kernel, slow_ser
     assert slow_server.stream_closed_early == 1
     reply, msgs = execute(kc, "print(prog(question='again?').answer.split()[0])")  # the kernel still works
     assert reply["content"]["status"] == "ok" and stream_text(msgs).strip()
+
+
+@pytest.mark.parametrize("program", ["prog", "sync_prog"])
+def test_stop_button_stops_a_dspy_program_while_the_cell_runs(kernel, slow_server, program):
+    _, kc = kernel
+    slow_server.reset()
+    slow_server.script(STEPS)
+    sent = []
+    reply, msgs = execute(kc, f"%%stream {program} --out stopped\nHello?", on_iopub=stop_clicker(kc, sent))
+    assert len(sent) == 2, "no delta arrived to click Stop after"
+    assert reply["content"]["status"] == "ok"  # a stop is not an error
+    assert msgs[-1][0] - sent[1] < 2.0  # handled while the cell ran
+    assert slow_server.wait_idle(5.0)
+    assert slow_server.stream_closed_early == 1
+    states = [m["content"]["data"]["state"] for _, m in msgs if m["msg_type"] == "comm_msg"
+              and m["content"]["data"].get("method") == "update"]
+    assert any(s.get("status") == "stopped" for s in states)
+    reply, out = execute(kc, "print('stopped' in globals())")
+    assert stream_text(out).strip() == "False"
