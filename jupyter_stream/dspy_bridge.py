@@ -41,6 +41,7 @@ from dspy.utils import callback as _dspy_callback
 from . import observer as _observer
 from ._exceptions import AdapterParseError, ConfigurationError, LMError, StreamError
 from .adapters import ChatAdapter, JSONAdapter, XMLAdapter
+from .adapters.dspy_chat import DSPyChatAdapter
 from .adapters.base import partial_fields
 from .lm import LMRecord
 from .signatures import Field, Signature, build_signature
@@ -372,14 +373,14 @@ def _reply(outputs: Any) -> tuple[str, str]:
 def _our_adapter(dspy_adapter: Any) -> Any:
     """Our incremental parser for DSPy's adapter (subclasses first: DSPy's JSON and XML adapters are ChatAdapters)."""
     if dspy_adapter is None:
-        return ChatAdapter()
+        return DSPyChatAdapter()
     if isinstance(dspy_adapter, dspy.JSONAdapter):
         return JSONAdapter()
     xml = getattr(dspy, "XMLAdapter", None)
     if xml is not None and isinstance(dspy_adapter, xml):
         return XMLAdapter()
     if type(dspy_adapter) is dspy.ChatAdapter or (isinstance(dspy_adapter, dspy.ChatAdapter) and not _overrides_parse(dspy_adapter)):
-        return ChatAdapter()
+        return DSPyChatAdapter()
     return None
 
 

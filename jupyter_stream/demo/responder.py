@@ -416,7 +416,7 @@ _TOOL_RE = re.compile(r"\(\d+\) (\w+), whose description is <desc>.*?</desc>\. I
 
 
 def _agent_step(system: str, user: str, topic: str) -> dict[str, Any]:
-    """An agent's next step (DSPy ReAct's ``next_thought``/``next_tool_name``/``next_tool_args``): the
+    r"""An agent's next step (DSPy ReAct's ``next_thought``/``next_tool_name``/``next_tool_args``): the
     listed tools one after the other, each asked about the topic, then ``finish``.
 
         >>> system = "(1) search, whose description is <desc>Search.</desc>. It takes arguments {'query': {'type': 'string'}}.\n"

@@ -389,3 +389,34 @@ def test_native_reasoning_deltas_stream_in_a_pane_of_their_own(dlm, server, modu
     if module == "cot":
         assert joined[(name, 1, "reasoning")] == "The signature's reasoning." == events[-1].reasoning
     assert set(last_counts(events).values()) == {1}
+
+
+_MESSY = st.sampled_from([
+    "[[ ## reasoning ## ]]", "[[ ## answer ## ]]", "[[ ## completed ## ]]", "[[ ## other ## ]]", "\n", "\r\n", "\r",
+    "\u2028", " ", "  ", "\t", "text", "[[", " ## ", "]]", "x [[ ## answer ## ]] y", "\n\n", "  [[ ## answer ## ]]",
+    "[[ ## answ", "é", "😀",
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.lists(_MESSY, max_size=6), middle=st.lists(_MESSY, max_size=6), after=st.lists(_MESSY, max_size=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=12),
+)
+def test_dspy_dialect_chunks_join_to_dspys_own_chat_parse_of_messy_replies(before, middle, after, cuts):
+    """DSPy reads its chat format line by line (headers only at a line's start, CRLF and U+2028 as breaks,
+    the first section of a field wins, values stripped): for any messy reply DSPy can parse, and any split
+    of it, the bridge's chunks join to DSPy's value for each field, with one last chunk each."""
+    from jupyter_stream.adapters.dspy_chat import DSPyChatAdapter
+    from jupyter_stream.dspy_bridge import _our_signature
+
+    reply = "".join(before) + "\n[[ ## reasoning ## ]]" + "".join(middle) + "\n[[ ## answer ## ]]" + "".join(after)
+    signature = dspy.ChainOfThought("question -> answer").predict.signature
+    expected = dspy.ChatAdapter().parse(signature, reply)
+    ours = _our_signature(signature)
+    assert DSPyChatAdapter().parse(ours, reply) == expected
+    parser = DSPyChatAdapter().field_parser(ours)
+    deltas = [d for piece in _split(reply, cuts) for d in parser.feed(piece)] + parser.finish()
+    joined = {name: "".join(d.text for d in deltas if d.field == name) for name in expected}
+    assert joined == expected
+    assert sorted(d.field for d in deltas if d.last) == ["answer", "reasoning"]
