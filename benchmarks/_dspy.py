@@ -246,7 +246,9 @@ def run_bridge(server: Any, *, quick: bool, smoke: bool = False, n: int | None =
         parts: list[str] = []
         final = None
         # A new streamify (new listeners) per call: DSPy's stay closed after a program's first call (dspy#8425).
-        program = dspy.streamify(predict, stream_listeners=[dspy.streaming.StreamListener(signature_field_name="answer")])
+        program = dspy.streamify(
+            predict, stream_listeners=[dspy.streaming.StreamListener(signature_field_name="answer")],
+        )
         t0 = time.perf_counter()
         async for x in program(question=QUESTION):
             if isinstance(x, dspy.streaming.StreamResponse):
@@ -309,8 +311,9 @@ def run_bridge(server: Any, *, quick: bool, smoke: bool = False, n: int | None =
         "its chunks joined and checked against the prediction's answer; (b) a new `dspy.streamify` per call "
         "(DSPy's listeners stay closed after the first call, dspy#8425); (c) DSPy's own streaming path with "
         "nothing listening: what DSPy pays per chunk before any listener. The three run interleaved "
-        f"({repeats} round{'s' * (repeats != 1)} after a warm-up, each variant once per round, the order rotating). µs/delta: the "
-        f"median run's wall time (request to last item) / {n:,}; CPU µs/delta: this process's CPU time, "
+        f"({repeats} round{'s' * (repeats != 1)} after a warm-up, each variant once per round, the order "
+        f"rotating). µs/delta: the median run's wall time (request to last item) / {n:,}; CPU µs/delta: this "
+        "process's CPU time, "
         "all threads, the load-robust view.",
         "",
         table(["variant", "runs", "median", "min", "max", "µs/delta", "CPU µs/delta", "× (c)", "output correct"],
@@ -323,7 +326,8 @@ def run_bridge(server: Any, *, quick: bool, smoke: bool = False, n: int | None =
     ]
     targets: list[tuple[str, str, bool]] = []
     if n == 5_000:
-        for q, what in (("a/b", "DSPy's streamify + 1 listener (b)"), ("a/c", "DSPy's raw floor (c), no-op send_stream")):
+        for q, what in (("a/b", "DSPy's streamify + 1 listener (b)"),
+                        ("a/c", "DSPy's raw floor (c), no-op send_stream")):
             limit = BRIDGE_TARGETS[q]
             targets.append((f"bridge: (a) js.streamify(dspy.Predict) <= {limit:g}x {what}, per delta at N=5,000 "
                             "(wall medians)",

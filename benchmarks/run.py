@@ -981,9 +981,9 @@ def plot_bridge(plt: Any, bridge: dict[str, Any], suffix: str) -> str:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     bars = ax.bar([names.get(k, k) for k in keys], med, yerr=[lo, hi], capsize=4,
                   color=["C0", "C1", "C2"][: len(keys)])
-    for bar, m in zip(bars, med):
-        ax.annotate(f"{m:.1f}", (bar.get_x() + bar.get_width() / 2, m), xytext=(0, 3), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=8)
+    for bar, m, up in zip(bars, med, hi):  # the value above the whisker
+        ax.annotate(f"{m:.1f}", (bar.get_x() + bar.get_width() / 2, m + up), xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=8)
     us = dict(zip(keys, med))
     for q, color in (("a/b", "C1"), ("a/c", "C2")):
         limit, of = bridge.get("limits", {}).get(q), q.split("/")[1]
@@ -1242,7 +1242,8 @@ def main(argv: list[str] | None = None) -> int:
     emit()
     json_path = os.path.join(HERE, f"results{suffix}.json")
     save_json(json_path, info, e2e, sizes, prows, ttft, dspy_res, extra)
-    written = plots(e2e, sizes, prows, suffix, dspy_res, extra.get("bridge")) if e2e or prows or "bridge" in extra else []
+    bridge = extra.get("bridge")
+    written = plots(e2e, sizes, prows, suffix, dspy_res, bridge) if e2e or prows or bridge else []
     if written:
         emit("Plots: " + ", ".join(f"`{os.path.relpath(p, os.path.dirname(HERE))}`" for p in written))
     else:
