@@ -56,7 +56,7 @@ chromium:
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	bash benchmarks/setup.sh
-	benchmarks/.venv/bin/python benchmarks/run.py --dspy --only e2e,parser,ttft,concurrency
+	benchmarks/.venv/bin/python benchmarks/run.py --dspy --only e2e,parser,ttft,concurrency,bridge
 
 clean:
 	rm -rf $(VENV) $(VENV30) .pytest_cache .hypothesis

@@ -202,18 +202,11 @@ class _Bridge(dspy.utils.callback.BaseCallback):
             rec.ttft = time.perf_counter() - rec.started
         if call.on_chunk is not None:
             call.on_chunk(_as_dict(chunk))
-        choices = getattr(chunk, "choices", None)
-        if not choices:
-            return
-        delta = getattr(choices[0], "delta", None)
-        if delta is None:
-            return
-        reasoning = getattr(delta, "reasoning_content", None)
+        content, reasoning = _delta_texts(chunk)
         if reasoning:
             rec.reasoning_parts.append(reasoning)
             if call.on_reasoning is not None:
                 call.on_reasoning(reasoning)
-        content = getattr(delta, "content", None)
         if content:
             rec.parts.append(content)
             if call.on_content is not None:
@@ -360,6 +353,21 @@ def _as_dict(chunk: Any) -> dict[str, Any]:
     data["model"] = data.get("model") or ""
     data["object"] = "chat.completion.chunk"
     return data
+
+
+def _delta_texts(chunk: Any) -> tuple[str | None, str | None]:
+    """A raw chunk's content and native reasoning deltas. DSPy 3.4's engine chunk is a dict (read as one:
+    its attribute access goes through a Python ``__getattr__``, 4-5 us a delta in the bridge benchmark);
+    litellm's chunk (DSPy 3.0-3.3) is an object."""
+    if isinstance(chunk, dict):
+        choices = chunk.get("choices")
+        delta = choices[0].get("delta") if choices else None
+        return (delta.get("content"), delta.get("reasoning_content")) if delta else (None, None)
+    choices = getattr(chunk, "choices", None)
+    delta = getattr(choices[0], "delta", None) if choices else None
+    if delta is None:
+        return None, None
+    return getattr(delta, "content", None), getattr(delta, "reasoning_content", None)
 
 
 def _reply(outputs: Any) -> tuple[str, str]:
