@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,7 +41,7 @@ from dspy.utils import callback as _dspy_callback
 
 from . import observer as _observer
 from ._exceptions import AdapterParseError, ConfigurationError, LMError, StreamError
-from .adapters import ChatAdapter, JSONAdapter, XMLAdapter
+from .adapters import JSONAdapter, XMLAdapter
 from .adapters.dspy_chat import DSPyChatAdapter
 from .adapters.base import partial_fields
 from .lm import LMRecord
@@ -59,6 +60,10 @@ _ACTIVE_CALL_ID: contextvars.ContextVar[Any] = getattr(_dspy_callback, "ACTIVE_C
 )
 _format: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar("jupyter_stream_dspy_format", default=None)
 """The adapter and signature DSPy formatted last in this context: the next LM call's."""
+_unparsed: contextvars.ContextVar[tuple[Any, str | None] | None] = contextvars.ContextVar(
+    "jupyter_stream_dspy_unparsed", default=None)
+"""The LM call in this context whose adapter has no parser of ours, and the id of the parse that reads it:
+its fields go in when that parse ends."""
 
 
 def is_dspy_program(obj: Any) -> bool:
@@ -119,10 +124,13 @@ def bind(program: Any) -> Callable[..., Awaitable[Any]]:
                 if run_async:
                     return await program.acall(*args, **kwargs)
                 return await _in_thread(program, bridge, args, kwargs)
-            except (StreamError, asyncio.CancelledError, KeyboardInterrupt):
+            except StreamError:
                 raise
             except Exception as e:
-                raise bridge.translate(e) from e
+                ours = bridge.translate(e)
+                if ours is e:
+                    raise
+                raise ours from e
 
     return run
 
@@ -151,12 +159,15 @@ async def _in_thread(program: Any, bridge: _Bridge, args: tuple[Any, ...], kwarg
 class _Call:
     """One DSPy LM call in flight: its watch and its record."""
 
-    __slots__ = ("watch", "record", "adapter", "signature", "lent", "streamed", "reader", "on_content", "on_reasoning",
-                 "on_chunk")
+    __slots__ = ("watch", "record", "adapter", "signature", "lent", "whole", "streamed", "reader", "on_content",
+                 "on_reasoning", "on_chunk")
 
-    def __init__(self, watch: Any, record: LMRecord, adapter: Any, signature: Any, lent: bool) -> None:
+    def __init__(self, watch: Any, record: LMRecord, adapter: Any, signature: Any, lent: bool, whole: bool) -> None:
         self.watch, self.record, self.adapter, self.signature, self.lent = watch, record, adapter, signature, lent
-        self.on_content, self.on_reasoning, self.on_chunk = watch.on_content, watch.on_reasoning, watch.on_chunk
+        self.whole = whole
+        """No incremental parser for its adapter: the reply is not fed; the parsed fields go in whole at the end."""
+        self.on_content = None if whole else watch.on_content
+        self.on_reasoning, self.on_chunk = watch.on_reasoning, watch.on_chunk
         self.streamed = False
         self.reader: asyncio.Task[Any] | None = None
         """The task reading the reply, when it runs on the stream's loop (DSPy 3.0-3.3's sync calls)."""
@@ -220,12 +231,13 @@ class _Bridge(dspy.utils.callback.BaseCallback):
         self._status.on_lm_start(call_id, instance, inputs)
         dspy_adapter, dspy_sig = _format.get() or (None, None)
         adapter = _our_adapter(dspy_adapter)
-        signature = _our_signature(dspy_sig) if dspy_sig is not None else None
-        if adapter is None or signature is None:
-            adapter, signature = ChatAdapter(), _NO_FIELDS
-            if dspy_adapter is not None:
-                self._status.note(f"{type(dspy_adapter).__name__} has no incremental parser here: nothing streams, "
-                                  "its fields are in the prediction")
+        signature = _our_signature(dspy_sig) if dspy_sig is not None else _NO_FIELDS
+        whole = adapter is None
+        if whole:
+            # An adapter we cannot parse as it streams (DSPy's BAML or TwoStep adapters, a user's own): its
+            # fields are shown whole once DSPy parsed the reply (on_adapter_parse_end).
+            adapter = DSPyChatAdapter()
+            self._status.note(f"{type(dspy_adapter).__name__}: the fields show when the reply is parsed (no streaming)")
         messages = list(inputs.get("messages") or [{"role": "user", "content": str(inputs.get("prompt") or "")}])
         model = str(getattr(instance, "model", "") or "")
         rec = LMRecord(model, messages)
@@ -237,7 +249,7 @@ class _Bridge(dspy.utils.callback.BaseCallback):
         native = "reasoning_content" if "reasoning" in signature.output_fields else "reasoning"
         watch = self._obs.watch_lm(predictor, adapter=adapter, signature=signature, model=model, messages=messages,
                                    record=rec, native_reasoning=native)
-        self._calls[call_id] = _Call(watch, rec, adapter, signature, lent)
+        self._calls[call_id] = _Call(watch, rec, adapter, signature, lent, whole)
 
     def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         call = self._calls.pop(call_id, None)
@@ -260,11 +272,29 @@ class _Bridge(dspy.utils.callback.BaseCallback):
             rec.text = text if not call.streamed else "".join(rec.parts)
             rec.reasoning = reasoning if not call.streamed else "".join(rec.reasoning_parts)
             rec.parts.clear()
-        call.watch.close(cached=False)
+        if call.whole and exception is None:
+            _unparsed.set((call, None))  # its fields go in when DSPy has parsed the reply
+        else:
+            call.watch.close(cached=False)
         call.watch.done(rec, error=exception)
         if self._last is None or call.streamed or rec.text:
             self._last = call  # the call whose text an error carries (not a retry that got nothing)
         self._status.on_lm_end(call_id, outputs, exception)
+
+    def on_adapter_parse_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        pending = _unparsed.get()
+        if pending is not None and pending[1] is None:
+            _unparsed.set((pending[0], call_id))  # the outermost parse (an adapter's parse may call its parent's)
+
+    def on_adapter_parse_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        pending = _unparsed.get()
+        if pending is None or pending[1] != call_id:
+            return
+        call = pending[0]
+        _unparsed.set(None)
+        if exception is None and isinstance(outputs, Mapping) and call.watch.on_content is not None:
+            call.watch.on_content(_as_chat(outputs))
+        call.watch.close(cached=False)
 
     def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         self._status.on_module_start(call_id, instance, inputs)
@@ -280,7 +310,8 @@ class _Bridge(dspy.utils.callback.BaseCallback):
 
     # ------------------------------------------------------------------------ errors
     def translate(self, error: Exception) -> BaseException:
-        """DSPy's (or litellm's) exception as ours, carrying the text that had streamed."""
+        """DSPy's parse failure or LM failure (DSPy's, litellm's, openai's) as ours, carrying the text that had
+        streamed; any other exception (a tool's, the program's own) as it is."""
         last = self._last
         partial: dict[str, str] = {}
         raw, name = "", None
@@ -353,6 +384,15 @@ def _as_dict(chunk: Any) -> dict[str, Any]:
     data["model"] = data.get("model") or ""
     data["object"] = "chat.completion.chunk"
     return data
+
+
+def _as_chat(values: Mapping[str, Any]) -> str:
+    """Parsed field values written in DSPy's chat format, to go whole through the chat field parser."""
+    parts = []
+    for name, value in values.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        parts.append(f"[[ ## {name} ## ]]\n{text}")
+    return "\n\n".join(parts)
 
 
 def _delta_texts(chunk: Any) -> tuple[str | None, str | None]:

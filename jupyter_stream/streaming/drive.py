@@ -57,7 +57,7 @@ async def drive(
     deadline_handle = None
     if limits.timeout is not None:
         deadline_handle = loop.call_later(limits.timeout, channel.emit_first, _DEADLINE)
-    items = channel._items
+    items = channel.items
     popleft = items.popleft
     try:
         while True:

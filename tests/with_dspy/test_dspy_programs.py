@@ -420,3 +420,21 @@ def test_dspy_dialect_chunks_join_to_dspys_own_chat_parse_of_messy_replies(befor
     joined = {name: "".join(d.text for d in deltas if d.field == name) for name in expected}
     assert joined == expected
     assert sorted(d.field for d in deltas if d.last) == ["answer", "reasoning"]
+
+
+def test_an_adapter_without_a_parser_of_ours_shows_its_fields_whole_with_a_status_line(dlm, server):
+    """A user's adapter that parses differently (here: upper case) cannot be streamed by our parsers: its
+    fields arrive whole, equal to what it parsed, once it parsed the reply; a status line says so."""
+
+    class Shouting(dspy.ChatAdapter):
+        def parse(self, signature, completion):
+            return {k: v.upper() for k, v in super().parse(signature, completion).items()}
+
+    server.script("[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]")
+    with dspy.context(adapter=Shouting()):
+        events = list(js.stream(dspy.Predict("question -> answer"), None, {"question": "q"}))
+    assert events[-1].answer == "PARIS"
+    assert fields_by_call(events) == {("self", 1, "answer"): "PARIS"}
+    assert last_counts(events) == {("self", 1, "answer"): 1}
+    assert any("Shouting: the fields show when the reply is parsed" in e.message
+               for e in events if isinstance(e, js.StatusMessage))
