@@ -480,7 +480,7 @@ def test_a_dspy_react_agent_shows_each_step_as_its_own_panes(page, lab):
     inspector = agent.locator("details.jps-inspector")
     expect(inspector.locator("summary")).to_have_text("Prompt inspector (4 LM calls)")
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.jps-widget')].length === 3"
+        "() => [...document.querySelectorAll('.jps-widget')].length === 4"
         " && [...document.querySelectorAll('.jps-widget')].every(w => w.dataset.status === 'done')",
         timeout=60_000,
     )

@@ -91,3 +91,15 @@ def test_stop_button_stops_a_dspy_program_while_the_cell_runs(kernel, slow_serve
     assert any(s.get("status") == "stopped" for s in states)
     reply, out = execute(kc, "print('stopped' in globals())")
     assert stream_text(out).strip() == "False"
+
+
+def test_show_streams_a_dspy_program_from_code(kernel, slow_server):
+    _, kc = kernel
+    slow_server.reset()
+    slow_server.script(STEPS)
+    reply, msgs = execute(kc, "view = js.show(prog, question='Hello?')")
+    assert reply["content"]["status"] == "ok"
+    reply, out = execute(kc, "p = await view\nprint(type(p).__module__.split('.')[0], p.answer.split()[-1], view.widget.status)",
+                         timeout=60)
+    assert reply["content"]["status"] == "ok", reply
+    assert stream_text(out).split() == ["dspy", "word119", "done"]

@@ -55,9 +55,21 @@ def test_each_react_step_has_its_own_panes_and_the_tools_ran(executed):
 def test_the_loaded_program_sent_its_demos_and_every_stream_ended(executed):
     states = executed.metadata["widgets"][WIDGET_STATE]["state"]
     streams = {s["state"]["title"]: s["state"] for s in states.values() if "panes" in s["state"]}
-    assert {"cot", "agent", "loaded"} <= set(streams)
+    assert {"cot", "agent", "watched", "loaded"} <= set(streams)
     assert all(s["status"] == "done" for s in streams.values())
     messages = streams["loaded"]["lm_calls"][0]["messages"]
     assert any("What is 2 + 2?" in str(m.get("content")) for m in messages)
     printed = "".join(o.get("text", "") for o in _outputs(executed, "stream") if o.get("name") == "stdout")
     assert "predict.answer (call 1) is complete" in printed and "Prediction ->" in printed
+
+
+def test_a_status_provider_shows_each_tool_observation(executed):
+    states = executed.metadata["widgets"][WIDGET_STATE]["state"]
+    watched = next(s["state"] for s in states.values() if s["state"].get("title") == "watched")
+    observations = [m for m in watched["status_log"] if m.startswith("Observation: ")]
+    assert observations == [
+        "Observation: The encyclopedia says the Eiffel Tower stands in Paris (asked: Where is the Eiffel Tower?).",
+        "Observation: Where is the Eiffel Tower?: a wrought-iron lattice tower on the Champ de Mars.",
+    ]
+    groups = {p["predict"] for p in watched["panes"]}
+    assert {"react", "react[2]", "react[3]", "extract.predict"} <= groups
