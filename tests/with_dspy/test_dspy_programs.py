@@ -438,3 +438,28 @@ def test_an_adapter_without_a_parser_of_ours_shows_its_fields_whole_with_a_statu
     assert last_counts(events) == {("self", 1, "answer"): 1}
     assert any("Shouting: the fields show when the reply is parsed" in e.message
                for e in events if isinstance(e, js.StatusMessage))
+
+
+def test_a_parse_failure_raises_adapter_parse_error_with_what_streamed(dlm, server):
+    """The reply lacks a field DSPy needs: our AdapterParseError, carrying the text that had streamed, which
+    the events kept too (DSPy 3.0's ChatAdapter retries with its JSON fallback, which fails as well)."""
+    server.script("[[ ## reasoning ## ]]\nHalf a thought.\n\n[[ ## completed ## ]]", '{"reasoning": "Half a thought."}')
+    events = []
+    with pytest.raises(js.AdapterParseError) as info:
+        for event in js.stream(dspy.ChainOfThought("question -> answer"), None, {"question": "q"}):
+            events.append(event)
+    assert fields_by_call(events)[("predict", 1, "reasoning")] == "Half a thought."
+    assert info.value.partial.get("reasoning") == "Half a thought."
+    assert "Half a thought." in info.value.raw
+
+
+def test_stream_timeout_bounds_the_wait_for_a_stalled_dspy_reply(dlm, server):
+    server.script(Reply(content="[[ ## answer ## ]]\nParis is the capital", fault=Fault("stall", after=12)))
+    events = []
+    with pytest.raises(js.StreamTimeoutError) as info:
+        for event in js.stream(dspy.Predict("question -> answer"), None, {"question": "q"}, stream_timeout=0.5):
+            events.append(event)
+    assert info.value.limit == "stream_timeout"
+    streamed = fields_by_call(events).get(("self", 1, "answer"), "")
+    assert streamed and info.value.partial.get("answer", "").startswith(streamed)
+    assert server.wait_idle(2.0) and server.stream_closed_early == 1
