@@ -341,3 +341,24 @@ async def test_streaming_response_frames_every_event(lm, server):
     chunks = [json.loads(line[6:])["stream_response"] for line in lines if "stream_response" in line]
     assert "".join(c["chunk"] for c in chunks) == "Paris"
     assert chunks[-1]["is_last_chunk"] is True
+
+
+async def test_settings_are_captured_when_the_streamified_program_is_called(server):
+    """A stream created inside ``context(lm=...)`` and read after the block (as an ASGI server reads a
+    response body) runs on that LM, also when read in another task."""
+    server.reset()
+    inside = js.LM("inside-model", base_url=server.url, api_key="k", cache=False)
+    program = js.streamify(js.Predict("question -> answer"), stream_listeners=[js.StreamListener("answer")])
+    with js.context(lm=inside, adapter="json"):
+        first = program(question="q1")
+        second = program(question="q2")
+    assert [x async for x in first][-1].answer
+    await asyncio.create_task(_drain(second))
+    models = [r["model"] for r in server.requests[-2:]]
+    assert models == ["inside-model", "inside-model"]
+    assert all("JSON" in r["messages"][0]["content"] for r in server.requests[-2:])
+    inside.close()
+
+
+async def _drain(stream):
+    return [x async for x in stream]

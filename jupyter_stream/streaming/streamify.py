@@ -24,6 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from typing import Any
 
 from .. import programs
+from .. import settings as _settings
 from ..runtime import _wait_cancelled, resolve_limits, submit_tracked
 from .call import StreamCall
 from .drive import drive
@@ -57,7 +58,9 @@ def streamify(
     (``"default"``, ``"ml_inference"``, ``"batch_job"``, ``"streaming"``).
     ``include_lm_events=True`` also yields :class:`LMRequest`/:class:`LMResponse` events.
 
-    Every call has its own listener state: call it again, or many times concurrently.
+    Every call has its own listener state: call it again, or many times concurrently. The settings in
+    force when it is called (LM, adapter, callbacks; for a DSPy program, DSPy's) are the ones the stream
+    runs with, even when it is read later, elsewhere.
     """
     listeners = list(stream_listeners or [])
     if listeners:
@@ -96,7 +99,10 @@ def streamify(
                 return (prediction,)
             return ()
 
-        return drive(make_call, lambda: runner(*args, **kwargs), limits, finish=finish)
+        # The settings (LM, adapter, callbacks) in force now, when the stream is created, are the ones it
+        # runs with, however late it is read (an ASGI server reads it after the handler returned).
+        snapshot = _settings.current()
+        return drive(make_call, lambda: runner(*args, **kwargs), limits, snapshot=snapshot, finish=finish)
 
     async_streamer.program = program  # type: ignore[attr-defined] - lets %%stream find the program
     if async_streaming:
