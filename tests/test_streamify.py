@@ -362,3 +362,21 @@ async def test_settings_are_captured_when_the_streamified_program_is_called(serv
 
 async def _drain(stream):
     return [x async for x in stream]
+
+
+async def test_streaming_response_ends_a_failed_call_with_an_error_event_and_done(lm, server, caplog):
+    """A server failure mid-stream: the SSE body ends with an error event (type, message, what streamed)
+    and [DONE], instead of a cut body that makes EventSource reconnect and pay for the call again."""
+    from jupyter_stream.demo import Fault, Reply
+
+    reply = "[[ ## answer ## ]]\nParis is the capital of France.\n\n[[ ## completed ## ]]"
+    server.script(Reply(content=reply, chunks=[reply[i:i + 3] for i in range(0, len(reply), 3)], fault=Fault("drop", after=10)))
+    program = js.streamify(js.Predict("question -> answer"), stream_listeners=[js.StreamListener("answer")])
+    with caplog.at_level("WARNING", logger="jupyter_stream"):
+        lines = [line async for line in js.streaming_response(program(question="q"))]
+    assert lines[-1] == "data: [DONE]\n\n"
+    error = json.loads(lines[-2][len("data: "):])["error"]
+    assert error["type"] == "LMError"
+    streamed = "".join(json.loads(x[6:])["stream_response"]["chunk"] for x in lines if '"stream_response"' in x)
+    assert streamed and error["partial"]["answer"].startswith(streamed)
+    assert len([r for r in caplog.records if "the stream failed" in r.getMessage()]) == 1

@@ -7,6 +7,12 @@ chunks and status messages are framed too (DSPy raises on them)::
     data: {"stream_response": {"predict_name": "self", "signature_field_name": "answer", "chunk": "Par", "is_last_chunk": false}}
     data: {"status_message": {"message": "Calling tool search..."}}
 
+A call that fails mid-stream ends with an error event, then ``[DONE]`` as always, so a client (a browser's
+``EventSource`` included) stops instead of reconnecting and running the call again; nothing is raised into
+the server and one line is logged::
+
+    data: {"error": {"type": "LMError", "message": "...", "partial": {"answer": "Par"}}}
+
 Example::
 
     >>> import asyncio, jupyter_stream as js
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -35,6 +42,8 @@ from ..prediction import is_prediction
 from .events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
 __all__ = ["streaming_response"]
+
+_log = logging.getLogger("jupyter_stream")
 
 
 def _default(o: Any) -> Any:
@@ -52,21 +61,39 @@ def _frame(obj: dict[str, Any]) -> str:
 
 
 async def streaming_response(streamer: AsyncIterator[Any]) -> AsyncGenerator[str, None]:
-    """Turn a stream into SSE strings (``data: ...\\n\\n``), ending with ``data: [DONE]``."""
-    async for value in streamer:
-        if isinstance(value, StreamResponse):
-            yield _frame({"stream_response": dataclasses.asdict(value)})
-        elif isinstance(value, StatusMessage):
-            yield _frame({"status_message": {"message": value.message}})
-        elif is_prediction(value):  # ours, or a DSPy program's own dspy.Prediction
-            yield _frame({"prediction": dict(value.items())})
-        elif isinstance(value, (LMRequest, LMResponse)):
-            yield _frame({"lm_request" if isinstance(value, LMRequest) else "lm_response": dataclasses.asdict(value)})
-        elif isinstance(value, str) and value.startswith("data:"):
-            yield value
-        elif hasattr(value, "model_dump_json"):
-            yield f'data: {json.dumps({"chunk": value.model_dump_json()})}\n\n'
-        else:
-            # Unknown chunk types pass through as their JSON (DSPy raises here).
-            yield _frame({"chunk": value})
+    """Turn a stream into SSE strings (``data: ...\\n\\n``), ending with ``data: [DONE]``.
+
+    A failure of the stream becomes an ``error`` event (its type, message and the ``partial`` text each
+    field had received) before ``[DONE]``. A client that goes away cancels this generator, which closes the
+    stream (and its LM request).
+    """
+    try:
+        async for value in streamer:
+            yield _encode(value)
+    except Exception as e:  # noqa: BLE001 - told to the client, logged once, never raised into the server
+        partial = getattr(e, "partial", None) or {}
+        _log.warning("streaming_response: the stream failed: %s: %s", type(e).__name__, e)
+        yield _frame({"error": {"type": type(e).__name__, "message": str(e), "partial": partial}})
+    finally:
+        aclose = getattr(streamer, "aclose", None)
+        if aclose is not None:
+            await aclose()
     yield "data: [DONE]\n\n"
+
+
+def _encode(value: Any) -> str:
+    """One event as an SSE string."""
+    if isinstance(value, StreamResponse):
+        return _frame({"stream_response": dataclasses.asdict(value)})
+    if isinstance(value, StatusMessage):
+        return _frame({"status_message": {"message": value.message}})
+    if is_prediction(value):  # ours, or a DSPy program's own dspy.Prediction
+        return _frame({"prediction": dict(value.items())})
+    if isinstance(value, (LMRequest, LMResponse)):
+        return _frame({"lm_request" if isinstance(value, LMRequest) else "lm_response": dataclasses.asdict(value)})
+    if isinstance(value, str) and value.startswith("data:"):
+        return value
+    if hasattr(value, "model_dump_json"):
+        return f'data: {json.dumps({"chunk": value.model_dump_json()})}\n\n'
+    # Unknown chunk types pass through as their JSON (DSPy raises here).
+    return _frame({"chunk": value})
