@@ -116,7 +116,12 @@ def _fill(body: str, ns: Mapping[str, Any]) -> str:
 def parse_body(body: str, input_names: list[str]) -> dict[str, str]:
     """The inputs written in a cell body: the whole body for one input, else ``field: value`` blocks."""
     if len(input_names) == 1:
-        return {input_names[0]: body.strip("\n").strip()}
+        value = body.strip("\n").strip()
+        if not value:
+            raise UsageError(
+                f"the cell body is empty: write the value of {input_names[0]!r} on the lines below the %%stream line"
+            )
+        return {input_names[0]: value}
     if not input_names:
         return {}
     starts = re.compile(r"^(%s)\s*:\s?(.*)$" % "|".join(map(re.escape, input_names)))

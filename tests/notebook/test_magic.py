@@ -103,3 +103,10 @@ def test_streamified_callable_keeps_its_status_provider(ip, lm, server, capsys):
     out = capsys.readouterr().out
     assert "· thinking hard\n" in out and "── self.answer ──\nYes.\n" in out
     assert ip.user_ns["_"].answer == "Yes."
+
+
+def test_an_empty_body_is_one_clear_line_and_no_request(ip, lm, server):
+    before = len(server.requests)
+    with pytest.raises(IPyUsageError, match=r"^%%stream: the cell body is empty: write the value of 'question' on the lines below the %%stream line$"):
+        ip.run_cell_magic("stream", '"question -> answer" --text', "\n  \n")
+    assert len(server.requests) == before
