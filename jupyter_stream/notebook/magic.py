@@ -184,22 +184,17 @@ class _Job:
             self.title = f"{self.title} · {args.predictor}"
         self.inputs = parse_body(_fill(body, ns), programs.input_names(run_target))
         opts: dict[str, Any] = {}
-        config: dict[str, Any] = {}
-        if args.temperature is not None:
-            config["temperature"] = args.temperature
-        if args.no_cache:
-            config["cache"] = False
         bridge = programs.dspy_bridge(self.program)
-        if config and isinstance(run_target, js.Predict):
-            opts["config"] = config
         if args.session and isinstance(run_target, js.Predict):
             opts["history"] = list(_sessions.get(args.session, []))
         self.run_target = run_target
         ctx: dict[str, Any] = {}
-        if args.model and bridge is None:
-            ctx["lm"] = js.LM(args.model, temperature=args.temperature, cache=not args.no_cache)
-        if args.adapter and bridge is None:
-            ctx["adapter"] = args.adapter
+        if bridge is None:
+            lm = _lm_for(args)
+            if lm is not None:
+                ctx["lm"] = lm
+            if args.adapter:
+                ctx["adapter"] = args.adapter
         self.ctx = ctx
         # A DSPy program takes the options through dspy.context (captured when the stream is made).
         dspy_options = (
@@ -265,6 +260,29 @@ class _Job:
             ns[self.args.out] = prediction
         if self.args.session and isinstance(prediction, js.Prediction):
             _sessions.setdefault(self.args.session, []).append((dict(self.inputs), prediction.to_dict()))
+
+
+def _lm_for(args: argparse.Namespace) -> Any:
+    """The LM that ``--model``, ``--temperature`` and ``--no-cache`` ask for, for every program: a copy of the
+    configured LM (its server and key kept) with them changed; None when none is given."""
+    changes: dict[str, Any] = {}
+    if args.temperature is not None:
+        changes["temperature"] = args.temperature
+    if args.no_cache:
+        changes["cache"] = False
+    if args.model:
+        changes["model"] = args.model
+    if not changes:
+        return None
+    base = js.settings.current().lm
+    if base is None:
+        if args.model:
+            model = changes.pop("model")
+            return js.LM(model, **changes)
+        from ..demo.default import demo_lm
+
+        base = demo_lm()
+    return base.copy(**changes)
 
 
 class _DemoName:

@@ -110,3 +110,16 @@ def test_an_empty_body_is_one_clear_line_and_no_request(ip, lm, server):
     with pytest.raises(IPyUsageError, match=r"^%%stream: the cell body is empty: write the value of 'question' on the lines below the %%stream line$"):
         ip.run_cell_magic("stream", '"question -> answer" --text', "\n  \n")
     assert len(server.requests) == before
+
+
+def test_temperature_and_no_cache_apply_to_every_program(ip, lm, server, capsys):
+    ip.user_ns["cot"] = js.ChainOfThought("question -> answer")
+    ip.run_cell_magic("stream", "cot --text --temperature 0.3 --no-cache", "Why?\n")
+    assert server.requests[-1]["temperature"] == 0.3
+
+
+def test_model_keeps_the_configured_server_and_key(ip, lm, server, capsys):
+    """--model after configure(lm=LM(..., base_url=..., api_key=...)) asks the same server with the same key."""
+    before = len(server.requests)
+    ip.run_cell_magic("stream", '"question -> answer" --text --model openai/other-model', "Why?\n")
+    assert len(server.requests) == before + 1 and server.requests[-1]["model"] == "other-model"
