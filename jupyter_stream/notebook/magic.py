@@ -322,8 +322,11 @@ def _friendly(e: BaseException) -> BaseException:
 
     if isinstance(e, UsageError):
         return IPyUsageError(f"%%stream: {e}")
-    if isinstance(e, js.StreamError):  # already shown in the output with its partial text
-        return IPyUsageError(f"%%stream: {type(e).__name__}: {e}")
+    if isinstance(e, js.StreamError):
+        # A runtime failure, not a usage mistake: the cell fails with the error itself, whose traceback IPython
+        # shows as one line, since the output (widget or text) already shows the message and what streamed.
+        e._render_traceback_ = lambda: [f"{type(e).__name__}: the stream failed (shown above)"]  # type: ignore[attr-defined]
+        return e
     return e
 
 

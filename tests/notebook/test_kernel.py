@@ -243,3 +243,16 @@ def test_restart_during_a_stream_closes_the_request_and_the_new_kernel_streams(s
         assert slow_server.stream_closed_early == 1 and len(slow_server.requests) == 2
     finally:
         stop_kernel(km, kc)
+
+
+def test_a_server_failure_fails_the_cell_with_the_error_in_one_line(kernel, slow_server):
+    from jupyter_stream.demo import Fault
+
+    _, kc = kernel
+    slow_server.reset()
+    slow_server.script(Fault("status", status=400, body={"error": {"message": "bad request", "type": "invalid_request_error"}}))
+    reply, msgs = execute(kc, '%%stream "question -> answer" --text\nHello?')
+    content = reply["content"]
+    assert content["status"] == "error" and content["ename"] == "LMError"
+    assert content["traceback"] == ["LMError: the stream failed (shown above)"]
+    assert stream_text(msgs).count("error: LMError") == 1

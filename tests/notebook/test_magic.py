@@ -67,10 +67,10 @@ def test_runtime_error_is_reported_and_the_shell_stays_usable(ip, lm, server, ca
     from jupyter_stream.demo import Fault, Reply
 
     server.script(Reply(content="[[ ## answer ## ]]\nPartial answer text", fault=Fault("drop", after=9)))
-    with pytest.raises(IPyUsageError, match="connection closed|connection failed"):
+    with pytest.raises(js.LMError, match="connection closed|connection failed"):
         ip.run_cell_magic("stream", '"question -> answer" --text', "q")
     out = capsys.readouterr().out
-    assert "Partial" in out and "error: LMError" in out
+    assert "Partial" in out and out.count("error: LMError") == 1
     server.script("[[ ## answer ## ]]\nfine\n\n[[ ## completed ## ]]")
     ip.run_cell_magic("stream", '"question -> answer" --text', "q")
     assert ip.user_ns["_"].answer == "fine"
@@ -123,3 +123,14 @@ def test_model_keeps_the_configured_server_and_key(ip, lm, server, capsys):
     before = len(server.requests)
     ip.run_cell_magic("stream", '"question -> answer" --text --model openai/other-model', "Why?\n")
     assert len(server.requests) == before + 1 and server.requests[-1]["model"] == "other-model"
+
+
+def test_a_server_failure_is_the_error_itself_shown_once(ip, lm, server, capsys):
+    from jupyter_stream.demo import Fault
+
+    server.script(Fault("status", status=500, times=5))
+    with pytest.raises(js.LMError) as info:
+        ip.run_cell_magic("stream", '"question -> answer" --text', "Why?\n")
+    out = capsys.readouterr().out
+    assert out.count("error: LMError") == 1  # the text output shows it, once
+    assert info.value._render_traceback_() == ["LMError: the stream failed (shown above)"]
