@@ -426,7 +426,7 @@ class LM:
                     saw_done = True
         except openai.APIStatusError as e:
             raise LMError(
-                f"{self.model}: the server answered HTTP {e.status_code}: {_server_message(e)}",
+                f"{self.model}: the server answered HTTP {e.status_code}: {_server_message(e, self.base_url)}",
                 status_code=e.status_code,
             ) from None
         except openai.APIConnectionError as e:
@@ -513,13 +513,21 @@ async def _closing(response: Any) -> Any:
 _TRANSPORT_MODULES = frozenset({"httpx2", "httpx", "httpcore", "httpcore2", "h11", "anyio"})
 
 
-def _server_message(e: openai.APIStatusError) -> str:
+def _server_message(e: openai.APIStatusError, base_url: str | None) -> str:
+    """The server's own words for an HTTP error (OpenAI's ``error.message``, FastAPI's ``detail``, a text
+    body), and for a 404 a hint at the usual cause: a ``base_url`` without its ``/v1``."""
     body = e.body
+    msg: Any = None
     if isinstance(body, dict):
-        msg = body.get("message") or (body.get("error") or {}).get("message") if isinstance(body.get("error"), dict) else body.get("message")
-        if msg:
-            return str(msg)
-    return str(e.message)
+        err = body.get("error")
+        msg = (err.get("message") if isinstance(err, dict) else err) or body.get("message") or body.get("detail")
+    elif isinstance(body, str) and body.strip():
+        msg = body.strip()[:300]
+    text = str(msg) if msg else str(e.message)
+    if e.status_code == 404:
+        text += (f" (is base_url right? OpenAI-compatible servers answer under .../v1; base_url is "
+                 f"{base_url or 'the OpenAI API'})")
+    return text
 
 
 def _cause(e: BaseException) -> str:

@@ -482,3 +482,23 @@ def test_stream_checks_module_inputs_at_once(server, lm):
     with pytest.raises(js.InputError, match="missing a required argument: 'question'"):
         js.stream(Qa(), None, {})
     assert server.requests == []
+
+
+def test_http_404_shows_the_servers_words_and_a_base_url_hint(server):
+    """A wrong base URL: the server's own message, and where to look."""
+    lm = js.LM("m", base_url=server.url.removesuffix("/v1") + "/api", api_key="k", cache=False, num_retries=0)
+    with pytest.raises(js.LMError) as info:
+        lm("hello")
+    message = str(info.value)
+    assert "HTTP 404" in message and "no route for POST /api/chat/completions" in message
+    assert "is base_url right? OpenAI-compatible servers answer under .../v1" in message
+    assert info.value.status_code == 404
+    lm.close()
+
+
+def test_http_error_body_in_fastapi_style_is_shown(lm, server):
+    from jupyter_stream.demo import Fault
+
+    server.script(Fault("status", status=404, body={"detail": "Not Found"}))
+    with pytest.raises(js.LMError, match=r"HTTP 404: Not Found \(is base_url right\?"):
+        lm("hello")
