@@ -8,20 +8,29 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Sequence
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="jupyter-stream", description="Stream the fields of an LM program as they are written.")
+    p.add_argument("--version", action="version", version=f"jupyter-stream {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a signature or a program and stream its output fields")
     run.add_argument("signature", help='a signature, e.g. "question -> reasoning, answer", or a program as module:attr')
     run.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE", help="an input field (repeatable)")
     run.add_argument("--model", help="model name, e.g. openai/gpt-4o-mini (default: the demo LM when no OPENAI_API_KEY)")
-    run.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://localhost:11434/v1")
+    run.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://localhost:11434/v1 (without --model: "
+                     "the first model it lists)")
+    run.add_argument("--api-key-env", metavar="NAME", default="OPENAI_API_KEY",
+                     help="the environment variable holding the API key (default: OPENAI_API_KEY; a key is never "
+                          "taken on the command line, where the shell history and ps would show it)")
     run.add_argument("--adapter", help="chat, json or xml (default: chat)")
     run.add_argument("--cot", action="store_true", help="reason first (ChainOfThought)")
     run.add_argument("--listen", help="comma-separated fields to stream (default: all)")
@@ -74,8 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             program = programs.load(args.signature)
         bridge = programs.dspy_bridge(program)
+        key = os.environ.get(args.api_key_env) or None
+        if args.api_key_env != "OPENAI_API_KEY" and key is None:
+            raise js.ConfigurationError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+        if bridge is None and not args.model and not args.base_url and key and js.settings.current().lm is None:
+            raise js.ConfigurationError(
+                f"{args.api_key_env} is set, so the demo LM is not used: pass --model NAME (e.g. --model "
+                f"openai/gpt-4o-mini), or unset {args.api_key_env} to run on the demo LM"
+            )
         if (args.model or args.base_url) and bridge is None:
-            lm = js.LM(args.model or "default", base_url=args.base_url, cache=not args.no_cache, temperature=args.temperature)
+            model = args.model or _first_model(args.base_url, key)
+            lm = js.LM(model, base_url=args.base_url, api_key=key, cache=not args.no_cache, temperature=args.temperature)
         config = {"temperature": args.temperature} if args.temperature is not None and lm is None and bridge is None else {}
         # Without --timeout the "streaming" profile limits the whole call (passing timeout=None would lift it).
         limits = {"timeout": args.timeout} if args.timeout is not None else {"timeout_profile": "streaming"}
@@ -86,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         with js.context(**settings), options:
             s = js.stream(
-                program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout, **limits,
+                program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout, lm_events=True, **limits,
                 **({"config": config} if config else {}),
             )
     except js.UsageError as e:
@@ -94,12 +112,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     color = {"auto": None, "always": True, "never": False}[args.color]
     renderer = js.TextRenderer(sys.stdout, color=color)
+    started = time.perf_counter()
+    first: float | None = None
+    usage_tokens: int | None = None
     try:
         for event in s:
             renderer.handle(event)
+            if first is None and isinstance(event, js.StreamResponse) and event.chunk:
+                first = time.perf_counter() - started
+            elif isinstance(event, js.LMResponse):
+                n = (event.usage or {}).get("completion_tokens")
+                if isinstance(n, int):
+                    usage_tokens = (usage_tokens or 0) + n
     except KeyboardInterrupt:
         renderer.finish(stopped=True)
         return 130
+    except BrokenPipeError:  # `| head` closed the pipe: stop the stream (and its request), quietly
+        s.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except js.UsageError as e:  # found only when the call starts, e.g. no API key for --model
         renderer.finish()
         print(f"jupyter-stream: {e}", file=sys.stderr)
@@ -108,4 +139,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         renderer.finish(error=e)
         return 1
     renderer.finish()
+    tokens = usage_tokens if usage_tokens is not None else renderer.tokens
+    print(_stats_line(tokens, time.perf_counter() - started, first), file=sys.stderr)
     return 0
+
+
+def _stats_line(tokens: int, seconds: float, first: float | None) -> str:
+    """What the widget's status line says at the end: tokens, time, time to the first streamed text.
+
+    >>> _stats_line(42, 1.25, 0.2)
+    '· 42 tokens in 1.2 s, first after 0.20 s'
+    """
+    after = f", first after {first:.2f} s" if first is not None else ""
+    return f"· {tokens} tokens in {seconds:.1f} s{after}"
+
+
+def _first_model(base_url: str, key: str | None) -> str:
+    """The first model a server lists (``GET /models``), for ``--base-url`` without ``--model``."""
+    import openai
+
+    from ._exceptions import ConfigurationError
+
+    try:
+        models = [m.id for m in openai.OpenAI(base_url=base_url, api_key=key or "none", timeout=10, max_retries=0).models.list()]
+    except openai.OpenAIError as e:
+        raise ConfigurationError(
+            f"--base-url {base_url}: pass --model NAME (the server did not list its models: {type(e).__name__})"
+        ) from None
+    if not models:
+        raise ConfigurationError(f"--base-url {base_url}: pass --model NAME (the server lists no model)")
+    print(f"jupyter-stream: model {models[0]!r}, the first of the {len(models)} the server lists (choose with --model)",
+          file=sys.stderr)
+    return models[0]

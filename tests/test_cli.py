@@ -321,3 +321,58 @@ def test_inert_replaces_exactly_the_control_characters(text):
     from jupyter_stream.terminal import _INERT
 
     assert inert(text) == text.translate(_INERT)
+
+
+def test_version():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"jupyter-stream {js.__version__}"
+
+
+def test_with_a_key_and_no_model_says_what_to_pass_in_shell_terms():
+    env = cli_env(OPENAI_API_KEY="sk-test-not-used")
+    proc = subprocess.run([sys.executable, "-m", "jupyter_stream", "run", "question -> answer", "-i", "question=x"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "jupyter-stream: OPENAI_API_KEY is set, so the demo LM is not used: pass --model NAME (e.g. --model "
+        "openai/gpt-4o-mini), or unset OPENAI_API_KEY to run on the demo LM"
+    )
+    assert "sk-test-not-used" not in proc.stderr + proc.stdout
+
+
+def test_base_url_alone_uses_the_first_model_the_server_lists_and_says_so(server, lm):
+    server.script("[[ ## answer ## ]]\nok\n\n[[ ## completed ## ]]")
+    proc = run_cli("run", "question -> answer", "--base-url", server.url, "--no-cache", "-i", "question=x")
+    assert proc.returncode == 0, proc.stderr
+    listed = server.requests[-1]["model"]
+    assert listed and listed != "default"
+    assert f"jupyter-stream: model {listed!r}, the first of the" in proc.stderr
+
+
+def test_api_key_env_names_the_variable_and_a_missing_one_is_one_line(server, lm):
+    missing = run_cli("run", "question -> answer", "--base-url", server.url, "--model", "m", "--api-key-env",
+                      "MY_TEST_KEY_VAR", "-i", "question=x")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "jupyter-stream: --api-key-env MY_TEST_KEY_VAR: that environment variable is not set"
+    server.script("[[ ## answer ## ]]\nok\n\n[[ ## completed ## ]]")
+    env = cli_env(MY_TEST_KEY_VAR="sk-from-my-var")
+    ok = subprocess.run([sys.executable, "-m", "jupyter_stream", "run", "question -> answer", "--base-url", server.url,
+                         "--model", "m", "--api-key-env", "MY_TEST_KEY_VAR", "--no-cache", "-i", "question=x"],
+                        capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "sk-from-my-var" not in ok.stdout + ok.stderr
+
+
+def test_piping_into_head_ends_quietly_and_prints_a_stats_line_otherwise(tmp_path):
+    err = tmp_path / "stderr.txt"
+    cmd = (f"{sys.executable} -m jupyter_stream run 'question -> reasoning, answer' -i question=x --color never "
+           f"2>{err} | head -n 1; exit ${{PIPESTATUS[0]}}")
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120,
+                          env=cli_env(JUPYTER_STREAM_DEMO_RATE="40"))
+    assert proc.stdout == "── self.reasoning ──\n"
+    assert proc.returncode == 141
+    assert "Traceback" not in err.read_text() and "BrokenPipeError" not in err.read_text()
+    full = run_cli("run", "question -> answer", "-i", "question=x")
+    assert full.returncode == 0
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("· ") and " tokens in " in last and ", first after " in last
