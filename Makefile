@@ -35,8 +35,10 @@ demo: $(STAMP)
 		--input question="Why is the sky blue?"
 	@if [ -z "$(NO_LAB)" ] && [ -z "$(CI)" ]; then $(MAKE) --no-print-directory lab; fi
 
+# JupyterLab refuses to start as root without --allow-root (a container's usual user).
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/01_quickstart.ipynb
+	$(VENV)/bin/jupyter lab $(LAB_ROOT) notebooks/01_quickstart.ipynb
 
 # JS_REQUIRE_DSPY=1: a missing DSPy fails the DSPy suite instead of skipping it.
 test: $(STAMP) $(STAMP30) chromium frontend-test
