@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ from typing import Any
 
 import openai
 
+from . import observer
 from ._exceptions import ConfigurationError, LMError
 
 __all__ = ["LM", "LMRecord"]
@@ -330,6 +332,34 @@ class LM:
             self._cache_put(key, {"text": rec.text, "reasoning": rec.reasoning, "finish_reason": rec.finish_reason})
         return rec
 
+    async def _post(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> Any:
+        """Send the request, retrying 429s, 5xx and refused connections up to ``num_retries`` times.
+
+        The retries are ours, not the client's (its ``max_retries`` is 0 per request), so that each one is
+        told: a status message in the running stream ("HTTP 429, retrying in 2.0 s (1/2)"), where every sink
+        shows it, and a log line. The policy is the ``openai`` client's: the server's ``retry-after-ms`` or
+        ``retry-after`` (up to 60 s) and ``x-should-retry``, else 0.5 s doubling up to 8 s, minus up to 25%.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await client.post(
+                    "/chat/completions", body=body, cast_to=_transport_response(client),
+                    options={"headers": {_RAW_STREAM_HEADER: "stream"}, "max_retries": 0},
+                )
+            except (openai.APIStatusError, openai.APIConnectionError) as e:
+                delay = _retry_delay(e, attempt) if attempt < self.num_retries else None
+                if delay is None:
+                    raise
+                attempt += 1
+                what = f"HTTP {e.status_code}" if isinstance(e, openai.APIStatusError) else "the connection failed"
+                message = f"{self.model}: {what}, retrying in {delay:.1f} s ({attempt}/{self.num_retries})"
+                _log.info(message)
+                obs = observer.current()
+                if obs is not None:
+                    obs.status.note(message)
+                await asyncio.sleep(delay)
+
     async def _read(
         self,
         messages: list[dict[str, Any]],
@@ -355,10 +385,7 @@ class LM:
             # The body is already plain JSON, so it goes through the client's generic ``post`` (auth,
             # base URL, retries, timeouts and error mapping all apply) without the typed-parameter
             # transform of ``chat.completions.create``, which costs about a millisecond per request.
-            response = await client.post(
-                "/chat/completions", body={"messages": messages, **extra, **params},
-                cast_to=_transport_response(client), options={"headers": {_RAW_STREAM_HEADER: "stream"}},
-            )
+            response = await self._post(client, {"messages": messages, **extra, **params})
             async with _closing(response), contextlib.aclosing(response.aiter_bytes()) as blocks:
                 # Raw bytes split on newlines: one split per network read, no per-line decode.
                 pending = b""
@@ -511,6 +538,33 @@ async def _closing(response: Any) -> Any:
 
 
 _TRANSPORT_MODULES = frozenset({"httpx2", "httpx", "httpcore", "httpcore2", "h11", "anyio"})
+
+
+_RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+def _retry_delay(e: openai.APIError, attempt: int) -> float | None:
+    """Seconds to wait before retrying after ``e`` (the ``attempt``-th retry, from 0), or None: do not retry."""
+    headers = getattr(getattr(e, "response", None), "headers", None) or {}
+    if isinstance(e, openai.APIStatusError):
+        should = headers.get("x-should-retry")
+        if should == "false" or (should != "true" and e.status_code not in _RETRY_STATUSES and e.status_code < 500):
+            return None
+    after = _retry_after(headers)
+    if after is not None:
+        return after if 0 <= after <= 60 else None
+    return min(0.5 * 2.0**attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        if headers.get("retry-after-ms") is not None:
+            return float(headers["retry-after-ms"]) / 1000
+        if headers.get("retry-after") is not None:
+            return float(headers["retry-after"])
+    except (TypeError, ValueError):
+        return None
+    return None
 
 
 def _server_message(e: openai.APIStatusError, base_url: str | None) -> str:

@@ -502,3 +502,27 @@ def test_http_error_body_in_fastapi_style_is_shown(lm, server):
     server.script(Fault("status", status=404, body={"detail": "Not Found"}))
     with pytest.raises(js.LMError, match=r"HTTP 404: Not Found \(is base_url right\?"):
         lm("hello")
+
+
+def test_each_retry_is_a_status_message_in_the_stream(server):
+    """A 429 twice, then the reply: two status messages say so (what the widget's status line and the
+    terminal show), then the fields stream; a 400 is not retried."""
+    from jupyter_stream.demo import Fault
+
+    lm = js.LM("retry-model", base_url=server.url, api_key="k", cache=False, num_retries=2)
+    server.reset()
+    server.script(Fault("status", status=429, times=2, retry_after=0.05), "[[ ## answer ## ]]\nok\n\n[[ ## completed ## ]]")
+    with js.context(lm=lm):
+        events = list(js.stream(js.Predict("question -> answer"), None, {"question": "q"}))
+    status = [e.message for e in events if isinstance(e, js.StatusMessage)]
+    assert status == [
+        "retry-model: HTTP 429, retrying in 0.1 s (1/2)",
+        "retry-model: HTTP 429, retrying in 0.1 s (2/2)",
+    ]
+    assert events[-1].answer == "ok"
+    server.script(Fault("status", status=400, times=3))
+    before = len(server.requests)
+    with js.context(lm=lm), pytest.raises(js.LMError, match="HTTP 400"):
+        list(js.stream(js.Predict("question -> answer"), None, {"question": "q"}))
+    assert len(server.requests) == before + 1
+    lm.close()
