@@ -1,0 +1,28 @@
+"""The README's examples run as written, as a newcomer would paste them (on the demo LM, no key)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def _block_after(heading: str) -> str:
+    text = README.read_text("utf-8")
+    section = text[text.index(heading):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_ten_line_example_streams_each_field_on_its_own_lines():
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env["JUPYTER_STREAM_DEMO_RATE"] = "0"
+    proc = subprocess.run([sys.executable, "-c", _block_after("## Ten lines")], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    reasoning, answer_text, final = proc.stdout.split("\n\n")
+    assert "Why is the sky blue?" in reasoning and "Why is the sky blue?" in answer_text
+    assert final == f"answer: {answer_text}\n"
