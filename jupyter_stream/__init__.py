@@ -81,6 +81,7 @@ __all__ = [
     "UsageError",
     "XMLAdapter",
     "apply_sync_streaming",
+    "asgi_app",
     "configure",
     "context",
     "load_ipython_extension",
@@ -100,6 +101,18 @@ def show(source, /, **kwargs):  # pragma: no cover - exercised in a real kernel
     from .notebook.show import show as _show
 
     return _show(source, **kwargs)
+
+
+def asgi_app(program, /, **kwargs):
+    """An ASGI app serving ``program``'s fields as Server-Sent Events (``POST /stream``, ``GET /stream``,
+    ``POST /predict``, a page at ``/``): ``js.asgi_app(program, max_concurrency=32, token=None,
+    cors_origins=())``. Needs ``pip install 'jupyter_stream[serve]'``; see ``jupyter_stream.serve``.
+    """
+    try:
+        from .serve import asgi_app as _asgi_app
+    except ImportError as e:  # starlette is the [serve] extra
+        raise ConfigurationError(f"asgi_app needs Starlette: pip install 'jupyter_stream[serve]' ({e})") from None
+    return _asgi_app(program, **kwargs)
 
 
 def load_ipython_extension(ipython):  # pragma: no cover - exercised in a real kernel

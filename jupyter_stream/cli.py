@@ -39,6 +39,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stream-timeout", type=float, default=60.0, help="longest wait between two events (s)")
     run.add_argument("--timeout", type=float, help="the whole call (s)")
     run.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    serve = sub.add_parser("serve", help="serve a program over HTTP: its fields as Server-Sent Events")
+    serve.add_argument("program", help='a signature, e.g. "question -> answer", or a program as module:attr')
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model", help="model name, e.g. openai/gpt-4o-mini")
+    serve.add_argument("--base-url", help="an OpenAI-compatible server for --model")
+    serve.add_argument("--api-key-env", metavar="NAME", default="OPENAI_API_KEY",
+                       help="the environment variable holding the model server's key (default: OPENAI_API_KEY)")
+    serve.add_argument("--adapter", help="chat, json or xml (default: chat)")
+    serve.add_argument("--cot", action="store_true", help="reason first (ChainOfThought), for a signature")
+    serve.add_argument("--demo", action="store_true", help="answer with the built-in demo LM (no model needed)")
+    serve.add_argument("--max-concurrency", type=int, default=32, help="calls at once; beyond: HTTP 503")
+    serve.add_argument("--token-env", metavar="NAME",
+                       help="require 'Authorization: Bearer <token>', the token being this environment variable's value")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="allow browser pages from this origin (repeatable; none by default)")
     demo = sub.add_parser("demo-lm", help="run the demo OpenAI-compatible server")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8765)
@@ -69,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"jupyter-stream: cannot serve the demo LM on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
             return 1
         return 0
+
+    if args.command == "serve":
+        return _serve(args)
 
     import contextlib
 
@@ -141,6 +160,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     renderer.finish()
     tokens = usage_tokens if usage_tokens is not None else renderer.tokens
     print(_stats_line(tokens, time.perf_counter() - started, first), file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """``jupyter-stream serve``: the program's app (:func:`jupyter_stream.asgi_app`) on uvicorn."""
+    import jupyter_stream as js
+    from jupyter_stream import programs
+
+    try:
+        if "->" in args.program or ":" not in args.program:
+            program = (js.ChainOfThought if args.cot else js.Predict)(args.program)
+        else:
+            program = programs.load(args.program)
+        key = os.environ.get(args.api_key_env) or None
+        token = None
+        if args.token_env:
+            token = os.environ.get(args.token_env)
+            if not token:
+                raise js.ConfigurationError(f"--token-env {args.token_env}: that environment variable is not set")
+        settings: dict[str, object] = {"adapter": args.adapter} if args.adapter else {}
+        bridge = programs.dspy_bridge(program)
+        if args.model and bridge is None:
+            settings["lm"] = js.LM(args.model, base_url=args.base_url, api_key=key)
+        configured = (bridge.model_name() != "demo LM") if bridge is not None else js.settings.current().lm is not None
+        if not (args.model or configured or args.demo):
+            raise js.ConfigurationError(
+                "no model to serve: pass --model NAME (with --base-url for a local server), configure one in your "
+                "module, or --demo for the built-in demo LM"
+            )
+        import contextlib
+
+        # A DSPy program reads DSPy's settings per request: the options go process-wide (this process serves it).
+        options = (bridge.options(model=args.model, adapter=args.adapter, configure=True,
+                                  base_url=args.base_url, api_key=key) if bridge is not None
+                   else contextlib.nullcontext())
+        with js.context(**settings), options:
+            app = js.asgi_app(program, max_concurrency=args.max_concurrency, token=token, cors_origins=args.cors_origin)
+    except js.UsageError as e:
+        print(f"jupyter-stream: {e}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    print(f"jupyter-stream: serving {args.program} on http://{args.host}:{args.port}/ (POST /stream, GET /stream, "
+          "POST /predict, GET /)", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    except OSError as e:  # pragma: no cover - uvicorn logs and exits on a taken port
+        print(f"jupyter-stream: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

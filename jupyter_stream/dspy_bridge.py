@@ -79,14 +79,16 @@ def named_predictors(program: Any) -> list[tuple[str, Any]]:
 
 
 def options(*, model: str | None = None, adapter: str | None = None, temperature: float | None = None,
-            cache: bool = True) -> Any:
+            cache: bool = True, configure: bool = False, base_url: str | None = None, api_key: str | None = None) -> Any:
     """``%%stream``/CLI options for a DSPy program, as a ``dspy.context`` (``--model``, ``--adapter``,
     ``--temperature``, ``--no-cache``). Without ``--model`` the configured ``dspy.LM`` gets the other
-    options (a copy); with none configured, the demo LM."""
+    options (a copy); with none configured, the demo LM. ``configure=True`` sets them process-wide
+    (``dspy.configure``; what ``jupyter-stream serve`` does) and returns a context that does nothing."""
     changes: dict[str, Any] = {}
     lm_args = {k: v for k, v in (("temperature", temperature), ("cache", None if cache else False)) if v is not None}
     if model:
-        changes["lm"] = dspy.LM(model, **lm_args)
+        server = {k: v for k, v in (("api_base", base_url), ("api_key", api_key)) if v}
+        changes["lm"] = dspy.LM(model, **server, **lm_args)
     elif lm_args:
         changes["lm"] = (dspy.settings.lm or _demo_lm()).copy(**lm_args)
     if adapter:
@@ -94,6 +96,9 @@ def options(*, model: str | None = None, adapter: str | None = None, temperature
         if cls is None:
             raise ConfigurationError(f"unknown adapter {adapter!r}; use 'chat', 'json' or 'xml'")
         changes["adapter"] = cls()
+    if configure:
+        dspy.configure(**changes)
+        return dspy.context()
     return dspy.context(**changes)
 
 

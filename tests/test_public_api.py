@@ -46,6 +46,7 @@ PUBLIC = [
     "UsageError",
     "XMLAdapter",
     "apply_sync_streaming",
+    "asgi_app",
     "configure",
     "context",
     "load_ipython_extension",

@@ -1,0 +1,233 @@
+"""A program behind HTTP: Server-Sent Events of its fields, on Starlette (``pip install 'jupyter_stream[serve]'``).
+
+:func:`asgi_app` makes an ASGI app to mount in FastAPI/Starlette or to run with any ASGI server;
+``jupyter-stream serve PROGRAM`` runs it on uvicorn. Routes:
+
+- ``POST /stream`` (JSON inputs) and ``GET /stream?name=value`` (for a browser's ``EventSource``, which can
+  only GET): ``text/event-stream`` of :func:`~jupyter_stream.streaming_response` - every field's chunks,
+  status messages, the prediction, an ``error`` event if the call fails, then ``[DONE]``;
+- ``POST /predict``: the prediction as JSON (``{"prediction": {...}}``);
+- ``GET /``: a page to type the inputs and watch the fields stream (model output shown as text only);
+- ``GET /healthz``.
+
+Bad JSON, missing or unknown inputs: HTTP 422 with one clear message, before any LM call. Beyond
+``max_concurrency`` running calls: 503 with ``Retry-After``. With ``token``, every route but ``/healthz``
+needs ``Authorization: Bearer <token>`` (401 otherwise). A client that hangs up closes the LM request.
+The settings in force when the app is made (LM, adapter) are the ones every request runs with.
+
+Example::
+
+    >>> import jupyter_stream as js
+    >>> app = js.asgi_app(js.Predict("question -> answer"))
+    >>> sorted(route.path for route in app.routes)
+    ['/', '/healthz', '/predict', '/stream']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from . import programs
+from . import settings as _settings
+from ._exceptions import JupyterStreamError, UsageError
+from .prediction import is_prediction
+from .streaming.sse import streaming_response
+from .streaming.stream import stream
+
+__all__ = ["asgi_app"]
+
+
+def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = None,
+             cors_origins: list[str] | tuple[str, ...] = ()) -> Starlette:
+    """An ASGI app streaming ``program`` (a native or DSPy program) over HTTP; see the module docs."""
+    if not programs.is_program(program):
+        raise UsageError(f"asgi_app needs a program (Module, Predict, or a DSPy module), got {type(program).__name__}")
+    if not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise UsageError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
+    names = programs.input_names(program)
+    snapshot = _settings.current()
+    slots = asyncio.Semaphore(max_concurrency)
+
+    def refused(request: Request) -> Response | None:
+        if token is not None:
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return JSONResponse({"error": "missing or wrong Authorization: Bearer token"}, status_code=401)
+        if slots.locked():
+            return JSONResponse({"error": f"busy: {max_concurrency} calls are running; retry shortly"},
+                                status_code=503, headers={"Retry-After": "1"})
+        return None
+
+    def inputs_of(values: Any) -> dict[str, Any] | Response:
+        if not isinstance(values, Mapping):
+            return _unprocessable(f"the body must be a JSON object of the inputs {names}")
+        unknown = sorted(set(values) - set(names))
+        missing = [n for n in names if n not in values]
+        if unknown or missing:
+            parts = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
+            return _unprocessable(f"inputs: {'; '.join(parts)}; this program takes {names}")
+        try:
+            programs.check_inputs(program, values)
+        except UsageError as e:
+            return _unprocessable(str(e))
+        return dict(values)
+
+    async def body_inputs(request: Request) -> dict[str, Any] | Response:
+        try:
+            values = json.loads(await request.body() or b"null")
+        except ValueError as e:
+            return _unprocessable(f"the body is not JSON ({e}); send a JSON object of the inputs {names}")
+        return inputs_of(values)
+
+    def events(inputs: dict[str, Any]) -> Any:
+        with _settings.use(snapshot):
+            return stream(program, None, inputs, timeout_profile="streaming")
+
+    async def sse(inputs: dict[str, Any]) -> Response:
+        s = events(inputs)
+
+        async def body() -> Any:
+            async with slots:
+                async for line in streaming_response(s.__aiter__()):
+                    yield line
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    async def post_stream(request: Request) -> Response:
+        no = refused(request)
+        if no is not None:
+            return no
+        inputs = await body_inputs(request)
+        return inputs if isinstance(inputs, Response) else await sse(inputs)
+
+    async def get_stream(request: Request) -> Response:
+        no = refused(request)
+        if no is not None:
+            return no
+        inputs = inputs_of(dict(request.query_params))
+        return inputs if isinstance(inputs, Response) else await sse(inputs)
+
+    async def predict(request: Request) -> Response:
+        no = refused(request)
+        if no is not None:
+            return no
+        inputs = await body_inputs(request)
+        if isinstance(inputs, Response):
+            return inputs
+        async with slots:
+            try:
+                final = None
+                async for event in events(inputs):
+                    if is_prediction(event):
+                        final = event
+            except JupyterStreamError as e:
+                partial = getattr(e, "partial", None) or {}
+                return JSONResponse({"error": {"type": type(e).__name__, "message": str(e), "partial": partial}},
+                                    status_code=502)
+        return JSONResponse({"prediction": _jsonable(dict(final.items()) if final is not None else {})})
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(_page(names))  # holds no data; the calls it makes need the token, if any
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "inputs": names})
+
+    middleware = [Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                             allow_headers=["Authorization", "Content-Type"])] if cors_origins else []
+    return Starlette(
+        routes=[
+            Route("/stream", post_stream, methods=["POST"]),
+            Route("/stream", get_stream, methods=["GET"]),
+            Route("/predict", predict, methods=["POST"]),
+            Route("/", page, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        middleware=middleware,
+    )
+
+
+def _unprocessable(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=422)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _page(names: list[str]) -> str:
+    """The page at ``/``: a field per input, and the streamed fields as text (``textContent``, never HTML)."""
+    inputs = "".join(
+        f'<label>{html.escape(n)}<textarea name="{html.escape(n)}" rows="2"></textarea></label>' for n in names
+    )
+    return _PAGE.replace("{{inputs}}", inputs)
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>jupyter_stream</title>
+<style>
+body{font:15px system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}
+label{display:block;margin:.5rem 0}textarea{display:block;width:100%;font:inherit}
+.pane{border:1px solid #ccc;border-radius:6px;margin:.6rem 0}.pane h3{margin:0;padding:.3rem .6rem;
+font:600 13px monospace;background:#f3f3f3}.pane pre{margin:0;padding:.6rem;white-space:pre-wrap;word-break:normal;
+overflow-wrap:anywhere}#status{color:#555}#error{color:#a00}
+</style></head><body>
+<h1>jupyter_stream</h1><form id="form">{{inputs}}<button>Stream</button></form>
+<p id="status"></p><p id="error"></p><div id="panes"></div>
+<script>
+const form = document.getElementById("form"), panes = document.getElementById("panes");
+const status = document.getElementById("status"), error = document.getElementById("error");
+function pane(key) {
+  let p = document.getElementById("pane-" + key);
+  if (!p) {
+    p = document.createElement("div"); p.className = "pane"; p.id = "pane-" + key;
+    const h = document.createElement("h3"); h.textContent = key;
+    const t = document.createElement("pre"); t.appendChild(document.createTextNode(""));
+    p.append(h, t); panes.appendChild(p);
+  }
+  return p.querySelector("pre").firstChild;
+}
+function handle(event) {
+  if (event.stream_response) {
+    const r = event.stream_response;
+    const who = r.predict_name === "self" ? "" : r.predict_name + (r.call_id > 1 ? "#" + r.call_id : "") + ".";
+    pane(who + r.signature_field_name).appendData(r.chunk);
+  } else if (event.status_message) { status.textContent = event.status_message.message; }
+  else if (event.error) { error.textContent = event.error.type + ": " + event.error.message; }
+  else if (event.prediction) { status.textContent = "done"; }
+}
+form.addEventListener("submit", async (e) => {
+  e.preventDefault(); panes.textContent = ""; error.textContent = ""; status.textContent = "running";
+  const inputs = Object.fromEntries(new FormData(form));
+  const response = await fetch("stream", {method: "POST", headers: {"Content-Type": "application/json"},
+                                         body: JSON.stringify(inputs)});
+  if (!response.ok) { error.textContent = (await response.json()).error; status.textContent = ""; return; }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) break;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
+      const line = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+      if (!line.startsWith("data: ")) continue;
+      const data = line.slice(6);
+      if (data === "[DONE]") return;
+      handle(JSON.parse(data));
+    }
+  }
+});
+</script></body></html>
+"""
