@@ -463,3 +463,44 @@ def test_stream_timeout_bounds_the_wait_for_a_stalled_dspy_reply(dlm, server):
     streamed = fields_by_call(events).get(("self", 1, "answer"), "")
     assert streamed and info.value.partial.get("answer", "").startswith(streamed)
     assert server.wait_idle(2.0) and server.stream_closed_early == 1
+
+
+def test_serve_streams_a_dspy_program_named_module_colon_attr(tmp_path, server):
+    """``jupyter-stream serve my_app:program`` with a DSPy program: the model options go to DSPy."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    (tmp_path / "my_app.py").write_text("import dspy\nprogram = dspy.ChainOfThought('question -> answer')\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "SERVE_KEY": "sk-test"}
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter_stream", "serve", "my_app:program", "--port", str(port),
+                             "--model", "openai/served-dspy", "--base-url", server.url, "--api-key-env", "SERVE_KEY"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        server.reset()
+        server.script(CHAT)
+        response = httpx.post(url + "/stream", json={"question": "Capital of France?"}, timeout=60)
+        lines = [line[6:] for line in response.text.split("\n\n") if line.startswith("data: ")]
+        assert lines[-1] == "[DONE]"
+        events = [json.loads(x) for x in lines[:-1]]
+        chunks = "".join(e["stream_response"]["chunk"] for e in events if "stream_response" in e
+                         and e["stream_response"]["signature_field_name"] == "answer")
+        assert chunks == events[-1]["prediction"]["answer"] == "Paris, of course."
+        assert server.requests[-1]["model"] == "served-dspy"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
