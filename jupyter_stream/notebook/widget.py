@@ -257,6 +257,11 @@ class StreamWidget(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.on_msg(self._on_frontend_msg)
 
+    def __repr__(self) -> str:
+        """What a viewer without widgets shows as plain text (a headless run's output, a terminal)."""
+        title = f" {self.title}" if self.title else ""
+        return f"<jupyter_stream{title}: {self.status}>"
+
     @property
     def last_seq(self) -> int:
         """The seq of the last delta batch sent."""

@@ -648,3 +648,11 @@ def test_the_engine_does_not_import_the_widget():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_plain_text_of_the_widget_names_the_stream_not_an_address():
+    from jupyter_stream.notebook.widget import StreamWidget
+
+    w = StreamWidget(title="question -> answer")
+    assert repr(w) == "<jupyter_stream question -> answer: idle>"
+    assert w._repr_mimebundle_()[0]["text/plain"] == "<jupyter_stream question -> answer: idle>"
