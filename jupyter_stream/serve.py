@@ -58,6 +58,10 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
         raise UsageError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
     names = programs.input_names(program)
     snapshot = _settings.current()
+    bridge = programs.dspy_bridge(program)
+    on_demo = (bridge.model_name() == "demo LM") if bridge is not None else (
+        snapshot.lm is None and not any(getattr(p, "lm", None) for _, p in programs.named_predictors(program)))
+    notice = _frame_status(DEMO_NOTICE) if on_demo else None
     slots = asyncio.Semaphore(max_concurrency)
 
     def refused(request: Request) -> Response | None:
@@ -100,6 +104,8 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
 
         async def body() -> Any:
             async with slots:
+                if notice is not None:  # never silently on the demo LM
+                    yield notice
                 async for line in streaming_response(s.__aiter__()):
                     yield line
 
@@ -156,6 +162,13 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
         ],
         middleware=middleware,
     )
+
+
+DEMO_NOTICE = "no model configured: the built-in demo LM is answering (its replies are made up)"
+
+
+def _frame_status(message: str) -> str:
+    return f"data: {json.dumps({'status_message': {'message': message}})}\n\n"
 
 
 def _unprocessable(message: str) -> JSONResponse:

@@ -207,3 +207,25 @@ def test_serve_without_a_model_refuses_in_one_line():
         "jupyter-stream: no model to serve: pass --model NAME (with --base-url for a local server), configure one "
         "in your module, or --demo for the built-in demo LM"
     )
+
+
+def test_on_the_demo_lm_the_stream_says_so_first():
+    app = Served("question -> answer", "--demo", env={"JUPYTER_STREAM_DEMO_RATE": "0"})
+    try:
+        with httpx.Client(timeout=30) as client, client.stream("POST", app.url + "/stream",
+                                                                  json={"question": "Hi?"}) as response:
+            events = _events(response)
+        assert events[0] == {"status_message": {"message": "no model configured: the built-in demo LM is answering "
+                                                           "(its replies are made up)"}}
+        assert "Hi?" in events[-2]["prediction"]["answer"] and events[-1] == "[DONE]"
+    finally:
+        app.stop()
+
+
+def test_with_a_model_no_demo_notice(served, server):
+    server.reset()
+    server.script(REPLY)
+    with httpx.Client(timeout=30) as client, client.stream("POST", served.url + "/stream",
+                                                              json={"question": "no notice?"}) as response:
+        events = _events(response)
+    assert not any("status_message" in e for e in events if isinstance(e, dict))
