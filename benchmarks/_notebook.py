@@ -561,7 +561,7 @@ def check_ours_wire(
     if not seqs or seqs != list(range(seqs[0], seqs[0] + len(seqs))):
         raise BenchmarkError(f"{label}: delta batches are not consecutive (a message lost?): {seqs[:20]}...")
     keys = {it[0] for b in batches for it in b["items"]}
-    if keys != {"self.answer"}:
+    if keys != {"answer"}:
         raise BenchmarkError(f"{label}: expected one pane, got {sorted(keys)}")
     # The batches carry the text up to the last flush; the final snapshot carries it all (the rest: what
     # arrived after the last flush). Paced, that is at most a flush interval (1/25 s) of tokens, with room
@@ -600,7 +600,7 @@ def check_ours_wire(
     if last.get("status") != "done":
         raise BenchmarkError(f"{label}: the widget's last status is {last.get('status')!r}")
     fields = (last.get("prediction") or {}).get("fields") or {}
-    if fields != {"answer": {"$pane": "self.answer"}}:
+    if fields != {"answer": {"$pane": "answer"}}:
         raise BenchmarkError(f"{label}: the final prediction is {fields!r:.200}")
     check(f"{label}: final prediction (resolved)", resolve(fields["answer"], panes), text)
     calls = [u["lm_calls"] for u in updates if "lm_calls" in u][-1]

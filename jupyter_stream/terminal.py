@@ -13,7 +13,7 @@ Example::
     ...     r.handle(ev)
     >>> r.finish()
     >>> print(out.getvalue())
-    ── self.answer ──
+    ── answer ──
     Paris
     <BLANKLINE>
     ── prediction ──
@@ -84,7 +84,7 @@ class TextRenderer:
     def handle(self, event: Any) -> None:
         """Render one event (unknown event types are ignored)."""
         if isinstance(event, StreamResponse):
-            key = f"{self._labels(event.predict_name, event.call_id)}.{event.signature_field_name}"
+            key = self._labels.key(event.predict_name, event.call_id, event.signature_field_name)
             if key != self._key:
                 self._newline()
                 if self._key is not None:

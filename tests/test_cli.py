@@ -52,13 +52,13 @@ def test_run_on_the_demo_lm():
     proc = run_cli("run", "question -> reasoning, answer", "--input", "question=Why is the sky blue?")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    r = out.index("── self.reasoning ──\n")
-    a = out.index("── self.answer ──\n")
+    r = out.index("── reasoning ──\n")
+    a = out.index("── answer ──\n")
     p = out.index("── prediction ──\n")
     assert r < a < p
-    assert out.count("── self.reasoning ──") == 1 and out.count("── self.answer ──") == 1
-    reasoning = out[r + len("── self.reasoning ──\n"):a].strip()
-    answer = out[a + len("── self.answer ──\n"):p].strip()
+    assert out.count("── reasoning ──") == 1 and out.count("── answer ──") == 1
+    reasoning = out[r + len("── reasoning ──\n"):a].strip()
+    answer = out[a + len("── answer ──\n"):p].strip()
     assert "Why is the sky blue?" in reasoning
     assert "Why is the sky blue?" in answer
     prediction = out[p:].splitlines()[1:]
@@ -71,7 +71,7 @@ def test_run_on_the_demo_lm():
 def test_run_with_cot_and_listen():
     proc = run_cli("run", "question -> answer", "--cot", "--listen", "answer", "-i", "question=2+2?")
     assert proc.returncode == 0, proc.stderr
-    assert "── self.answer ──" not in proc.stdout  # ChainOfThought names its predictor "predict"
+    assert "── answer ──" not in proc.stdout  # ChainOfThought names its predictor "predict": its panes are predict.*
     assert "── predict.answer ──" in proc.stdout
     assert "── predict.reasoning ──" not in proc.stdout
     assert "\nreasoning: " in proc.stdout and "\nanswer: " in proc.stdout
@@ -82,7 +82,7 @@ def test_console_script_exists_and_runs():
     proc = subprocess.run([str(SCRIPT), "run", "question -> answer", "--input", "question=hi"],
                           capture_output=True, text=True, env=cli_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "── self.answer ──" in proc.stdout
+    assert "── answer ──" in proc.stdout
 
 
 def test_input_without_equals_exits_2():
@@ -188,7 +188,7 @@ def _limits_of_run(monkeypatch, capsys, server, *extra: str):
     code = cli.main(["run", "question -> answer", "--base-url", server.url, "--no-cache", "-i", "question=x", *extra])
     out = capsys.readouterr().out
     assert code == 0
-    assert "── self.answer ──\nok\n" in out
+    assert "── answer ──\nok\n" in out
     assert len(made) == 1
     return made[0].limits
 
@@ -300,7 +300,7 @@ def test_renderer_plain_output_exactly():
 
 def test_renderer_color_styles_headers_only():
     text = render([js.StreamResponse("self", "answer", "hi", True)], color=True, show_prediction=False)
-    assert text == "\x1b[1;36m── self.answer ──\x1b[0m\nhi\n"
+    assert text == "\x1b[1;36m── answer ──\x1b[0m\nhi\n"
 
 
 def test_renderer_error_and_stopped():
@@ -308,7 +308,7 @@ def test_renderer_error_and_stopped():
     r = js.TextRenderer(out, color=False)
     r.handle(js.StreamResponse("self", "answer", "Par"))
     r.finish(error=js.LMError("boom\x1b[2J"), stopped=True)
-    assert out.getvalue() == "── self.answer ──\nPar\nstopped\nerror: LMError: boom␛[2J\n"
+    assert out.getvalue() == "── answer ──\nPar\nstopped\nerror: LMError: boom␛[2J\n"
 
 
 def test_inert_keeps_tabs_newlines_and_unicode():
@@ -369,7 +369,7 @@ def test_piping_into_head_ends_quietly_and_prints_a_stats_line_otherwise(tmp_pat
            f"2>{err} | head -n 1; exit ${{PIPESTATUS[0]}}")
     proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120,
                           env=cli_env(JUPYTER_STREAM_DEMO_RATE="40"))
-    assert proc.stdout == "── self.reasoning ──\n"
+    assert proc.stdout == "── reasoning ──\n"
     assert proc.returncode == 141
     assert "Traceback" not in err.read_text() and "BrokenPipeError" not in err.read_text()
     full = run_cli("run", "question -> answer", "-i", "question=x")

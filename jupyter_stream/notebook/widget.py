@@ -185,7 +185,8 @@ def _panes_to_json(value: Any, widget: StreamWidget) -> Any:
 
 def _lm_calls_to_json(value: Any, widget: StreamWidget) -> Any:
     """The synced form of ``lm_calls``: in ``raw`` and ``reasoning``, the text of a pane of the call's
-    predictor is sent as a reference (the front end has that text from the deltas or the snapshot)."""
+    own pane group (``group``: its label, see :class:`~jupyter_stream.streaming.events.PaneLabels`) is sent
+    as a reference (the front end has that text from the deltas or the snapshot)."""
     if not isinstance(value, list) or not value:
         return value
     by_predict: dict[str, list[tuple[str, str]]] = {}
@@ -196,7 +197,7 @@ def _lm_calls_to_json(value: Any, widget: StreamWidget) -> Any:
         return value
     out = []
     for call in value:
-        candidates = by_predict.get(call.get("predict")) if isinstance(call, dict) else None
+        candidates = by_predict.get(call.get("group")) if isinstance(call, dict) else None
         if candidates:
             call = dict(call)
             for name in ("raw", "reasoning"):
@@ -606,7 +607,7 @@ class WidgetSink:
                 return
             now = self._clock()
             predict = self._labels(ev.predict_name, ev.call_id)  # one pane per LM call ("react[2]")
-            key = f"{predict}.{ev.signature_field_name}"
+            key = f"{predict}.{ev.signature_field_name}" if predict else ev.signature_field_name
             pane = self._panes.get(key)
             if pane is None:
                 pane = self._panes[key] = _Pane(key, predict, ev.signature_field_name)
@@ -646,6 +647,7 @@ class WidgetSink:
             entry = {
                 "call_id": ev.call_id,
                 "predict": ev.predict_name,
+                "group": self._labels(ev.predict_name, ev.call_id),
                 "model": ev.model,
                 "messages": _jsonable(list(ev.messages or [])),
                 "raw": "",
@@ -677,6 +679,7 @@ class WidgetSink:
             entry = {
                 "call_id": ev.call_id,
                 "predict": ev.predict_name,
+                "group": self._labels(ev.predict_name, ev.call_id),
                 "model": ev.model,
                 "messages": [] if index is None else self._lm_calls[index]["messages"],
                 "raw": ev.raw or "",

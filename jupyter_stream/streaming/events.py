@@ -75,11 +75,14 @@ class LMResponse:
 class PaneLabels:
     """Names the panes of one stream by call: ``"react"`` for a predictor's first LM call, ``"react[2]"``
     for its second, and so on (a loop, ReAct's steps, concurrent calls), so that no two calls share a pane.
-    Renderers (terminal, widget) use it; O(1) per chunk.
+    A bare predictor (``predict_name == "self"``, DSPy's name) has no label: its panes are its fields.
+    Renderers (terminal, widget) use it, with :meth:`key`; O(1) per chunk.
 
     >>> labels = PaneLabels()
-    >>> [labels(name, call) for name, call in [("react", 1), ("react", 1), ("react", 3), ("extract", 4)]]
-    ['react', 'react', 'react[2]', 'extract']
+    >>> [labels(name, call) for name, call in [("react", 1), ("react", 1), ("react", 3), ("extract", 4), ("self", 5)]]
+    ['react', 'react', 'react[2]', 'extract', '']
+    >>> labels.key("react", 3, "next_thought"), labels.key("self", 5, "answer")
+    ('react[2].next_thought', 'answer')
     """
 
     __slots__ = ("_labels", "_counts")
@@ -92,5 +95,11 @@ class PaneLabels:
         label = self._labels.get((predict_name, call_id))
         if label is None:
             n = self._counts[predict_name] = self._counts.get(predict_name, 0) + 1
-            label = self._labels[(predict_name, call_id)] = predict_name if n == 1 else f"{predict_name}[{n}]"
+            first = "" if predict_name == "self" else predict_name
+            label = self._labels[(predict_name, call_id)] = first if n == 1 else f"{predict_name}[{n}]"
         return label
+
+    def key(self, predict_name: str, call_id: int, field: str) -> str:
+        """The pane of ``field`` in this call: ``"label.field"``, or ``"field"`` for a bare predictor."""
+        label = self(predict_name, call_id)
+        return f"{label}.{field}" if label else field

@@ -26,7 +26,7 @@ SAMPLER = """() => {
   const rec = window.__jpsSamples = {lengths: [], statuses: [], doneAt: null};
   const timer = setInterval(() => {
     const w = document.querySelector('.jps-widget');
-    const pane = w && w.querySelector('.jps-pane[data-key="self.reasoning"]');
+    const pane = w && w.querySelector('.jps-pane[data-key="reasoning"]');
     if (!pane) return;
     const n = pane.querySelector('.jps-pane-text').textContent.length;
     if (pane.classList.contains('done')) { rec.doneAt = n; clearInterval(timer); return; }
@@ -53,8 +53,8 @@ def test_quickstart_streams_live_and_finishes(page, lab):
 
     sky = lab.cell(page, '%%stream "question -> reasoning, answer"').locator(".jps-widget")
     expect(sky).to_have_count(1, timeout=30_000)
-    reasoning = sky.locator('.jps-pane[data-key="self.reasoning"]')
-    answer = sky.locator('.jps-pane[data-key="self.answer"]')
+    reasoning = sky.locator('.jps-pane[data-key="reasoning"]')
+    answer = sky.locator('.jps-pane[data-key="answer"]')
     expect(reasoning).to_have_class(DONE, timeout=30_000)
     expect(answer).to_have_class(DONE, timeout=30_000)
     _wait_status(page, sky, "done")
@@ -68,8 +68,8 @@ def test_quickstart_streams_live_and_finishes(page, lab):
     assert set(samples["statuses"]) == {"running"}, samples
     assert samples["doneAt"] is not None and samples["doneAt"] >= lengths[-1], samples
 
-    reasoning_text = _pane_text(sky, "self.reasoning").text_content()
-    answer_text = _pane_text(sky, "self.answer").text_content()
+    reasoning_text = _pane_text(sky, "reasoning").text_content()
+    answer_text = _pane_text(sky, "answer").text_content()
     assert QUESTION in reasoning_text
     assert QUESTION in answer_text
     assert samples["doneAt"] == len(reasoning_text)
@@ -140,7 +140,7 @@ def test_stop_button_stops_a_slow_stream(page, lab):
     lab.open(page, "stop.ipynb")
     lab.run_all(page)
     widget = lab.cell(page, '%%stream "question -> essay"').locator(".jps-widget")
-    pane = widget.locator('.jps-pane[data-key="self.essay"]')
+    pane = widget.locator('.jps-pane[data-key="essay"]')
     text = pane.locator(".jps-pane-text")
     page.wait_for_function(
         "el => el.textContent.length > 20", arg=text.element_handle(timeout=30_000), timeout=30_000
@@ -189,7 +189,7 @@ def test_hostile_model_output_is_inert(page, lab):
         widget.locator("details.jps-inspector > summary").click()
         expect(widget.locator(".jps-raw")).to_contain_text("<script>window.__pwned=1</script>")
         expect(widget.locator('.jps-field[data-field="answer"] .jps-field-value')).to_contain_text("<script>")
-        text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+        text = widget.locator('.jps-pane[data-key="answer"] .jps-pane-text')
         content = text.text_content()
         assert "<script>window.__pwned=1</script>" in content, (mode, content)
         assert '<img src=x onerror="window.__pwned=2">' in content, (mode, content)
@@ -233,7 +233,7 @@ def _delta_texts(msgs) -> list[tuple[object, str]]:
     for m in msgs:
         data = m["content"].get("data", {}) if m["msg_type"] == "comm_msg" else {}
         if data.get("method") == "custom" and data["content"].get("type") == "deltas":
-            text = "".join(item[1] for item in data["content"]["items"] if item[0] == "self.answer")
+            text = "".join(item[1] for item in data["content"]["items"] if item[0] == "answer")
             out.append((m["header"]["date"], text))
     return out
 
@@ -258,7 +258,7 @@ def test_closing_the_tab_mid_stream_keeps_the_kernel_streaming_and_responsive(pa
     try:
         lab.run_all(page)
         widget = lab.cell(page, '%%stream "question -> answer"').locator(".jps-widget")
-        text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+        text = widget.locator('.jps-pane[data-key="answer"] .jps-pane-text')
         page.wait_for_function(
             "el => el.textContent.includes('word3 ')", arg=text.element_handle(timeout=30_000), timeout=30_000
         )
@@ -364,7 +364,7 @@ def test_a_page_reloaded_mid_stream_catches_up_and_follows_the_stream(page, lab)
     lab.open(page, "reload.ipynb")
     lab.run_all(page)
     widget = lab.cell(page, '%%stream "question -> answer"').locator(".jps-widget")
-    text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+    text = widget.locator('.jps-pane[data-key="answer"] .jps-pane-text')
     page.wait_for_function(
         "el => el.textContent.includes('word30 ')", arg=text.element_handle(timeout=30_000), timeout=30_000
     )
@@ -380,7 +380,7 @@ def test_a_page_reloaded_mid_stream_catches_up_and_follows_the_stream(page, lab)
 
     page.reload()
     widget = lab.cell(page, '%%stream "question -> answer"').locator(".jps-widget")
-    text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+    text = widget.locator('.jps-pane[data-key="answer"] .jps-pane-text')
     expect(text).to_have_count(1, timeout=30_000)
     # While it still runs, the pane holds the text from the start, more than before the reload.
     shown = page.wait_for_function(
@@ -390,17 +390,17 @@ def test_a_page_reloaded_mid_stream_catches_up_and_follows_the_stream(page, lab)
     assert RELOAD_ANSWER.startswith(shown) and shown.startswith(before), shown
     _wait_status(page, widget, "done", timeout=30)
     assert text.text_content() == RELOAD_ANSWER
-    expect(widget.locator('.jps-pane[data-key="self.answer"]')).to_have_class(DONE)
+    expect(widget.locator('.jps-pane[data-key="answer"]')).to_have_class(DONE)
 
     # Reloaded after the end: the kernel's state holds the final snapshot by reference (a page said
     # hello), which a fresh page cannot fill in; it asks, and shows the whole text.
     page.reload()
     widget = lab.cell(page, '%%stream "question -> answer"').locator(".jps-widget")
-    text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+    text = widget.locator('.jps-pane[data-key="answer"] .jps-pane-text')
     expect(text).to_have_count(1, timeout=30_000)
     _wait_status(page, widget, "done", timeout=30)
     expect(text).to_have_text(RELOAD_ANSWER, timeout=10_000)
-    expect(widget.locator('.jps-pane[data-key="self.answer"]')).to_have_class(DONE)
+    expect(widget.locator('.jps-pane[data-key="answer"]')).to_have_class(DONE)
     assert not [line for line in page.console_log if line.startswith("[pageerror]")], page.console_log
 
 
@@ -416,7 +416,7 @@ def test_the_saved_widget_state_holds_the_text_the_page_filled_in(page, lab):
         lab.run_all(page)
         widget = lab.cell(page, '%%stream "question -> answer"').locator(".jps-widget")
         _wait_status(page, widget, "done", timeout=60)
-        text = widget.locator('.jps-pane[data-key="self.answer"] .jps-pane-text')
+        text = widget.locator('.jps-pane[data-key="answer"] .jps-pane-text')
         assert text.text_content() == SAVED_ANSWER
         saved = lab.notebook_dir / "saved.ipynb"
         mtime = saved.stat().st_mtime_ns

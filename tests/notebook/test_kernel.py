@@ -82,7 +82,7 @@ def test_widget_deltas_arrive_batched_while_the_cell_runs(kernel, slow_server):
     assert len(widget_comm_ids(msgs)) == 1
     comm_id = widget_comm_ids(msgs)[0]
     deltas = widget_deltas(msgs)
-    text = "".join(item[1] for _, d in deltas for item in d["items"] if item[0] == "self.answer")
+    text = "".join(item[1] for _, d in deltas for item in d["items"] if item[0] == "answer")
     reply, out = execute(kc, "print(repr(w.answer))")
     answer = ast.literal_eval(stream_text(out).strip())
     times = [t for t, _ in deltas]
@@ -100,7 +100,7 @@ def test_widget_deltas_arrive_batched_while_the_cell_runs(kernel, slow_server):
     final = updates[-1]
     assert final["status"] == "done" and final["snapshot_seq"] == deltas[-1][1]["seq"]
     assert final["panes"][0]["text"] == answer and answer.startswith(text) and len(text) > len(answer) / 2
-    assert final["prediction"]["fields"] == {"answer": {"$pane": "self.answer"}}
+    assert final["prediction"]["fields"] == {"answer": {"$pane": "answer"}}
     assert any("stats" in d for _, d in deltas)
     # At most 30 widget messages in any second (25 a second at most for the batches and updates in flight).
     wt = [t for t, _ in widget]
@@ -129,7 +129,7 @@ def test_a_front_end_that_said_hello_gets_the_final_snapshot_by_reference(kernel
     answer = ast.literal_eval(stream_text(out).strip())
     comm_id = widget_comm_ids(msgs)[0]
     deltas = widget_deltas(msgs)
-    joined = "".join(item[1] for _, d in deltas for item in d["items"] if item[0] == "self.answer")
+    joined = "".join(item[1] for _, d in deltas for item in d["items"] if item[0] == "answer")
     updates = [m["content"]["data"]["state"] for _, m in msgs if m["msg_type"] == "comm_msg"
                and m["content"]["comm_id"] == comm_id and m["content"]["data"]["method"] == "update"]
     final = updates[-1]

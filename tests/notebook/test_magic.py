@@ -13,8 +13,8 @@ def test_signature_cell_streams_text_and_stores_the_prediction(ip, lm, server, c
     server.script("[[ ## reasoning ## ]]\nBlue light scatters.\n\n[[ ## answer ## ]]\nRayleigh\n\n[[ ## completed ## ]]")
     ip.run_cell_magic("stream", '"question -> reasoning, answer" --out res --text', "Why is the sky blue?\n")
     out = capsys.readouterr().out
-    assert "── self.reasoning ──\nBlue light scatters.\n" in out
-    assert "── self.answer ──\nRayleigh\n" in out
+    assert "── reasoning ──\nBlue light scatters.\n" in out
+    assert "── answer ──\nRayleigh\n" in out
     assert ip.user_ns["res"].answer == "Rayleigh"
     assert ip.user_ns["_"] is ip.user_ns["res"]
     user = server.requests[-1]["messages"][-1]["content"]
@@ -101,7 +101,7 @@ def test_streamified_callable_keeps_its_status_provider(ip, lm, server, capsys):
     server.script("[[ ## answer ## ]]\nYes.\n\n[[ ## completed ## ]]")
     ip.run_cell_magic("stream", "sp --text", "Is it?")
     out = capsys.readouterr().out
-    assert "· thinking hard\n" in out and "── self.answer ──\nYes.\n" in out
+    assert "· thinking hard\n" in out and "── answer ──\nYes.\n" in out
     assert ip.user_ns["_"].answer == "Yes."
 
 

@@ -66,8 +66,9 @@ class FakeClock:
         return self.now
 
 
-def chunk(field: str, text: str, last: bool = False, predict: str = "predict") -> StreamResponse:
-    return StreamResponse(predict, field, text, last)
+def chunk(field: str, text: str, last: bool = False, predict: str = "predict", call_id: int = 1) -> StreamResponse:
+    """A chunk of LM call ``call_id`` (the ``call_id`` of its LMRequest, as a stream sets it)."""
+    return StreamResponse(predict, field, text, last, call_id)
 
 
 # ------------------------------------------------------------------------------ rate and content
@@ -448,7 +449,8 @@ def test_status_messages_and_lm_calls():
     sink.handle(LMRequest("predict", "gpt-4o-mini", msgs, call_id=1))
     assert w.model_name == "gpt-4o-mini"
     assert w.lm_calls == [{
-        "call_id": 1, "predict": "predict", "model": "gpt-4o-mini", "messages": msgs, "raw": "", "reasoning": "",
+        "call_id": 1, "predict": "predict", "group": "predict", "model": "gpt-4o-mini", "messages": msgs, "raw": "",
+        "reasoning": "",
         "usage": {}, "ttft": None, "duration": None, "cached": False, "done": False,
     }]
     clock.now += 0.5
@@ -463,7 +465,7 @@ def test_status_messages_and_lm_calls():
     call = w.lm_calls[0]
     assert call["raw"] == raw and call["messages"] == msgs and call["done"] and call["ttft"] == 0.42
     sink.handle(LMRequest("predict", "gpt-4o-mini", msgs, call_id=2))
-    sink.handle(chunk("answer", "x"))
+    sink.handle(chunk("answer", "x", call_id=2))
     assert sink.tokens == 10  # 9 from usage + 1 chunk of the running call
     sink.finish()
     assert w.stats["tokens"] == 10
@@ -583,7 +585,7 @@ def test_prediction_and_raw_reply_are_sent_by_reference_to_the_panes():
     assert all(reasoning not in json.dumps(u, ensure_ascii=False) for u in w.updates[:-1])
 
 
-def test_a_reply_that_repeats_a_pane_only_in_part_is_sent_as_it_is():
+def test_each_call_of_a_predictor_has_its_own_panes_and_its_reply_refers_to_them():
     w = CapturingWidget()
     sink = WidgetSink(w, timer="none")
     sink.start(title="p")
@@ -594,15 +596,16 @@ def test_a_reply_that_repeats_a_pane_only_in_part_is_sent_as_it_is():
     sink.flush()
     first = w.updates[-1]["lm_calls"][0]["raw"]
     assert first == ["[[ ## answer ## ]]\n", {"$pane": "loop.answer", "end": len(long)}]
-    # A second call of the same predictor (a loop) appends to the same pane: references stay bounded by
-    # `end`; a reply that is no longer the whole pane goes as it is.
+    # A second call of the same predictor (a loop) has panes of its own ("loop[2]"), and its reply refers to
+    # them, never to the first call's.
     sink.handle(LMRequest("loop", "m", [], call_id=2))
-    sink.handle(chunk("answer", long.upper(), predict="loop"))
+    sink.handle(chunk("answer", long.upper(), predict="loop", call_id=2))
     sink.handle(LMResponse("loop", "m", f"[[ ## answer ## ]]\n{long.upper()}", call_id=2))
     sink.finish()
     calls = w.updates[-1]["lm_calls"]
+    assert [p["key"] for p in w.panes] == ["loop.answer", "loop[2].answer"]
     assert [resolve_text(c["raw"], w.panes) for c in calls] == [c["raw"] for c in w.lm_calls]
-    assert calls[1]["raw"] == f"[[ ## answer ## ]]\n{long.upper()}"
+    assert calls[1]["raw"] == ["[[ ## answer ## ]]\n", {"$pane": "loop[2].answer", "end": len(long)}]
 
 
 def test_an_lm_reply_goes_out_with_the_next_flush_after_the_text_it_refers_to():

@@ -144,7 +144,7 @@ async def _stop(method: str, k: int | None) -> tuple[list[Any], Any]:
         assert view.widget.status == "stopped" and view.widget.stop_requested
         sink = view.display.sink
         # The panes keep exactly what arrived, in the saved state too.
-        assert sink.texts() == ({"self.answer": "".join(_chunks(events))} if _chunks(events) else {})
+        assert sink.texts() == ({"answer": "".join(_chunks(events))} if _chunks(events) else {})
         assert [p["text"] for p in view.widget.panes] == list(sink.texts().values())
         return events, sink
     else:  # pragma: no cover

@@ -213,7 +213,7 @@ async def fault_scenario_async(case: Case, lm: js.LM, server: Any) -> dict[str, 
                "threads": len(new_threads(thr))}
     _check_outcome(case, events, error, server)
     # The widget keeps the same text as error.partial, in its saved state too, and shows the error.
-    panes = {k.split(".", 1)[1]: v for k, v in sink.texts().items() if v}
+    panes = {k.rsplit(".", 1)[-1]: v for k, v in sink.texts().items() if v}
     assert panes == field_texts(events) == {p["field"]: p["text"] for p in sink.widget.panes if p["text"]}
     if error is None:
         assert sink.widget.status == "done" and sink.widget.error == ""

@@ -156,9 +156,9 @@ def test_ten_megabyte_field_streams_completely(lm: js.LM, server: Any) -> None:
                                          color=False)
     assert time.monotonic() - started < 20
     assert_inert_terminal(plain, color=False)
-    assert shown.sink.texts() == {"self.answer": big}
+    assert shown.sink.texts() == {"answer": big}
     page = shown.snapshot_html(final)
     assert "<script" not in page.lower() and "<img" not in page.lower()
     # Once: in the pane; the prediction's answer names the pane instead of repeating 10 MB.
     assert page.count(html.escape(SCRIPT)) == big.count(SCRIPT)
-    assert "<div><b>answer</b> <i>(the text of self.answer above)</i></div>" in page
+    assert "<div><b>answer</b> <i>(the text of answer above)</i></div>" in page
