@@ -39,6 +39,19 @@ def _pane_text(widget, key: str):
     return widget.locator(f'.jps-pane[data-key="{key}"] .jps-pane-text')
 
 
+def _screenshot_for_docs(page, widget, docs_path: Path) -> Path:
+    """Screenshot ``widget`` into test-artifacts/; the committed copy in docs/ is written when missing and
+    refreshed only on request (``JPS_UPDATE_SCREENSHOTS``: its stats differ per run)."""
+    page.mouse.move(0, 0)
+    widget.scroll_into_view_if_needed()
+    shot = ARTIFACTS / docs_path.name
+    widget.screenshot(path=str(shot), animations="disabled")
+    if not docs_path.exists() or os.environ.get("JPS_UPDATE_SCREENSHOTS"):
+        docs_path.parent.mkdir(exist_ok=True)
+        shutil.copy(shot, docs_path)
+    return shot
+
+
 def _wait_status(page, widget, status: str, timeout: float = 30) -> None:
     handle = widget.element_handle()
     page.wait_for_function("([el, s]) => el.dataset.status === s", arg=[handle, status], timeout=timeout * 1000)
@@ -107,14 +120,7 @@ def test_quickstart_streams_live_and_finishes(page, lab):
     expect(pipeline.locator(".jps-pane.done")).to_have_count(2)
     pipeline.locator("details.jps-prediction > summary").click()
     expect(pipeline.locator('.jps-field[data-field="polished"]')).to_be_visible()
-    page.mouse.move(0, 0)
-    pipeline.scroll_into_view_if_needed()
-    shot = ARTIFACTS / "widget.png"
-    pipeline.screenshot(path=str(shot), animations="disabled")
-    # docs/widget.png is committed: written when missing, refreshed only on request (its stats differ per run).
-    if not DOCS_SCREENSHOT.exists() or os.environ.get("JPS_UPDATE_SCREENSHOTS"):
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copy(shot, DOCS_SCREENSHOT)
+    shot = _screenshot_for_docs(page, pipeline, DOCS_SCREENSHOT)
     assert shot.stat().st_size > 5_000
 
     # Every stream of the notebook ends done (the background one and js.show included), no error shown.
@@ -485,11 +491,5 @@ def test_a_dspy_react_agent_shows_each_step_as_its_own_panes(page, lab):
         timeout=60_000,
     )
     page.set_viewport_size({"width": 1000, "height": 1600})  # the whole widget below the toolbar
-    page.mouse.move(0, 0)
-    agent.scroll_into_view_if_needed()
-    shot = ARTIFACTS / "react.png"
-    agent.screenshot(path=str(shot), animations="disabled")
-    if not DOCS_REACT.exists() or os.environ.get("JPS_UPDATE_SCREENSHOTS"):
-        DOCS_REACT.parent.mkdir(exist_ok=True)
-        shutil.copy(shot, DOCS_REACT)
+    shot = _screenshot_for_docs(page, agent, DOCS_REACT)
     assert shot.stat().st_size > 5_000
