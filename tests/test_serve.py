@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pytest
@@ -18,48 +16,10 @@ import pytest
 pytest.importorskip("uvicorn")
 httpx_sse = pytest.importorskip("httpx_sse")
 
+from _served import Served, free_port  # noqa: E402
 from jupyter_stream.demo import Fault, Reply  # noqa: E402
 
 REPLY = "[[ ## answer ## ]]\nParis is the capital.\n\n[[ ## completed ## ]]"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_stream", "serve", *args, "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("serve did not answer /healthz in 60 s")
-            time.sleep(0.1)
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +161,7 @@ def test_token_env_requires_the_bearer_token(server):
 def test_serve_without_a_model_refuses_in_one_line():
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
     proc = subprocess.run([sys.executable, "-m", "jupyter_stream", "serve", "question -> answer", "--port",
-                           str(_free_port())], capture_output=True, text=True, timeout=60, env=env)
+                           str(free_port())], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "jupyter-stream: no model to serve: pass --model NAME (with --base-url for a local server), configure one "
