@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -25,17 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a signature or a program and stream its output fields")
     run.add_argument("signature", help='a signature, e.g. "question -> reasoning, answer", or a program as module:attr')
     run.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE", help="an input field (repeatable)")
-    run.add_argument("--model", help="model name, e.g. openai/gpt-4o-mini (default: the demo LM when no OPENAI_API_KEY)")
-    run.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://localhost:11434/v1 (without --model: "
-                     "the first model it lists)")
-    run.add_argument("--api-key-env", metavar="NAME", default="OPENAI_API_KEY",
-                     help="the environment variable holding the API key (default: OPENAI_API_KEY; a key is never "
-                          "taken on the command line, where the shell history and ps would show it)")
-    run.add_argument("--adapter", help="chat, json or xml (default: chat)")
-    run.add_argument("--cot", action="store_true", help="reason first (ChainOfThought)")
+    _add_model_options(run)
     run.add_argument("--listen", help="comma-separated fields to stream (default: all)")
-    run.add_argument("--temperature", type=float)
-    run.add_argument("--no-cache", action="store_true", help="do not use cached replies")
     run.add_argument("--stream-timeout", type=float, default=60.0, help="longest wait between two events (s)")
     run.add_argument("--timeout", type=float, help="the whole call (s)")
     run.add_argument("--color", choices=("auto", "always", "never"), default="auto")
@@ -43,12 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("program", help='a signature, e.g. "question -> answer", or a program as module:attr')
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--model", help="model name, e.g. openai/gpt-4o-mini")
-    serve.add_argument("--base-url", help="an OpenAI-compatible server for --model")
-    serve.add_argument("--api-key-env", metavar="NAME", default="OPENAI_API_KEY",
-                       help="the environment variable holding the model server's key (default: OPENAI_API_KEY)")
-    serve.add_argument("--adapter", help="chat, json or xml (default: chat)")
-    serve.add_argument("--cot", action="store_true", help="reason first (ChainOfThought), for a signature")
+    _add_model_options(serve)
     serve.add_argument("--demo", action="store_true", help="answer with the built-in demo LM (no model needed)")
     serve.add_argument("--max-concurrency", type=int, default=32, help="calls at once; beyond: HTTP 503")
     serve.add_argument("--token-env", metavar="NAME",
@@ -60,6 +48,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8765)
     demo.add_argument("--rate", type=float, default=None, help="tokens per second (0: as fast as possible)")
     return p
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``run`` and ``serve`` that choose the model and how it is asked."""
+    p.add_argument("--model", help="model name, e.g. openai/gpt-4o-mini (default: the configured LM; the demo LM for "
+                   "run when there is none and no OPENAI_API_KEY)")
+    p.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://localhost:11434/v1 (without --model: "
+                   "the first model it lists)")
+    p.add_argument("--api-key-env", metavar="NAME", default="OPENAI_API_KEY",
+                   help="the environment variable holding the API key (default: OPENAI_API_KEY; a key is never "
+                        "taken on the command line, where the shell history and ps would show it)")
+    p.add_argument("--adapter", help="chat, json or xml (default: chat)")
+    p.add_argument("--cot", action="store_true", help="reason first (ChainOfThought), for a signature")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--no-cache", action="store_true",
+                   help="ask the model every time (a cached reply comes whole, without streaming)")
 
 
 def _inputs(pairs: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -89,43 +93,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
 
-    import contextlib
-
     import jupyter_stream as js
     from jupyter_stream import programs
 
     try:
         inputs = _inputs(args.input, parser)
-        lm = None
-        if "->" in args.signature or ":" not in args.signature:
-            program = (js.ChainOfThought if args.cot else js.Predict)(args.signature)
-        else:
-            program = programs.load(args.signature)
-        bridge = programs.dspy_bridge(program)
-        key = os.environ.get(args.api_key_env) or None
-        if args.api_key_env != "OPENAI_API_KEY" and key is None:
-            raise js.ConfigurationError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
-        if bridge is None and not args.model and not args.base_url and key and js.settings.current().lm is None:
+        program = _program(args, args.signature)
+        key = _api_key(args)
+        if (programs.dspy_bridge(program) is None and not args.model and not args.base_url and key
+                and js.settings.current().lm is None):
             raise js.ConfigurationError(
                 f"{args.api_key_env} is set, so the demo LM is not used: pass --model NAME (e.g. --model "
                 f"openai/gpt-4o-mini), or unset {args.api_key_env} to run on the demo LM"
             )
-        if (args.model or args.base_url) and bridge is None:
-            model = args.model or _first_model(args.base_url, key)
-            lm = js.LM(model, base_url=args.base_url, api_key=key, cache=not args.no_cache, temperature=args.temperature)
-        config = {"temperature": args.temperature} if args.temperature is not None and lm is None and bridge is None else {}
+        settings, options = _model_settings(args, program, key)
         # Without --timeout the "streaming" profile limits the whole call (passing timeout=None would lift it).
         limits = {"timeout": args.timeout} if args.timeout is not None else {"timeout_profile": "streaming"}
-        settings = {"adapter": args.adapter or "chat", **({"lm": lm} if lm else {})}
-        options = (
-            bridge.options(model=args.model, adapter=args.adapter, temperature=args.temperature, cache=not args.no_cache)
-            if bridge is not None else contextlib.nullcontext()
-        )
         with js.context(**settings), options:
-            s = js.stream(
-                program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout, lm_events=True, **limits,
-                **({"config": config} if config else {}),
-            )
+            s = js.stream(program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout,
+                          lm_events=True, **limits)
     except js.UsageError as e:
         print(f"jupyter-stream: {e}", file=sys.stderr)
         return 2
@@ -169,32 +155,22 @@ def _serve(args: argparse.Namespace) -> int:
     from jupyter_stream import programs
 
     try:
-        if "->" in args.program or ":" not in args.program:
-            program = (js.ChainOfThought if args.cot else js.Predict)(args.program)
-        else:
-            program = programs.load(args.program)
-        key = os.environ.get(args.api_key_env) or None
+        program = _program(args, args.program)
+        key = _api_key(args)
         token = None
         if args.token_env:
             token = os.environ.get(args.token_env)
             if not token:
                 raise js.ConfigurationError(f"--token-env {args.token_env}: that environment variable is not set")
-        settings: dict[str, object] = {"adapter": args.adapter} if args.adapter else {}
         bridge = programs.dspy_bridge(program)
-        if args.model and bridge is None:
-            settings["lm"] = js.LM(args.model, base_url=args.base_url, api_key=key)
         configured = (bridge.model_name() != "demo LM") if bridge is not None else js.settings.current().lm is not None
-        if not (args.model or configured or args.demo):
+        if not (args.model or args.base_url or configured or args.demo):
             raise js.ConfigurationError(
                 "no model to serve: pass --model NAME (with --base-url for a local server), configure one in your "
                 "module, or --demo for the built-in demo LM"
             )
-        import contextlib
-
-        # A DSPy program reads DSPy's settings per request: the options go process-wide (this process serves it).
-        options = (bridge.options(model=args.model, adapter=args.adapter, configure=True,
-                                  base_url=args.base_url, api_key=key) if bridge is not None
-                   else contextlib.nullcontext())
+        # A DSPy program reads DSPy's settings per request: its options go process-wide (this process serves it).
+        settings, options = _model_settings(args, program, key, configure_dspy=True)
         with js.context(**settings), options:
             app = js.asgi_app(program, max_concurrency=args.max_concurrency, token=token, cors_origins=args.cors_origin)
     except js.UsageError as e:
@@ -210,6 +186,47 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"jupyter-stream: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _program(args: argparse.Namespace, target: str) -> Any:
+    """The program ``target`` names: a signature (``Predict``, or ``ChainOfThought`` with ``--cot``) or ``module:attr``."""
+    import jupyter_stream as js
+    from jupyter_stream import programs
+
+    if "->" in target or ":" not in target:
+        return (js.ChainOfThought if args.cot else js.Predict)(target)
+    return programs.load(target)
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key in ``--api-key-env``'s variable (a variable named on purpose must be set)."""
+    from ._exceptions import ConfigurationError
+
+    key = os.environ.get(args.api_key_env) or None
+    if args.api_key_env != "OPENAI_API_KEY" and key is None:
+        raise ConfigurationError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    return key
+
+
+def _model_settings(args: argparse.Namespace, program: Any, key: str | None, *,
+                    configure_dspy: bool = False) -> tuple[dict[str, Any], contextlib.AbstractContextManager[Any]]:
+    """What the model options make of ``program``: settings for ``js.context``, and a context for a DSPy
+    program (DSPy's own settings; ``configure_dspy``: process-wide instead)."""
+    import jupyter_stream as js
+    from jupyter_stream import programs
+
+    model = args.model or (_first_model(args.base_url, key) if args.base_url else None)
+    cache = False if args.no_cache else None
+    bridge = programs.dspy_bridge(program)
+    if bridge is not None:
+        dspy_model = model if model is None or "/" in model or not args.base_url else f"openai/{model}"
+        return {}, bridge.options(model=dspy_model, adapter=args.adapter, temperature=args.temperature,
+                                  cache=not args.no_cache, configure=configure_dspy, base_url=args.base_url,
+                                  api_key=key if model else None)
+    lm = js.settings.lm_with(model=model, base_url=args.base_url, api_key=key if model else None,
+                             temperature=args.temperature, cache=cache)
+    settings = {"adapter": args.adapter} if args.adapter else {}
+    return ({**settings, "lm": lm} if lm is not None else settings), contextlib.nullcontext()
 
 
 def _stats_line(tokens: int, seconds: float, first: float | None) -> str:

@@ -6,7 +6,7 @@
 - ``POST /stream`` (JSON inputs) and ``GET /stream?name=value`` (for a browser's ``EventSource``, which can
   only GET): ``text/event-stream`` of :func:`~jupyter_stream.streaming_response` - every field's chunks,
   status messages, the prediction, an ``error`` event if the call fails, then ``[DONE]``;
-- ``POST /predict``: the prediction as JSON (``{"prediction": {...}}``);
+- ``POST /predict``: the prediction as JSON (``{"prediction": {...}, "model": "..."}``);
 - ``GET /``: a page to type the inputs and watch the fields stream (model output shown as text only);
 - ``GET /healthz``.
 
@@ -58,10 +58,8 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
         raise UsageError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
     names = programs.input_names(program)
     snapshot = _settings.current()
-    bridge = programs.dspy_bridge(program)
-    on_demo = (bridge.model_name() == "demo LM") if bridge is not None else (
-        snapshot.lm is None and not any(getattr(p, "lm", None) for _, p in programs.named_predictors(program)))
-    notice = _frame_status(DEMO_NOTICE) if on_demo else None
+    model = _model_name(program, snapshot)
+    notice = _frame_status(DEMO_NOTICE) if "demo LM" in model.split(", ") else None
     slots = asyncio.Semaphore(max_concurrency)
 
     def refused(request: Request) -> Response | None:
@@ -106,7 +104,7 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
             async with slots:
                 if notice is not None:  # never silently on the demo LM
                     yield notice
-                async for line in streaming_response(s.__aiter__()):
+                async for line in streaming_response(s.__aiter__(), model=model):
                     yield line
 
         return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
@@ -142,7 +140,7 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
                 partial = getattr(e, "partial", None) or {}
                 return JSONResponse({"error": {"type": type(e).__name__, "message": str(e), "partial": partial}},
                                     status_code=502)
-        return JSONResponse({"prediction": _jsonable(dict(final.items()) if final is not None else {})})
+        return JSONResponse({"prediction": _jsonable(dict(final.items()) if final is not None else {}), "model": model})
 
     async def page(request: Request) -> Response:
         return HTMLResponse(_page(names))  # holds no data; the calls it makes need the token, if any
@@ -165,6 +163,16 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
 
 
 DEMO_NOTICE = "no model configured: the built-in demo LM is answering (its replies are made up)"
+
+
+def _model_name(program: Any, snapshot: _settings.Settings) -> str:
+    """The model(s) answering for ``program``: its predictors' own LMs, else the configured one, else the demo LM."""
+    bridge = programs.dspy_bridge(program)
+    if bridge is not None:
+        return bridge.model_name()
+    default = snapshot.lm.model if snapshot.lm is not None else "demo LM"
+    names = {p.lm.model if getattr(p, "lm", None) is not None else default for _, p in programs.named_predictors(program)}
+    return ", ".join(sorted(names or {default}))
 
 
 def _frame_status(message: str) -> str:
@@ -218,7 +226,7 @@ function handle(event) {
     pane(who + r.signature_field_name).appendData(r.chunk);
   } else if (event.status_message) { status.textContent = event.status_message.message; }
   else if (event.error) { error.textContent = event.error.type + ": " + event.error.message; }
-  else if (event.prediction) { status.textContent = "done"; }
+  else if (event.prediction) { status.textContent = "done" + (event.model ? " \u00b7 " + event.model : ""); }
 }
 form.addEventListener("submit", async (e) => {
   e.preventDefault(); panes.textContent = ""; error.textContent = ""; status.textContent = "running";

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .callbacks import BaseCallback
     from .lm import LM
 
-__all__ = ["Settings", "configure", "context", "current"]
+__all__ = ["Settings", "configure", "context", "current", "lm_with"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,3 +125,37 @@ def use(snapshot: Settings) -> Iterator[None]:
         yield
     finally:
         _override.reset(token)
+
+
+def lm_with(*, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
+            temperature: float | None = None, cache: bool | None = None) -> LM | None:
+    """The LM in force with some options changed: what ``--model``, ``--base-url``, ``--temperature`` and
+    ``--no-cache`` mean for ``%%stream``, ``jupyter-stream run`` and ``jupyter-stream serve``.
+
+    A copy of the configured LM (its server and key kept; the demo LM when none is configured); a new
+    ``LM(model)`` when only a model is named and none is configured. A new ``base_url`` never takes the
+    configured key along to another server: the key goes with it only when given. None when nothing changes.
+
+    >>> import jupyter_stream as js
+    >>> with js.context(lm=js.LM("m", base_url="http://127.0.0.1:9/v1", api_key="k")):
+    ...     js.settings.lm_with(model="other", temperature=0.5)
+    LM('other', base_url='http://127.0.0.1:9/v1', temperature=0.5, cache=True)
+    >>> js.settings.lm_with() is None
+    True
+    """
+    changes: dict[str, Any] = {k: v for k, v in (("model", model), ("base_url", base_url), ("api_key", api_key),
+                                                  ("temperature", temperature), ("cache", cache)) if v is not None}
+    if not changes:
+        return None
+    if base_url is not None:
+        changes["api_key"] = api_key
+    base = current().lm
+    if base is None:
+        from .lm import LM
+
+        if model:
+            return LM(changes.pop("model"), **changes)
+        from .demo.default import demo_lm
+
+        base = demo_lm()
+    return base.copy(**changes)

@@ -51,7 +51,7 @@ def test_post_stream_sends_every_chunk_then_the_prediction_then_done(served, ser
         assert response.headers["content-type"].startswith("text/event-stream")
         events = _events(response)
     assert events[-1] == "[DONE]"
-    assert events[-2] == {"prediction": {"answer": "Paris is the capital."}}
+    assert events[-2] == {"prediction": {"answer": "Paris is the capital."}, "model": "served-model"}
     assert _joined(events) == "Paris is the capital."
     assert server.requests[-1]["model"] == "served-model"
 
@@ -70,7 +70,7 @@ def test_post_predict_returns_the_prediction(served, server):
     server.script(REPLY)
     response = httpx.post(served.url + "/predict", json={"question": "Capital, predicted?"}, timeout=30)
     assert response.status_code == 200
-    assert response.json() == {"prediction": {"answer": "Paris is the capital."}}
+    assert response.json() == {"prediction": {"answer": "Paris is the capital."}, "model": "served-model"}
 
 
 @pytest.mark.parametrize("body, message", [
@@ -178,6 +178,7 @@ def test_on_the_demo_lm_the_stream_says_so_first():
         assert events[0] == {"status_message": {"message": "no model configured: the built-in demo LM is answering "
                                                            "(its replies are made up)"}}
         assert "Hi?" in events[-2]["prediction"]["answer"] and events[-1] == "[DONE]"
+        assert events[-2]["model"] == "demo LM"
     finally:
         app.stop()
 
@@ -189,3 +190,50 @@ def test_with_a_model_no_demo_notice(served, server):
                                                               json={"question": "no notice?"}) as response:
         events = _events(response)
     assert not any("status_message" in e for e in events if isinstance(e, dict))
+
+
+def test_cache_on_by_default_no_cache_asks_every_time_with_the_temperature(served, server):
+    server.reset()
+    server.script(REPLY, REPLY)
+    for _ in range(2):
+        assert httpx.post(served.url + "/predict", json={"question": "cached?"}, timeout=30).status_code == 200
+    assert len(server.requests) == 1  # the second identical request was answered from the cache
+    app = Served("question -> answer", "--base-url", server.url, "--no-cache", "--temperature", "0.3")
+    try:
+        server.reset()
+        server.script(REPLY, REPLY)
+        for _ in range(2):
+            reply = httpx.post(app.url + "/predict", json={"question": "cached?"}, timeout=30)
+            assert reply.json() == {"prediction": {"answer": "Paris is the capital."}, "model": "demo"}
+        assert [(r["model"], r["temperature"]) for r in server.requests] == [("demo", 0.3), ("demo", 0.3)]
+    finally:
+        log = app.stop()
+    assert "model 'demo', the first of the 1 the server lists" in log
+
+
+async def test_a_hundred_concurrent_sse_clients_each_get_their_own_text(server):
+    """100 EventSource-style clients at once (httpx-sse): each stream is whole, ends with [DONE], and holds
+    the answer to its own question (the demo server's replies quote the question)."""
+    import asyncio
+
+    app = Served("question -> answer", "--base-url", server.url, "--model", "demo", "--no-cache",
+                 "--max-concurrency", "100")
+    server.reset()
+
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[int, list]:
+        async with httpx_sse.aconnect_sse(client, "POST", app.url + "/stream",
+                                          json={"question": f"Question number {i}?"}) as source:
+            events = [("[DONE]" if e.data == "[DONE]" else json.loads(e.data)) async for e in source.aiter_sse()]
+        return i, events
+
+    try:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            results = await asyncio.gather(*(one(client, i) for i in range(100)))
+    finally:
+        app.stop()
+    assert len(server.requests) == 100
+    for i, events in results:
+        assert events[-1] == "[DONE]", (i, events[-3:])
+        answer = events[-2]["prediction"]["answer"]
+        assert f"Question number {i}?" in answer and _joined(events) == answer, (i, answer)

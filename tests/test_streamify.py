@@ -343,6 +343,13 @@ async def test_streaming_response_frames_every_event(lm, server):
     assert chunks[-1]["is_last_chunk"] is True
 
 
+async def test_streaming_response_names_the_model_in_the_prediction_frame_when_told(lm, server):
+    server.script("[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]")
+    stream = js.streamify(js.Predict("question -> answer"))(question="q")
+    lines = [line async for line in js.streaming_response(stream, model="test-model")]
+    assert lines[-2] == 'data: {"prediction": {"answer": "Paris"}, "model": "test-model"}\n\n'
+
+
 async def test_settings_are_captured_when_the_streamified_program_is_called(server):
     """A stream created inside ``context(lm=...)`` and read after the block (as an ASGI server reads a
     response body) runs on that LM, also when read in another task."""

@@ -263,26 +263,8 @@ class _Job:
 
 
 def _lm_for(args: argparse.Namespace) -> Any:
-    """The LM that ``--model``, ``--temperature`` and ``--no-cache`` ask for, for every program: a copy of the
-    configured LM (its server and key kept) with them changed; None when none is given."""
-    changes: dict[str, Any] = {}
-    if args.temperature is not None:
-        changes["temperature"] = args.temperature
-    if args.no_cache:
-        changes["cache"] = False
-    if args.model:
-        changes["model"] = args.model
-    if not changes:
-        return None
-    base = js.settings.current().lm
-    if base is None:
-        if args.model:
-            model = changes.pop("model")
-            return js.LM(model, **changes)
-        from ..demo.default import demo_lm
-
-        base = demo_lm()
-    return base.copy(**changes)
+    """The LM that ``--model``, ``--temperature`` and ``--no-cache`` ask for, for every program (None: as configured)."""
+    return js.settings.lm_with(model=args.model, temperature=args.temperature, cache=False if args.no_cache else None)
 
 
 class _DemoName:

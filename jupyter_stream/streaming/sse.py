@@ -60,8 +60,11 @@ def _frame(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False, default=_default)}\n\n"
 
 
-async def streaming_response(streamer: AsyncIterator[Any]) -> AsyncGenerator[str, None]:
+async def streaming_response(streamer: AsyncIterator[Any], *, model: str | None = None) -> AsyncGenerator[str, None]:
     """Turn a stream into SSE strings (``data: ...\\n\\n``), ending with ``data: [DONE]``.
+
+    ``model``: the name of the model answering, told in the prediction frame (``{"prediction": {...},
+    "model": "..."}``), so a client knows what wrote it (``jupyter-stream serve`` always tells it).
 
     A failure of the stream becomes an ``error`` event (its type, message and the ``partial`` text each
     field had received) before ``[DONE]``. A client that goes away cancels this generator, which closes the
@@ -69,7 +72,7 @@ async def streaming_response(streamer: AsyncIterator[Any]) -> AsyncGenerator[str
     """
     try:
         async for value in streamer:
-            yield _encode(value)
+            yield _encode(value, model)
     except Exception as e:  # noqa: BLE001 - told to the client, logged once, never raised into the server
         partial = getattr(e, "partial", None) or {}
         _log.warning("streaming_response: the stream failed: %s: %s", type(e).__name__, e)
@@ -81,14 +84,14 @@ async def streaming_response(streamer: AsyncIterator[Any]) -> AsyncGenerator[str
     yield "data: [DONE]\n\n"
 
 
-def _encode(value: Any) -> str:
-    """One event as an SSE string."""
+def _encode(value: Any, model: str | None = None) -> str:
+    """One event as an SSE string (``model``: told in the prediction frame)."""
     if isinstance(value, StreamResponse):
         return _frame({"stream_response": dataclasses.asdict(value)})
     if isinstance(value, StatusMessage):
         return _frame({"status_message": {"message": value.message}})
     if is_prediction(value):  # ours, or a DSPy program's own dspy.Prediction
-        return _frame({"prediction": dict(value.items())})
+        return _frame({"prediction": dict(value.items()), **({"model": model} if model is not None else {})})
     if isinstance(value, (LMRequest, LMResponse)):
         return _frame({"lm_request" if isinstance(value, LMRequest) else "lm_response": dataclasses.asdict(value)})
     if isinstance(value, str) and value.startswith("data:"):
