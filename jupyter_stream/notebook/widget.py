@@ -29,8 +29,14 @@ a late view starts from) and are refreshed only at the start, on a view's reques
   grows). The Python values (``widget.prediction``, ``widget.lm_calls``) always hold the full text;
   :func:`resolve_text` turns the synced form back into text.
 
+Held messages: an LM call whose prompt messages exceed :data:`HELD_MESSAGES` characters syncs a
+preview of them (each content cut, with ``cut``: the characters left out; the call has ``held``: the
+whole messages' characters); the front end asks for them with ``{"type": "messages", "call_id": id}``
+when its inspector shows that call and gets ``{"type": "messages", "call_id": id, "messages": [...]}``,
+a custom message, so a saved notebook keeps only the preview.
+
 Front end -> Python: ``{"type": "stop"}`` (the Stop button), ``{"type": "hello"}`` (a model came up
-in a front end) and ``{"type": "resync"}`` (a view that missed batches, a view created while the
+in a front end), ``{"type": "messages", "call_id": id}`` (see above) and ``{"type": "resync"}`` (a view that missed batches, a view created while the
 stream runs, e.g. a page reloaded mid-stream, or one that cannot fill in a final snapshot sent by
 reference, asks for the text).
 
@@ -86,6 +92,15 @@ PANE_REF = "$pane"
 
 _MIN_REF = 32
 """Texts shorter than this are sent as they are (a reference would not be much shorter)."""
+
+
+HELD_MESSAGES = 64 * 1024
+"""An LM call whose prompt messages hold more characters than this keeps them in the kernel: the synced
+``lm_calls`` (and so a saved notebook's widget state) holds a preview of each message, and the inspector
+asks for the whole messages when it is opened."""
+
+_PREVIEW = 2_000
+"""Characters of each message's content in the preview of held messages."""
 
 
 def _payload_size(content: Any) -> int:
@@ -189,6 +204,7 @@ def _lm_calls_to_json(value: Any, widget: StreamWidget) -> Any:
     as a reference (the front end has that text from the deltas or the snapshot)."""
     if not isinstance(value, list) or not value:
         return value
+    value = [_preview_messages(call) for call in value]
     by_predict: dict[str, list[tuple[str, str]]] = {}
     for key, predict, text in widget._pane_texts():
         if len(text) >= _MIN_REF:
@@ -206,6 +222,29 @@ def _lm_calls_to_json(value: Any, widget: StreamWidget) -> Any:
                     call[name] = _compact(text, candidates)
         out.append(call)
     return out
+
+
+def _message_chars(messages: Any) -> int:
+    return sum(len(m["content"]) for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
+
+
+def _preview_messages(call: Any) -> Any:
+    """``call`` with its messages cut to a preview when they are too big to sync (see :data:`HELD_MESSAGES`):
+    each content keeps its first ``_PREVIEW`` characters and says how many it lost (``cut``); ``held`` is
+    the characters of the whole messages, which the front end asks for (``{"type": "messages"}``)."""
+    messages = call.get("messages") if isinstance(call, dict) else None
+    if not isinstance(messages, list):
+        return call
+    total = _message_chars(messages)
+    if total <= HELD_MESSAGES:
+        return call
+    preview = []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str) and len(content) > _PREVIEW:
+            m = {**m, "content": content[:_PREVIEW], "cut": len(content) - _PREVIEW}
+        preview.append(m)
+    return {**call, "messages": preview, "held": total}
 
 
 # --------------------------------------------------------------------------------- the widget
@@ -308,11 +347,20 @@ class StreamWidget(anywidget.AnyWidget):
                     self.log.exception("jupyter_stream: a Stop callback failed")
         elif kind == "hello":
             self.views_seen = True
+        elif kind == "messages":  # the inspector opened a call whose messages stayed in the kernel
+            self._send_held_messages(content.get("call_id"))
         elif kind == "resync":
             if self._panes_by_ref is not None:  # the stream ended; its final snapshot went by reference
                 self._send_panes_in_full()
             elif self._resync_callback is not None:
                 self._resync_callback()
+
+    def _send_held_messages(self, call_id: Any) -> None:
+        """Send the whole prompt messages of the LM call ``call_id`` (a custom message: never saved state)."""
+        for call in self.lm_calls:
+            if call.get("call_id") == call_id:
+                self.send({"type": "messages", "call_id": call_id, "messages": call.get("messages", [])})
+                return
 
     def _send_panes_in_full(self) -> None:
         """Drop the final snapshot's reference form and send ``panes`` with their text."""

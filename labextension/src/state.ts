@@ -56,7 +56,9 @@ export type Change =
   | { kind: "add"; key: string }
   | { kind: "append"; key: string; text: string }
   | { kind: "done"; key: string; done: boolean }
-  | { kind: "stats" };
+  | { kind: "stats" }
+  /** The whole prompt messages of an LM call held in the kernel arrived (see `Controller.heldMessages`). */
+  | { kind: "messages" };
 
 export interface ApplyResult {
   /** False when the message was ignored (already applied, older, or held back). */

@@ -19,6 +19,9 @@
  * says `hello` when it comes up; the kernel may then send the final snapshot by reference (each pane's
  * `tail` and `len`, no text): filled in here from the deltas and set on the model locally (so a saved
  * widget state holds the text), or, if this model missed batches, asked for with a `resync`.
+ * An LM call whose prompt messages are too big to sync (`held`: their characters) comes with a preview;
+ * the inspector asks for the whole messages (`{type: "messages", call_id}`) when it shows that call and
+ * keeps the answer here, out of the model's state (a saved notebook holds the preview only).
  */
 
 import type { AnyWidget } from "@anywidget/types";
@@ -107,7 +110,29 @@ export class Controller {
     for (const fn of this.listeners) fn(changes);
   }
 
+  /** The whole messages of LM calls held in the kernel, by call id, once asked for and received. */
+  private held = new Map<number, unknown[]>();
+  private heldAsked = new Set<number>();
+  /** False when asking failed: no kernel (a saved notebook shown without one). */
+  kernelReachable = true;
+
+  /** The whole prompt messages of LM call `callId` if they have arrived; else asks the kernel (once). */
+  heldMessages(callId: number): unknown[] | undefined {
+    const got = this.held.get(callId);
+    if (got !== undefined) return got;
+    if (!this.heldAsked.has(callId)) {
+      this.heldAsked.add(callId);
+      this.kernelReachable = this.sendQuietly({ type: "messages", call_id: callId });
+    }
+    return undefined;
+  }
+
   readonly onMessage = (msg: any): void => {
+    if (msg && msg.type === "messages" && Array.isArray(msg.messages)) {
+      this.held.set(Number(msg.call_id), msg.messages);
+      this.emit([{ kind: "messages" }]);
+      return;
+    }
     if (!msg || msg.type !== "deltas") return;
     const res = this.state.applyDeltas(msg as DeltaMessage);
     if (res.gap) this.requestResync();
@@ -154,11 +179,13 @@ export class Controller {
     this.sendQuietly({ type: "resync", seq: this.state.appliedSeq });
   }
 
-  private sendQuietly(content: unknown): void {
+  /** Send to the kernel; false when there is none (a saved notebook shown without one). */
+  private sendQuietly(content: unknown): boolean {
     try {
       this.model.send(content);
+      return true;
     } catch {
-      /* no kernel (a saved notebook shown without one): nothing to tell */
+      return false;
     }
   }
 }
@@ -528,6 +555,10 @@ export class StreamView {
           break;
         case "stats":
           break; // rendered above
+        case "messages":
+          this.inspectorDirty = true;
+          if (this.inspectorEl.open) this.renderInspector();
+          break;
       }
     }
     this.queueFrame();
@@ -741,12 +772,20 @@ export class StreamView {
       if (typeof call.duration === "number" && call.duration > 0) bits.push(`${call.duration.toFixed(2)} s`);
       if (call.cached) bits.push("cached");
       box.appendChild(h("div", "jps-call-head", bits.filter(Boolean).join(" \u00b7 ")));
-      const messages = Array.isArray(call.messages) ? call.messages : [];
+      let messages: any[] = Array.isArray(call.messages) ? call.messages : [];
+      if (typeof call.held === "number") {
+        const whole = this.controller.heldMessages(Number(call.call_id));
+        if (whole) messages = whole;
+        else box.appendChild(h("div", "jps-held", this.controller.kernelReachable
+          ? `The prompt holds ${call.held.toLocaleString("en")} characters: loading it from the kernel\u2026`
+          : `The prompt held ${call.held.toLocaleString("en")} characters: only the start of each message was saved.`));
+      }
       for (const m of messages) {
         const msg = h("div", "jps-msg");
         const role = m && typeof m === "object" ? String(m.role ?? "") : "";
         msg.dataset.role = role;
-        msg.append(h("div", "jps-role", role || "message"), h("pre", "jps-msg-content", pretty(m?.content ?? m)));
+        const cut = m && typeof m === "object" && typeof m.cut === "number" ? `\n\u2026 (${m.cut.toLocaleString("en")} more characters)` : "";
+        msg.append(h("div", "jps-role", role || "message"), h("pre", "jps-msg-content", pretty(m?.content ?? m) + cut));
         box.appendChild(msg);
       }
       if (call.reasoning) {

@@ -374,6 +374,54 @@ describe("StreamWidget view", () => {
   });
 });
 
+describe("prompt messages held in the kernel", () => {
+  const preview = (n: number) => [{ call_id: 3, predict: "p", model: "m", done: true, raw: "r", held: n,
+    messages: [{ role: "system", content: "sys" }, { role: "user", content: "x".repeat(2000), cut: n - 2003 }] }];
+  const open = (el: HTMLElement) => {
+    const insp = el.querySelector<HTMLDetailsElement>(".jps-inspector")!;
+    insp.open = true;
+    insp.dispatchEvent(new Event("toggle"));
+    return insp;
+  };
+
+  it("asks for them once when the inspector shows the call, then shows them whole", () => {
+    const { model, el } = mount();
+    model.update({ lm_calls: preview(100_003) });
+    expect(model.requests).toEqual([]); // not before the inspector is opened
+    const insp = open(el);
+    expect(model.requests).toEqual([{ type: "messages", call_id: 3 }]);
+    expect(insp.querySelector(".jps-held")!.textContent).toContain("100,003 characters: loading");
+    const contents = () => [...insp.querySelectorAll(".jps-msg-content")].map((x) => x.textContent);
+    expect(contents()[1]).toBe("x".repeat(2000) + "\n\u2026 (98,000 more characters)");
+    model.update({ lm_calls: [...preview(100_003)] }); // re-rendered: no second request
+    expect(model.requests).toEqual([{ type: "messages", call_id: 3 }]);
+    const whole = "y".repeat(100_000);
+    model.custom({ type: "messages", call_id: 3, messages: [{ role: "system", content: "sys" }, { role: "user", content: whole }] });
+    expect(contents()).toEqual(["sys", whole]);
+    expect(insp.querySelector(".jps-held")).toBeNull();
+    expect(model.localSets).toEqual([]); // kept out of the model's state: a saved notebook holds the preview
+  });
+
+  it("without a kernel the preview says what was saved", () => {
+    const { model, el } = mount();
+    model.send = () => { throw new Error("no kernel"); };
+    model.update({ lm_calls: preview(70_000) });
+    const insp = open(el);
+    expect(insp.querySelector(".jps-held")!.textContent).toBe(
+      "The prompt held 70,000 characters: only the start of each message was saved.");
+  });
+
+  it("held text is inert too", () => {
+    const evil = '<img src=x onerror="window.__pwned = 3">';
+    const { model, el } = mount();
+    model.update({ lm_calls: preview(90_000) });
+    const insp = open(el);
+    model.custom({ type: "messages", call_id: 3, messages: [{ role: "user", content: evil }] });
+    expect(insp.querySelector(".jps-msg-content")!.textContent).toBe(evil);
+    expect(el.querySelector("img")).toBeNull();
+  });
+});
+
 describe("safety: model text stays inert", () => {
   const evil = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">';
 

@@ -65,6 +65,7 @@ CLOSE_TAB_ANSWER = " ".join(f"word{i}" for i in range(150))
 RELOAD_ANSWER = " ".join(f"word{i}" for i in range(300))
 # The saved-state test's reply: about 2 s at DEMO_RATE.
 SAVED_ANSWER = " ".join(f"saved{i}" for i in range(60))
+SAVED_INPUT = "Save me. "
 # A long essay for the Stop test: at 20 tokens/s it would stream for about half a minute.
 ESSAY = " ".join(f"Paragraph {i}: tea was traded, taxed, smuggled and argued about for centuries." for i in range(40))
 
@@ -135,12 +136,14 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
         '%%stream "question -> answer" --out reloaded\nKeep talking while the page reloads.',
     ),
     # A short stream whose notebook is saved with its widget state; the last cell tells whether the end went
-    # by reference (a page said hello) and whether the kernel's widget holds the text.
+    # by reference (a page said hello) and whether the kernel's widget holds the text. Its input is bigger
+    # than the inspector syncs (180 kB): the page loads it when the inspector opens, the saved state does not.
     "saved.ipynb": _notebook(
         "%load_ext jupyter_stream\n"
         "from jupyter_stream.demo import shared_server\n"
-        f"shared_server().script('[[ ## answer ## ]]\\n' + {SAVED_ANSWER!r} + '\\n\\n[[ ## completed ## ]]')",
-        '%%stream "question -> answer" --out saved\nSave me.',
+        f"shared_server().script('[[ ## answer ## ]]\\n' + {SAVED_ANSWER!r} + '\\n\\n[[ ## completed ## ]]')\n"
+        f"big = {SAVED_INPUT!r} * 20_000",
+        '%%stream "question -> answer" --out saved\n{big}',
         "def _final_by_ref():\n"
         "    from ipywidgets.widgets.widget import _instances\n"
         "    [w] = [w for w in list(_instances.values()) if type(w).__name__ == 'StreamWidget']\n"

@@ -412,8 +412,11 @@ def test_a_page_reloaded_mid_stream_catches_up_and_follows_the_stream(page, lab)
 
 def test_the_saved_widget_state_holds_the_text_the_page_filled_in(page, lab):
     """The end of a stream comes by reference to a page that said hello: the page fills the text in from
-    the batches and sets it on its model, so a notebook saved with its widget state holds the text."""
-    from .conftest import SAVED_ANSWER
+    the batches and sets it on its model, so a notebook saved with its widget state holds the text. Its
+    180 kB prompt stays in the kernel: the inspector loads it when opened; the saved state holds a preview."""
+    from playwright.sync_api import expect
+
+    from .conftest import SAVED_ANSWER, SAVED_INPUT
 
     setting = "/lab/api/settings/@jupyter-widgets/jupyterlab-manager:plugin"
     lab.api("PUT", setting, {"raw": json.dumps({"saveState": True})})
@@ -424,6 +427,12 @@ def test_the_saved_widget_state_holds_the_text_the_page_filled_in(page, lab):
         _wait_status(page, widget, "done", timeout=60)
         text = widget.locator('.jps-pane[data-key="answer"] .jps-pane-text')
         assert text.text_content() == SAVED_ANSWER
+        widget.locator("details.jps-inspector > summary").click()
+        user = widget.locator('.jps-msg[data-role="user"] .jps-msg-content')
+        page.wait_for_function("([el, n]) => el.textContent.length > n", arg=[user.element_handle(),
+                                                                              len(SAVED_INPUT) * 20_000], timeout=20_000)
+        assert user.text_content().count(SAVED_INPUT.strip()) == 20_000
+        expect(widget.locator(".jps-held")).to_have_count(0)
         saved = lab.notebook_dir / "saved.ipynb"
         mtime = saved.stat().st_mtime_ns
         page.keyboard.press("Control+s")
@@ -435,6 +444,9 @@ def test_the_saved_widget_state_holds_the_text_the_page_filled_in(page, lab):
         states = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
         ours = [m["state"] for m in states.values() if m["state"].get("status") == "done"]
         assert [[(p.get("text"), p.get("done")) for p in m["panes"]] for m in ours] == [[(SAVED_ANSWER, True)]]
+        [call] = ours[0]["lm_calls"]
+        assert call["held"] > len(SAVED_INPUT) * 20_000 and call["messages"][-1]["cut"] > 170_000
+        assert saved.stat().st_size < 100_000, saved.stat().st_size
         # The kernel sent the end by reference: the text is in the saved state because the page put it there.
         kc = lab.kernel_client(lab.kernel_id("saved.ipynb"))
         try:

@@ -659,3 +659,38 @@ def test_plain_text_of_the_widget_names_the_stream_not_an_address():
     w = StreamWidget(title="question -> answer")
     assert repr(w) == "<jupyter_stream question -> answer: idle>"
     assert w._repr_mimebundle_()[0]["text/plain"] == "<jupyter_stream question -> answer: idle>"
+
+
+def test_big_prompt_messages_stay_in_the_kernel_until_the_inspector_asks():
+    """A 2 MB input: the synced ``lm_calls`` (a saved notebook's widget state) holds a preview; the whole
+    messages stay in the kernel and go to the front end as a custom message when its inspector asks."""
+    from jupyter_stream.notebook.widget import HELD_MESSAGES
+
+    w = CapturingWidget()
+    sink = WidgetSink(w, timer="none", clock=FakeClock())
+    sink.start(title="predict", model="m")
+    big = "word " * 400_000
+    msgs = [{"role": "system", "content": "Answer."}, {"role": "user", "content": big}]
+    sink.handle(LMRequest("predict", "m", msgs, call_id=7))
+    sink.handle(LMResponse("predict", "m", "[[ ## answer ## ]]\nok", call_id=7))
+    sink.finish()
+    assert w.lm_calls[0]["messages"] == msgs  # the Python value holds it all
+    synced = [u["lm_calls"] for u in w.updates if "lm_calls" in u]
+    assert synced and all(len(json.dumps(calls)) < 10_000 for calls in synced)
+    preview = synced[-1][0]
+    assert preview["held"] == len(big) + len("Answer.") > HELD_MESSAGES
+    assert preview["messages"] == [{"role": "system", "content": "Answer."},
+                                   {"role": "user", "content": big[:2000], "cut": len(big) - 2000}]
+    w._on_frontend_msg(w, {"type": "messages", "call_id": 7}, [])
+    assert w.payloads[-1] == {"type": "messages", "call_id": 7, "messages": msgs}
+
+
+def test_small_prompt_messages_sync_whole():
+    w = CapturingWidget()
+    sink = WidgetSink(w, timer="none", clock=FakeClock())
+    sink.start(title="predict", model="m")
+    msgs = [{"role": "user", "content": "q" * 60_000}]
+    sink.handle(LMRequest("predict", "m", msgs, call_id=1))
+    sink.finish()
+    synced = [u["lm_calls"] for u in w.updates if "lm_calls" in u][-1][0]
+    assert synced["messages"] == msgs and "held" not in synced
