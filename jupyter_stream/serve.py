@@ -143,7 +143,7 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
         return JSONResponse({"prediction": _jsonable(dict(final.items()) if final is not None else {}), "model": model})
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(_page(names))  # holds no data; the calls it makes need the token, if any
+        return HTMLResponse(_page(names, token=token is not None))  # holds no data; its calls need the token
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "inputs": names})
@@ -187,11 +187,14 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, ensure_ascii=False, default=str))
 
 
-def _page(names: list[str]) -> str:
-    """The page at ``/``: a field per input, and the streamed fields as text (``textContent``, never HTML)."""
+def _page(names: list[str], *, token: bool) -> str:
+    """The page at ``/``: a field per input (and one for the bearer token when the app needs it), and the
+    streamed fields as text (``textContent``, never HTML)."""
     inputs = "".join(
         f'<label>{html.escape(n)}<textarea name="{html.escape(n)}" rows="2"></textarea></label>' for n in names
     )
+    if token:
+        inputs += '<label>token<input name="__bearer" type="password" autocomplete="off"></label>'
     return _PAGE.replace("{{inputs}}", inputs)
 
 
@@ -199,7 +202,7 @@ _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>jupyter_stream</title>
 <style>
 body{font:15px system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}
-label{display:block;margin:.5rem 0}textarea{display:block;width:100%;font:inherit}
+label{display:block;margin:.5rem 0}textarea,input{display:block;width:100%;font:inherit}
 .pane{border:1px solid #ccc;border-radius:6px;margin:.6rem 0}.pane h3{margin:0;padding:.3rem .6rem;
 font:600 13px monospace;background:#f3f3f3}.pane pre{margin:0;padding:.6rem;white-space:pre-wrap;word-break:normal;
 overflow-wrap:anywhere}#status{color:#555}#error{color:#a00}
@@ -219,36 +222,44 @@ function pane(key) {
   }
   return p.querySelector("pre").firstChild;
 }
+function fail(message) { error.textContent = message; status.textContent = "failed"; }
 function handle(event) {
   if (event.stream_response) {
     const r = event.stream_response;
     const who = r.predict_name === "self" ? "" : r.predict_name + (r.call_id > 1 ? "#" + r.call_id : "") + ".";
     pane(who + r.signature_field_name).appendData(r.chunk);
   } else if (event.status_message) { status.textContent = event.status_message.message; }
-  else if (event.error) { error.textContent = event.error.type + ": " + event.error.message; }
+  else if (event.error) { fail(event.error.type + ": " + event.error.message); }
   else if (event.prediction) { status.textContent = "done" + (event.model ? " \u00b7 " + event.model : ""); }
 }
 form.addEventListener("submit", async (e) => {
   e.preventDefault(); panes.textContent = ""; error.textContent = ""; status.textContent = "running";
   const inputs = Object.fromEntries(new FormData(form));
-  const response = await fetch("stream", {method: "POST", headers: {"Content-Type": "application/json"},
-                                         body: JSON.stringify(inputs)});
-  if (!response.ok) { error.textContent = (await response.json()).error; status.textContent = ""; return; }
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const {value, done} = await reader.read();
-    if (done) break;
-    buffer += value;
-    let cut;
-    while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
-      const line = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
-      if (!line.startsWith("data: ")) continue;
-      const data = line.slice(6);
-      if (data === "[DONE]") return;
-      handle(JSON.parse(data));
+  const headers = {"Content-Type": "application/json"};
+  if ("__bearer" in inputs) { headers.Authorization = "Bearer " + inputs.__bearer; delete inputs.__bearer; }
+  try {
+    const response = await fetch("stream", {method: "POST", headers, body: JSON.stringify(inputs)});
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      fail("HTTP " + response.status + (body.error ? ": " + body.error : "")); return;
     }
-  }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
+        const line = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+        if (!line.startsWith("data: ")) continue;
+        const data = line.slice(6);
+        if (data === "[DONE]") return;
+        handle(JSON.parse(data));
+      }
+    }
+    fail("the stream ended before it was done");
+  } catch (err) { fail(String(err)); }
 });
 </script></body></html>
 """

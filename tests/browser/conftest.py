@@ -16,6 +16,7 @@ Requirements: ``jupyterlab`` and ``playwright`` (the ``test`` extras) and a ``ch
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -338,10 +339,11 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-@pytest.fixture
-def page(request, browser, lab):
-    """A fresh context and page; afterwards a screenshot (and on failure the console log)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+@contextlib.contextmanager
+def recorded_page(request, browser, *, width: int = 1280, height: int = 900):
+    """A fresh context and page that records its console (``page.console_log``); afterwards a screenshot in
+    ``test-artifacts/`` (and on failure the console log). For any browser test, JupyterLab or not."""
+    context = browser.new_context(viewport={"width": width, "height": height})
     context.set_default_timeout(30_000)
     pg = context.new_page()
     console: list[str] = []
@@ -366,4 +368,13 @@ def page(request, browser, lab):
         if failed:
             (ARTIFACTS / f"{name}-FAILED.console.txt").write_text("\n".join(console), "utf-8")
         context.close()
+
+
+@pytest.fixture
+def page(request, browser, lab):
+    """A recorded page (see :func:`recorded_page`) in JupyterLab's browser; its kernels shut down afterwards."""
+    try:
+        with recorded_page(request, browser) as pg:
+            yield pg
+    finally:
         lab.shutdown_kernels()
