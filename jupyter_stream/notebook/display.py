@@ -1,17 +1,23 @@
-"""WidgetDisplay: the live widget in a cell, replaced by a static HTML snapshot when the stream ends.
+"""WidgetDisplay: the live widget in a cell and, when the stream ends, a static HTML snapshot beside it.
 
-The widget (``StreamWidget`` fed by a ``WidgetSink``) shows the stream live. When it ends, the cell's
-display is updated to a bundle holding the widget view *and* a ``text/html`` snapshot, so a saved
-notebook shows the result on GitHub, nbviewer and ``nbconvert --to html`` without a kernel, while
-JupyterLab keeps showing the widget. ``snapshot=False`` leaves the snapshot out (the text then goes
-over the wire once, in the widget's deltas, instead of twice; viewers without widgets show no result).
+The widget (``StreamWidget`` fed by a ``WidgetSink``) shows the stream live. The snapshot is an output of
+its own (a placeholder displayed with the widget, updated when the stream ends), not an alternative
+inside the widget's bundle: ``nbconvert --to html`` prefers a widget view over any ``text/html`` beside
+it in one bundle whenever the widget state is saved (nbclient saves it by default), and a widget view
+needs the widget manager's scripts from a CDN, so offline the result would not show at all. As its own
+output, GitHub, nbviewer and ``nbconvert --to html`` show it without a kernel or network.
+
+Where the widget itself shows (JupyterLab, Notebook 7, Voila, an exported page whose widget manager
+loaded) the snapshot hides itself: its stylesheet hides its own output when the same output area holds
+the widget with the same id (``data-jps-uid``), so nothing is shown twice. ``snapshot=False`` leaves it
+out (the text then goes over the wire once, in the widget's deltas; viewers without widgets show no result).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .snapshot import render_html
+from .snapshot import pending_html, render_html
 
 __all__ = ["WidgetDisplay"]
 
@@ -28,7 +34,7 @@ class WidgetDisplay:
         self._display = display
         self.snapshot = snapshot
         self._handle: Any = None
-        self._prediction: Any = None
+        self._snapshot_handle: Any = None
 
     def on_stop(self, callback: Any) -> None:
         """Run ``callback`` when the Stop button is clicked."""
@@ -39,6 +45,9 @@ class WidgetDisplay:
             from IPython.display import display
 
             self._handle = display(self.widget, display_id=True)
+            if self.snapshot:  # updated at the end, also when that is after the cell (--background)
+                self._snapshot_handle = display({"text/html": pending_html(self.widget.uid)}, raw=True,
+                                                display_id=True)
         self.sink.start(title=title, model=model)
 
     def handle(self, event: Any) -> None:
@@ -54,15 +63,15 @@ class WidgetDisplay:
                     "version_major": 2, "version_minor": 0, "model_id": w.model_id,
                 },
             }
-            if self.snapshot:
-                bundle["text/html"] = self.snapshot_html(prediction)
             self._handle.update(bundle, raw=True)
+        if self._snapshot_handle is not None:
+            self._snapshot_handle.update({"text/html": self.snapshot_html(prediction)}, raw=True)
 
     def snapshot_html(self, prediction: Any = None) -> str:
         """The static HTML of the widget's current state."""
         w = self.widget
         fields = prediction.to_dict() if prediction is not None and hasattr(prediction, "to_dict") else None
         return render_html(
-            title=w.title, model=w.model_name, status=w.status, status_message=w.status_message,
+            uid=w.uid, title=w.title, model=w.model_name, status=w.status, status_message=w.status_message,
             panes=w.panes, prediction=fields, error=w.error, stats=w.stats,
         )

@@ -45,9 +45,25 @@ def _value(v: Any) -> str:
         return repr(v)
 
 
+def _hide_beside_widget(uid: str) -> str:
+    """A stylesheet hiding this snapshot's output where the same output area shows the widget ``uid``
+    (JupyterLab, Notebook 7, Voila, nbconvert's pages: the output area classes they share)."""
+    sel = f'[data-jps-uid="{_e(uid)}"]'
+    return (f"<style>.jp-OutputArea:has(.jps-widget{sel}) > .jp-OutputArea-child:has(.jps-snapshot{sel})"
+            "{display:none}</style>")
+
+
+def pending_html(uid: str) -> str:
+    """The snapshot's placeholder while the stream runs: hidden wherever the host honours its stylesheet."""
+    sel = f'[data-jps-uid="{_e(uid)}"]'
+    return (f'<div class="jps-snapshot-pending" data-jps-uid="{_e(uid)}"></div>'
+            f"<style>.jp-OutputArea-child:has(.jps-snapshot-pending{sel}){{display:none}}</style>")
+
+
 def render_html(
     *,
     title: str,
+    uid: str = "",
     model: str = "",
     status: str = "done",
     status_message: str = "",
@@ -56,8 +72,9 @@ def render_html(
     error: str = "",
     stats: Mapping[str, Any] | None = None,
 ) -> str:
-    """The stream as one self-contained, escaped HTML fragment."""
-    parts = [f'<div class="jps-snapshot" style="{_STYLE}">']
+    """The stream as one self-contained, escaped HTML fragment (``uid``: the widget's, see ``display.py``)."""
+    parts = [_hide_beside_widget(uid)] if uid else []
+    parts.append(f'<div class="jps-snapshot" data-jps-uid="{_e(uid)}" style="{_STYLE}">')
     head = f"<b>{_e(title)}</b>" + (f" · {_e(model)}" if model else "") + f" · <i>{_e(status)}</i>"
     if status_message:
         head += f" · {_e(status_message)}"

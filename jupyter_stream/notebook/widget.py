@@ -303,6 +303,11 @@ class StreamWidget(anywidget.AnyWidget):
         return f"<jupyter_stream{title}: {self.status}>"
 
     @property
+    def uid(self) -> str:
+        """This widget's id (unique, also across kernels): what its cell's static snapshot refers to."""
+        return self._uid
+
+    @property
     def last_seq(self) -> int:
         """The seq of the last delta batch sent."""
         return self._delta_seq

@@ -446,6 +446,8 @@ export class StreamView {
     private controller: Controller,
   ) {
     this.root = h("div", "jps-widget");
+    // The id the cell's static snapshot names: where this view shows, the snapshot hides (display.py).
+    this.root.dataset.jpsUid = uidOf(model) ?? "";
     // Header: name, model, Stop.
     const header = h("div", "jps-header");
     this.titleEl = h("span", "jps-title");

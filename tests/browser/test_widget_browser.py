@@ -132,6 +132,16 @@ def test_quickstart_streams_live_and_finishes(page, lab):
     )
     assert widgets.count() == 6
     expect(page.locator(".jps-widget .jps-error:visible")).to_have_count(0)
+    # Each cell's static snapshot (for viewers without widgets) is there, each beside its widget, and hidden
+    # with its whole output row: the page shows each result once, with no gap.
+    expect(page.locator(".jps-snapshot")).to_have_count(6)
+    expect(page.locator(".jps-snapshot-pending")).to_have_count(0)
+    assert page.evaluate("""() => [...document.querySelectorAll('.jps-snapshot')].map(s => {
+        const row = s.closest('.jp-OutputArea-child');
+        const area = row.closest('.jp-OutputArea');
+        return [getComputedStyle(row).display, row.getBoundingClientRect().height,
+                !!area.querySelector(`.jps-widget[data-jps-uid="${s.dataset.jpsUid}"]`)];
+    })""") == [["none", 0, True]] * 6
     expect(page.get_by_text("another cell runs 2")).to_have_count(1)
     # The packed code's loader added the stylesheet once for the six widgets, and it applies.
     assert page.evaluate("document.querySelectorAll('style[id^=\"jps-style-\"]').length") == 1

@@ -80,7 +80,13 @@ def test_widgets_hold_the_streamed_fields_and_the_prediction(executed):
 
 def test_finished_cells_carry_a_static_html_snapshot(executed):
     sky = next(c for c in executed.cells if c.cell_type == "code" and c.source.startswith('%%stream "question -> reasoning'))
-    bundle = next(o for o in sky.outputs if o["output_type"] == "display_data")
-    html = bundle["data"]["text/html"]
+    """The snapshot is an output of its own beside the widget's (nbconvert would prefer a widget view over
+    any HTML in its bundle), naming the widget it stands for, whose view hides it where the widget shows."""
+    widget_out, snapshot_out = [o for o in sky.outputs if o["output_type"] == "display_data"]
+    assert "text/html" not in widget_out["data"] and "application/vnd.jupyter.widget-view+json" not in snapshot_out["data"]
+    html = snapshot_out["data"]["text/html"]
     assert ">answer<" in html and "Why is the sky blue?" in html.replace("&quot;", '"')
-    assert "application/vnd.jupyter.widget-view+json" in bundle["data"]
+    model_id = widget_out["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    uid = executed.metadata["widgets"][WIDGET_STATE]["state"][model_id]["state"]["_uid"]
+    assert f'class="jps-snapshot" data-jps-uid="{uid}"' in html
+    assert f'.jp-OutputArea:has(.jps-widget[data-jps-uid="{uid}"])' in html

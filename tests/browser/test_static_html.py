@@ -1,0 +1,68 @@
+"""The static HTML of a notebook run headless by default ``jupyter nbconvert --execute --to html``, opened in a
+real Chromium with no network: every finished ``%%stream`` result shows (the widget manager's scripts, which
+come from a CDN, cannot load; nbclient saved the widget state, so the exported page holds widget views)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import QUICKSTART, recorded_page
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS_STATIC = ROOT / "docs" / "static-html.png"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, _requirements) -> Path:
+    """The quickstart executed and exported by nbconvert with its default settings (demo LM, full speed)."""
+    folder = tmp_path_factory.mktemp("static-html")
+    shutil.copy(QUICKSTART, folder / QUICKSTART.name)
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["JUPYTER_STREAM_DEMO_RATE"] = "0"
+    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--execute", QUICKSTART.name],
+                          cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder / (QUICKSTART.stem + ".html")
+
+
+def test_every_finished_stream_shows_offline(request, browser, exported):
+    from playwright.sync_api import expect
+
+    html = exported.read_text("utf-8")
+    assert 'type="application/vnd.jupyter.widget-view+json"' in html  # the case that used to show nothing
+    with recorded_page(request, browser) as page:
+        refused: list[str] = []
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                   else (refused.append(route.request.url), route.abort()))
+        page.goto(exported.as_uri())
+        cells = page.locator(".jp-CodeCell")
+        streams = [cells.nth(i) for i in range(cells.count())
+                   if "%%stream" in cells.nth(i).locator(".jp-InputArea").inner_text()
+                   or "js.show(" in cells.nth(i).locator(".jp-InputArea").inner_text()]
+        assert len(streams) == 6
+        shown = 0
+        for cell in streams:
+            source = cell.locator(".jp-InputArea").inner_text()
+            snapshot = cell.locator(".jps-snapshot")
+            if "--background" in source:  # ended after its cell: nbclient no longer records it (a Jupyter limit)
+                continue
+            expect(snapshot).to_be_visible()
+            expect(snapshot).to_contain_text("done")
+            assert len(snapshot.locator("pre").first.inner_text().strip()) > 20, source
+            shown += 1
+        assert shown == 5
+        sky = streams[0].locator(".jps-snapshot")
+        expect(sky).to_contain_text("reasoning")
+        expect(sky).to_contain_text("answer")
+        assert any("html-manager" in url for url in refused), refused  # it did try the CDN, and failed
+        sky.scroll_into_view_if_needed()
+        shot = ROOT / "test-artifacts" / DOCS_STATIC.name
+        sky.screenshot(path=str(shot))
+        if not DOCS_STATIC.exists() or os.environ.get("JPS_UPDATE_SCREENSHOTS"):
+            shutil.copy(shot, DOCS_STATIC)
