@@ -2,25 +2,25 @@
 
 anywidget sends a widget's ``_esm`` (and ``_css``) with every widget it opens, so the code is a fixed
 cost of each ``%%stream`` cell: 28 kB for ``static/widget.js`` + ``static/widget.css`` as they are,
-about 12 kB packed. The loader decodes the code with the browser's ``DecompressionStream``, adds the
-stylesheet to the page once (a ``<style>`` whose id names the CSS's hash) and imports the module the way
-anywidget itself does (a ``blob:`` URL), then hands anywidget its default export.
+about 12 kB packed. The loader decodes the code with the browser's ``DecompressionStream``, imports the
+module the way anywidget itself does (a ``blob:`` URL), gives it the stylesheet (``useStylesheet``: each
+view adopts it into the document or shadow root it is shown in, one sheet per page, so hosts that render
+widgets in a shadow root, like marimo, get it too), then hands anywidget its default export.
 
 Example::
 
     >>> from jupyter_stream.notebook.packed import packed_esm, unpack
-    >>> esm = packed_esm("export default {render() {}};", ".a { color: red }")
+    >>> esm = packed_esm("export function useStylesheet(css) {}; export default {render() {}};", ".a { color: red }")
     >>> esm.startswith("// jupyter_stream widget") and "DecompressionStream" in esm
     True
     >>> unpack(esm)
-    ('export default {render() {}};', '.a { color: red }')
+    ('export function useStylesheet(css) {}; export default {render() {}};', '.a { color: red }')
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 import re
 
 __all__ = ["packed_esm", "unpack"]
@@ -29,17 +29,10 @@ _LOADER = """\
 // jupyter_stream widget: the code below is gzip + base64 (see jupyter_stream/notebook/packed.py)
 const JS = "%(js)s";
 const CSS = "%(css)s";
-const STYLE_ID = "%(style_id)s";
 async function inflate(b64) {
   const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
   return await new Response(stream).text();
-}
-if (typeof document !== "undefined" && !document.getElementById(STYLE_ID)) {
-  const style = document.createElement("style");
-  style.id = STYLE_ID;
-  style.textContent = await inflate(CSS);
-  document.head.appendChild(style);
 }
 const url = URL.createObjectURL(new Blob([await inflate(JS)], { type: "text/javascript" }));
 let mod;
@@ -48,6 +41,7 @@ try {
 } finally {
   URL.revokeObjectURL(url);
 }
+mod.useStylesheet(await inflate(CSS));
 export default mod.default;
 """
 
@@ -59,9 +53,9 @@ def _pack(text: str) -> str:
 
 
 def packed_esm(js: str, css: str) -> str:
-    """The loader module for the front-end code ``js`` (an ES module with a default export) and ``css``."""
-    style_id = "jps-style-" + hashlib.sha256(css.encode("utf-8")).hexdigest()[:12]
-    return _LOADER % {"js": _pack(js), "css": _pack(css), "style_id": style_id}
+    """The loader module for the front-end code ``js`` (an ES module with a default export and a
+    ``useStylesheet(css)`` export) and ``css``."""
+    return _LOADER % {"js": _pack(js), "css": _pack(css)}
 
 
 def unpack(esm: str) -> tuple[str, str]:

@@ -819,6 +819,61 @@ function atBottom(el: HTMLElement): boolean {
 
 // -------------------------------------------------------------------------------- anywidget
 
+// ------------------------------------------------------------------------------- stylesheet
+
+let stylesheetText = "";
+/** Each widget may run its own copy of this module (anywidget imports each model's code): the sheets are
+ * kept on the document, by their text, so all copies share one. */
+const SHEETS = Symbol.for("jupyter_stream.stylesheets");
+
+function sheetFor(doc: Document): CSSStyleSheet {
+  const registry: Map<string, CSSStyleSheet> = ((doc as any)[SHEETS] ??= new Map());
+  let sheet = registry.get(stylesheetText);
+  if (!sheet) {
+    sheet = new doc.defaultView!.CSSStyleSheet();
+    sheet.replaceSync(stylesheetText);
+    registry.set(stylesheetText, sheet);
+  }
+  return sheet;
+}
+
+/** The widget's stylesheet, given by the packed loader (jupyter_stream/notebook/packed.py) before any view. */
+export function useStylesheet(css: string): void {
+  stylesheetText = css;
+}
+
+/**
+ * Our stylesheet where `el` is shown: adopted by its document or shadow root (marimo shows each widget in
+ * a shadow root that page styles do not reach). One sheet per document and stylesheet, shared by every view
+ * (and every copy of this module); a root
+ * without constructable stylesheets gets one `<style>`. Nothing assumes the global `document`.
+ */
+export function adoptStylesheet(el: HTMLElement): boolean {
+  if (!stylesheetText) return true;
+  if (!el.isConnected) return false;
+  const root = el.getRootNode() as Document | ShadowRoot;
+  const doc = el.ownerDocument;
+  if ("adoptedStyleSheets" in root && typeof doc.defaultView?.CSSStyleSheet?.prototype.replaceSync === "function") {
+    const sheet = sheetFor(doc);
+    if (!root.adoptedStyleSheets.includes(sheet)) root.adoptedStyleSheets = [...root.adoptedStyleSheets, sheet];
+    return true;
+  }
+  const holder = root instanceof doc.defaultView!.Document ? (root as Document).head : root;
+  if (!holder.querySelector("style[data-jps-style]")) {
+    const style = doc.createElement("style");
+    style.dataset.jpsStyle = "";
+    style.textContent = stylesheetText;
+    holder.appendChild(style);
+  }
+  return true;
+}
+
+/** Adopt the stylesheet once `el` is in a document (a host may attach it after `render`). */
+function adoptWhenShown(el: HTMLElement, tries = 600): void {
+  if (adoptStylesheet(el) || tries <= 0) return;
+  schedule(() => adoptWhenShown(el, tries - 1));
+}
+
 /** Controllers by the widget's `_uid` trait: `initialize` and `render` get different model proxies. */
 const controllers = new Map<string, Controller>();
 
@@ -853,6 +908,7 @@ const widget = {
       own = true;
     }
     const view = new StreamView(model, el, controller);
+    adoptWhenShown(el);
     return () => {
       view.dispose();
       if (own) controller!.dispose();

@@ -1,6 +1,6 @@
 // @vitest-environment jsdom
 import { afterEach, describe, expect, it } from "vitest";
-import widget, { PaneView, controllerFor, renderBlocks } from "../src/widget";
+import widget, { PaneView, adoptStylesheet, controllerFor, renderBlocks, useStylesheet } from "../src/widget";
 import { parseMarkdown } from "../src/state";
 
 /** A stand-in for anywidget's model proxy: traits, change events, custom messages. */
@@ -371,6 +371,44 @@ describe("StreamWidget view", () => {
     model.custom({ type: "deltas", seq: 2, items: [["p.answer", "is!!", false]] });
     await frame();
     expect(insp.querySelector(".jps-raw")!.textContent).toBe("<Paris!>");
+  });
+});
+
+describe("the stylesheet goes where the view is shown", () => {
+  const styles = (root: Document | ShadowRoot) => {
+    const adopted = (root as any).adoptedStyleSheets?.length ?? 0;
+    const holder = root instanceof Document ? root.head : root;
+    return adopted + holder.querySelectorAll("style[data-jps-style]").length;
+  };
+
+  it("into a shadow root (marimo) once, however many views, and not into the page", async () => {
+    useStylesheet(".jps-widget { color: red }");
+    const host = document.createElement("div");
+    document.body.appendChild(host);
+    const shadow = host.attachShadow({ mode: "open" });
+    const before = styles(document);
+    for (let i = 0; i < 2; i++) {
+      const el = document.createElement("div");
+      shadow.appendChild(el);
+      const model = new FakeModel();
+      cleanups.push(widget.render({ model, el }));
+    }
+    await frame();
+    expect(styles(shadow)).toBe(1);
+    expect(styles(document)).toBe(before);
+    host.remove();
+  });
+
+  it("into the document when the view is attached after render", async () => {
+    useStylesheet(".jps-widget { color: blue }");
+    const el = document.createElement("div"); // not in the document yet
+    expect(adoptStylesheet(el)).toBe(false);
+    cleanups.push(widget.render({ model: new FakeModel(), el }));
+    document.body.appendChild(el);
+    await frame();
+    await frame();
+    expect(styles(document)).toBeGreaterThanOrEqual(1);
+    el.remove();
   });
 });
 
