@@ -67,6 +67,7 @@ RELOAD_ANSWER = " ".join(f"word{i}" for i in range(300))
 # The saved-state test's reply: about 2 s at DEMO_RATE.
 SAVED_ANSWER = " ".join(f"saved{i}" for i in range(60))
 SAVED_INPUT = "Save me. "
+FRONTEND_ANSWERS = (" ".join(f"sky{i}" for i in range(120)), " ".join(f"sea{i}" for i in range(120)))
 # A long essay for the Stop test: at 20 tokens/s it would stream for about half a minute.
 ESSAY = " ".join(f"Paragraph {i}: tea was traded, taxed, smuggled and argued about for centuries." for i in range(40))
 
@@ -149,6 +150,15 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
         "    from ipywidgets.widgets.widget import _instances\n"
         "    [w] = [w for w in list(_instances.values()) if type(w).__name__ == 'StreamWidget']\n"
         "    return f'{w._panes_by_ref is not None} {[p[\"text\"] for p in w.panes] == [saved.answer]}'",
+    ),
+    # Other front ends (Notebook 7, Voila): a stream in a cell, then one with --background.
+    "frontends.ipynb": _notebook(
+        "%load_ext jupyter_stream\n"
+        "from jupyter_stream.demo import shared_server\n"
+        f"shared_server().script('[[ ## answer ## ]]\\n' + {FRONTEND_ANSWERS[0]!r} + '\\n\\n[[ ## completed ## ]]',\n"
+        f"                       '[[ ## answer ## ]]\\n' + {FRONTEND_ANSWERS[1]!r} + '\\n\\n[[ ## completed ## ]]')",
+        '%%stream "question -> answer"\nWhy is the sky blue?',
+        '%%stream "question -> answer" --background\nAnd the sea?',
     ),
     # Markup in the model's reply, in plain and in Markdown panes.
     "hostile.ipynb": _notebook(
@@ -234,21 +244,9 @@ class Lab:
         )
 
 
-# Package scope, not session: while sync Playwright is open, asyncio sees a running loop in this thread
-# and every later pytest-asyncio test would fail ("Runner.run() cannot be called from a running event
-# loop"); the server and the browser end when tests/browser is done.
-@pytest.fixture(scope="package")
-def lab(_requirements, tmp_path_factory):
-    """One JupyterLab server for all the browser tests."""
-    base = tmp_path_factory.mktemp("jupyterlab")
-    home, notebooks, workspaces = base / "home", base / "notebooks", base / "workspaces"
-    for d in (home, notebooks, workspaces):
-        d.mkdir()
-    shutil.copy(QUICKSTART, notebooks / QUICKSTART.name)
-    shutil.copy(DSPY_NOTEBOOK, notebooks / DSPY_NOTEBOOK.name)
-    for name, nb in TEST_NOTEBOOKS.items():
-        _write_json(notebooks / name, nb)
-
+def isolated_env(home: Path) -> dict[str, str]:
+    """The environment of a Jupyter server (or any host) under test: HOME, Jupyter, IPython and XDG dirs all
+    in ``home``, no API key, the demo LM at ``DEMO_RATE``, this Python's scripts first on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "OPENAI_", "IPYTHON", "XDG_"))}
     env.update(
         HOME=str(home),
@@ -264,6 +262,25 @@ def lab(_requirements, tmp_path_factory):
         LITELLM_LOCAL_MODEL_COST_MAP="True",  # DSPy's litellm: no price-list download at import
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
+    return env
+
+
+# Package scope, not session: while sync Playwright is open, asyncio sees a running loop in this thread
+# and every later pytest-asyncio test would fail ("Runner.run() cannot be called from a running event
+# loop"); the server and the browser end when tests/browser is done.
+@pytest.fixture(scope="package")
+def lab(_requirements, tmp_path_factory):
+    """One JupyterLab server for all the browser tests."""
+    base = tmp_path_factory.mktemp("jupyterlab")
+    home, notebooks, workspaces = base / "home", base / "notebooks", base / "workspaces"
+    for d in (home, notebooks, workspaces):
+        d.mkdir()
+    shutil.copy(QUICKSTART, notebooks / QUICKSTART.name)
+    shutil.copy(DSPY_NOTEBOOK, notebooks / DSPY_NOTEBOOK.name)
+    for name, nb in TEST_NOTEBOOKS.items():
+        _write_json(notebooks / name, nb)
+
+    env = isolated_env(home)
     settings = home / "config" / "lab" / "user-settings" / "@jupyterlab"
     # Every cell in the DOM (no virtual scrolling), and no news/update toasts over the page.
     _write_json(settings / "notebook-extension" / "tracker.jupyterlab-settings", {"windowingMode": "none"})
