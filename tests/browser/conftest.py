@@ -160,6 +160,17 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
         '%%stream "question -> answer"\nWhy is the sky blue?',
         '%%stream "question -> answer" --background\nAnd the sea?',
     ),
+    # Every text the widget shows, for the contrast check in each theme: a finished stream (Markdown too, with
+    # code), its status log, prediction and inspector, and a failed one (its error text).
+    "themes.ipynb": _notebook(
+        "%load_ext jupyter_stream\n"
+        "from jupyter_stream.demo import Fault, shared_server\n"
+        "shared_server().script('[[ ## answer ## ]]\\nSome *text* with `code` and a [link](x).\\n\\n"
+        "```\\nprint(1)\\n```\\n\\n[[ ## completed ## ]]',\n"
+        "                       Fault('status', status=400, body={'error': {'message': 'bad request'}}))",
+        '%%stream "question -> answer" --markdown\nShow me everything.',
+        '%%stream "question -> answer"\nAnd fail.',
+    ),
     # Markup in the model's reply, in plain and in Markdown panes.
     "hostile.ipynb": _notebook(
         "%load_ext jupyter_stream\n"
@@ -354,6 +365,21 @@ def pytest_runtest_makereport(item, call):
     report = yield
     item.stash.setdefault(_REPORTS, {})[report.when] = report
     return report
+
+
+def docs_screenshot(locator: Any, name: str) -> Path:
+    """A screenshot of ``locator`` in test-artifacts/``name``; the committed copy in docs/ is written when
+    missing and refreshed only on request (``JPS_UPDATE_SCREENSHOTS``: its stats differ per run)."""
+    locator.page.mouse.move(0, 0)
+    locator.scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / name
+    locator.screenshot(path=str(shot), animations="disabled")
+    docs = ROOT / "docs" / name
+    if not docs.exists() or os.environ.get("JPS_UPDATE_SCREENSHOTS"):
+        docs.parent.mkdir(exist_ok=True)
+        shutil.copy(shot, docs)
+    return shot
 
 
 @contextlib.contextmanager

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FRONTEND_ANSWERS, TEST_NOTEBOOKS, _ci, _free_port, _write_json, isolated_env, recorded_page
+from .conftest import (
+    FRONTEND_ANSWERS, TEST_NOTEBOOKS, _ci, _free_port, _write_json, docs_screenshot, isolated_env, recorded_page,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -52,17 +54,6 @@ def _grew_live(samples: dict, index: int) -> list[int]:
     lengths = samples[str(index)]["lengths"]
     assert len(set(lengths)) >= 3 and lengths == sorted(lengths), samples
     return lengths
-
-
-def _shot(widget, name: str) -> None:
-    """A screenshot of ``widget`` in test-artifacts/, copied to docs/ when missing (or JPS_UPDATE_SCREENSHOTS)."""
-    widget.scroll_into_view_if_needed()
-    shot = ARTIFACTS / name
-    ARTIFACTS.mkdir(exist_ok=True)
-    widget.screenshot(path=str(shot), animations="disabled")
-    docs = ROOT / "docs" / name
-    if not docs.exists() or os.environ.get("JPS_UPDATE_SCREENSHOTS"):
-        shutil.copy(shot, docs)
 
 
 def _styled(widget) -> None:
@@ -147,7 +138,7 @@ def test_notebook_7_streams_live_and_finishes(request, browser, lab):
             lab.run_all(page)
             _check_frontends_notebook(page, 0)
             _grew_live(page.evaluate("window.__jpsSamples"), 1)
-            _shot(page.locator(".jps-widget").first, "notebook7.png")
+            docs_screenshot(page.locator(".jps-widget").first, "notebook7.png")
         finally:
             lab.shutdown_kernels()
 
@@ -170,7 +161,7 @@ def test_voila_shows_the_results_and_streams_background_cells_live(request, brow
         _check_frontends_notebook(page, 1)
         samples = page.evaluate("window.__jpsSamples")
         assert samples["0"]["lengths"] == [], samples  # the plain cell had finished before the page showed
-        _shot(page.locator(".jps-widget").nth(1), "voila.png")
+        docs_screenshot(page.locator(".jps-widget").nth(1), "voila.png")
 
 
 MARIMO_APP = '''\
@@ -234,4 +225,4 @@ def test_marimo_streams_live_styled_with_show_and_mo_ui_anywidget(request, brows
         assert page.evaluate(  # the page itself got no stylesheet of ours: each shadow root has it
             "[...document.adoptedStyleSheets].filter(s => [...s.cssRules].some("
             "r => (r.selectorText || '').includes('.jps-widget'))).length") == 0
-        _shot(widgets.first, "marimo.png")
+        docs_screenshot(widgets.first, "marimo.png")

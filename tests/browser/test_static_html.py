@@ -12,11 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import QUICKSTART, recorded_page
-
-ROOT = Path(__file__).resolve().parents[2]
-DOCS_STATIC = ROOT / "docs" / "static-html.png"
-
+from .conftest import QUICKSTART, docs_screenshot, recorded_page
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, _requirements) -> Path:
@@ -61,8 +57,4 @@ def test_every_finished_stream_shows_offline(request, browser, exported):
         expect(sky).to_contain_text("reasoning")
         expect(sky).to_contain_text("answer")
         assert any("html-manager" in url for url in refused), refused  # it did try the CDN, and failed
-        sky.scroll_into_view_if_needed()
-        shot = ROOT / "test-artifacts" / DOCS_STATIC.name
-        sky.screenshot(path=str(shot))
-        if not DOCS_STATIC.exists() or os.environ.get("JPS_UPDATE_SCREENSHOTS"):
-            shutil.copy(shot, DOCS_STATIC)
+        docs_screenshot(sky, "static-html.png")

@@ -6,17 +6,15 @@ See ``conftest.py`` for the server and browser set-up; run with ``pytest tests/b
 
 from __future__ import annotations
 
-import os
 import re
 import json
-import shutil
 import time
 from pathlib import Path
 
+from .conftest import docs_screenshot
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-DOCS_SCREENSHOT = ROOT / "docs" / "widget.png"
-DOCS_REACT = ROOT / "docs" / "react.png"
 QUESTION = "Why is the sky blue?"
 DONE = re.compile(r"(^|\s)done(\s|$)")
 
@@ -37,19 +35,6 @@ SAMPLER = """() => {
 
 def _pane_text(widget, key: str):
     return widget.locator(f'.jps-pane[data-key="{key}"] .jps-pane-text')
-
-
-def _screenshot_for_docs(page, widget, docs_path: Path) -> Path:
-    """Screenshot ``widget`` into test-artifacts/; the committed copy in docs/ is written when missing and
-    refreshed only on request (``JPS_UPDATE_SCREENSHOTS``: its stats differ per run)."""
-    page.mouse.move(0, 0)
-    widget.scroll_into_view_if_needed()
-    shot = ARTIFACTS / docs_path.name
-    widget.screenshot(path=str(shot), animations="disabled")
-    if not docs_path.exists() or os.environ.get("JPS_UPDATE_SCREENSHOTS"):
-        docs_path.parent.mkdir(exist_ok=True)
-        shutil.copy(shot, docs_path)
-    return shot
 
 
 def _wait_status(page, widget, status: str, timeout: float = 30) -> None:
@@ -120,7 +105,7 @@ def test_quickstart_streams_live_and_finishes(page, lab):
     expect(pipeline.locator(".jps-pane.done")).to_have_count(2)
     pipeline.locator("details.jps-prediction > summary").click()
     expect(pipeline.locator('.jps-field[data-field="polished"]')).to_be_visible()
-    shot = _screenshot_for_docs(page, pipeline, DOCS_SCREENSHOT)
+    shot = docs_screenshot(pipeline, "widget.png")
     assert shot.stat().st_size > 5_000
 
     # Every stream of the notebook ends done (the background one and js.show included), no error shown.
@@ -514,5 +499,5 @@ def test_a_dspy_react_agent_shows_each_step_as_its_own_panes(page, lab):
         timeout=60_000,
     )
     page.set_viewport_size({"width": 1000, "height": 1600})  # the whole widget below the toolbar
-    shot = _screenshot_for_docs(page, agent, DOCS_REACT)
+    shot = docs_screenshot(agent, "react.png")
     assert shot.stat().st_size > 5_000
