@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -443,6 +445,16 @@ def test_the_saved_widget_state_holds_the_text_the_page_filled_in(page, lab):
         [call] = ours[0]["lm_calls"]
         assert call["held"] > len(SAVED_INPUT) * 20_000 and call["messages"][-1]["cut"] > 170_000
         assert saved.stat().st_size < 100_000, saved.stat().st_size
+        # Exported as it was saved (widget state and all), the HTML shows the result with no network.
+        export = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(saved)],
+                                capture_output=True, text=True, timeout=120)
+        assert export.returncode == 0, export.stderr[-2000:]
+        offline = page.context.new_page()
+        offline.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+        offline.goto(saved.with_suffix(".html").as_uri())
+        expect(offline.locator(".jps-snapshot")).to_be_visible()
+        expect(offline.locator(".jps-snapshot pre").first).to_have_text(SAVED_ANSWER)
+        offline.close()
         # The kernel sent the end by reference: the text is in the saved state because the page put it there.
         kc = lab.kernel_client(lab.kernel_id("saved.ipynb"))
         try:
