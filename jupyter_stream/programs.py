@@ -181,3 +181,28 @@ def load(spec: str) -> Any:
     if not is_program(obj):
         raise UsageError(f"{spec!r} is a {type(obj).__name__}, not a program (a Module, Predict or DSPy module)")
     return obj
+
+
+def find_predictor(program: Any, predictor: Any) -> Any:
+    """The predictor of ``program`` that ``predictor`` names: a name (``"draft"``: also a module holding one
+    predictor), a predictor of the program, or a module of it with one predictor. UsageError otherwise."""
+    named = named_predictors(program)
+    if isinstance(predictor, str):
+        for n, p in named:
+            if n == predictor:
+                return p
+        # A module path ("draft" for a ChainOfThought at draft) names its only predictor.
+        inner = [p for n, p in named if n.startswith(predictor + ".")]
+        if len(inner) == 1:
+            return inner[0]
+        raise UsageError(
+            f"the program has no predictor {predictor!r}; its predictors are {[n for n, _ in named]}"
+        )
+    if any(p is predictor for _, p in named):
+        return predictor
+    if is_program(predictor):
+        inner = named_predictors(predictor)
+        if len(inner) == 1 and inner[0][1] is not predictor:
+            return find_predictor(program, inner[0][1])
+        raise UsageError(f"{predictor!r} is not a predictor of this program; its predictors are {[n for n, _ in named]}")
+    raise UsageError(f"predictor must be a name like 'generate' or a Predict object, got {predictor!r}")

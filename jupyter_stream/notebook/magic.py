@@ -23,11 +23,13 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-import jupyter_stream as js
-
-from .. import programs
-from .._exceptions import UsageError
-from ..prediction import is_prediction
+from .. import programs, runtime
+from .. import settings as _settings
+from .._exceptions import JupyterStreamError, StreamError, UsageError
+from ..prediction import Prediction, is_prediction
+from ..program import Module, Predict
+from ..streaming.stream import stream
+from ..terminal import TextRenderer
 
 __all__ = ["StreamMagics", "load_ipython_extension", "parse_body", "unload_ipython_extension"]
 
@@ -83,7 +85,7 @@ def _parser() -> _Parser:
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--timeout", type=float)
     p.add_argument("--stream-timeout", type=float, default=60.0)
-    p.add_argument("--profile", choices=sorted(js.runtime.TIMEOUT_PROFILES))
+    p.add_argument("--profile", choices=sorted(runtime.TIMEOUT_PROFILES))
     p.add_argument("--session")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--background", action="store_true")
@@ -164,14 +166,14 @@ class _Job:
         self.args, self.ns = args, ns
         self.streamified = None
         if "->" in target:
-            self.program: Any = js.Predict(target)
+            self.program: Any = Predict(target)
             self.title = target
         else:
             if not target.isidentifier() or target not in ns:
                 raise UsageError(f"no variable named {target!r}; pass a signature string in quotes or a program variable")
             obj = ns[target]
             self.title = target
-            if callable(obj) and hasattr(obj, "program") and not isinstance(obj, js.Module):
+            if callable(obj) and hasattr(obj, "program") and not isinstance(obj, Module):
                 self.streamified, obj = obj, obj.program
             if not programs.is_program(obj):
                 raise UsageError(
@@ -180,12 +182,12 @@ class _Job:
             self.program = obj
         run_target: Any = self.program
         if args.predictor:
-            run_target = js.streaming.stream._find_predictor(self.program, args.predictor, programs.named_predictors(self.program))
+            run_target = programs.find_predictor(self.program, args.predictor)
             self.title = f"{self.title} · {args.predictor}"
         self.inputs = parse_body(_fill(body, ns), programs.input_names(run_target))
         opts: dict[str, Any] = {}
         bridge = programs.dspy_bridge(self.program)
-        if args.session and isinstance(run_target, js.Predict):
+        if args.session and isinstance(run_target, Predict):
             opts["history"] = list(_sessions.get(args.session, []))
         self.run_target = run_target
         ctx: dict[str, Any] = {}
@@ -199,21 +201,21 @@ class _Job:
         # A DSPy program takes the options through dspy.context (captured when the stream is made).
         dspy_options = (
             bridge.options(model=args.model, adapter=args.adapter, temperature=args.temperature, cache=not args.no_cache)
-            if bridge is not None else js.context()
+            if bridge is not None else _settings.context()
         )
-        with js.context(**ctx), dspy_options:
+        with _settings.context(**ctx), dspy_options:
             if self.streamified is not None and not args.predictor:
                 # A streamified callable keeps its own listeners and status provider.
                 self.stream = self.streamified(**self.inputs)
             else:
-                self.stream = js.stream(
+                self.stream = stream(
                     self.program, args.predictor, self.inputs, listen=args.listen, stream_timeout=args.stream_timeout,
-                    timeout=args.timeout if args.timeout is not None else js.runtime.UNSET,
+                    timeout=args.timeout if args.timeout is not None else runtime.UNSET,
                     timeout_profile=args.profile or ("streaming" if args.timeout is None else None),
                     lm_events=True, **opts,
                 )
             self.model = bridge.model_name() if bridge is not None else (
-                (ctx.get("lm") or js.settings.current().lm or _DemoName()).model
+                (ctx.get("lm") or _settings.current().lm or _DemoName()).model
             )
 
     async def run(self, sink: Any, shell: Any) -> Any:
@@ -258,13 +260,13 @@ class _Job:
         ns["_"] = prediction
         if self.args.out:
             ns[self.args.out] = prediction
-        if self.args.session and isinstance(prediction, js.Prediction):
+        if self.args.session and isinstance(prediction, Prediction):
             _sessions.setdefault(self.args.session, []).append((dict(self.inputs), prediction.to_dict()))
 
 
 def _lm_for(args: argparse.Namespace) -> Any:
     """The LM that ``--model``, ``--temperature`` and ``--no-cache`` ask for, for every program (None: as configured)."""
-    return js.settings.lm_with(model=args.model, temperature=args.temperature, cache=False if args.no_cache else None)
+    return _settings.lm_with(model=args.model, temperature=args.temperature, cache=False if args.no_cache else None)
 
 
 class _DemoName:
@@ -287,7 +289,7 @@ class _TextSink:
     """The terminal renderer with the sink interface."""
 
     def __init__(self) -> None:
-        self.renderer = js.TextRenderer(sys.stdout)
+        self.renderer = TextRenderer(sys.stdout)
 
     def start(self, *, title: str, model: str) -> None:
         pass
@@ -304,7 +306,7 @@ def _friendly(e: BaseException) -> BaseException:
 
     if isinstance(e, UsageError):
         return IPyUsageError(f"%%stream: {e}")
-    if isinstance(e, js.StreamError):
+    if isinstance(e, StreamError):
         # A runtime failure, not a usage mistake: the cell fails with the error itself, whose traceback IPython
         # shows as one line, since the output (widget or text) already shows the message and what streamed.
         e._render_traceback_ = lambda: [f"{type(e).__name__}: the stream failed (shown above)"]  # type: ignore[attr-defined]
@@ -329,7 +331,7 @@ async def run_cell(line: str, body: str) -> None:
         return None
     try:
         await job.run(sink, shell)
-    except js.JupyterStreamError as e:
+    except JupyterStreamError as e:
         raise _friendly(e) from None
     return None
 
@@ -370,8 +372,8 @@ class StreamMagics(Magics):
             raise _friendly(e) from None
         sink = _make_sink(job, self.shell)
         try:
-            js.runtime.run_sync(job.run(sink, self.shell))
-        except js.JupyterStreamError as e:
+            runtime.run_sync(job.run(sink, self.shell))
+        except JupyterStreamError as e:
             raise _friendly(e) from None
 
 

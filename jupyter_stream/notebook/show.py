@@ -19,10 +19,12 @@ import asyncio
 from collections.abc import AsyncIterable
 from typing import Any
 
-import jupyter_stream as js
-
 from .. import programs
+from .. import settings as _settings
+from .._exceptions import UsageError
 from ..prediction import is_prediction
+from ..program import Predict
+from ..streaming.stream import Stream, stream
 from .display import WidgetDisplay
 
 __all__ = ["StreamView", "show"]
@@ -30,21 +32,21 @@ __all__ = ["StreamView", "show"]
 
 def _events(source: Any, inputs: dict[str, Any]) -> tuple[AsyncIterable[Any], str, str]:
     """An async iterable of events for ``source``, with a title and a model name."""
-    lm = js.settings.current().lm
+    lm = _settings.current().lm
     model = lm.model if lm is not None else "demo LM"
-    if isinstance(source, js.Stream):
+    if isinstance(source, Stream):
         return source, source.predictor_name or type(source.program).__name__, model
     if programs.is_program(source):  # ours or a DSPy module
-        s = js.stream(source, None, inputs, lm_events=True, timeout_profile="streaming")
+        s = stream(source, None, inputs, lm_events=True, timeout_profile="streaming")
         bridge = programs.dspy_bridge(source)
         if bridge is not None:
             model = bridge.model_name()
-        return s, type(source).__name__ if not isinstance(source, js.Predict) else source.signature.signature, model
+        return s, type(source).__name__ if not isinstance(source, Predict) else source.signature.signature, model
     if callable(source) and hasattr(source, "program"):  # a streamified callable
         return source(**inputs), type(source.program).__name__, model
     if hasattr(source, "__aiter__"):
         return source, "stream", model
-    raise js.UsageError(
+    raise UsageError(
         f"show() takes a program, a Stream, a streamified callable or an async iterable of events, got {type(source).__name__}"
     )
 
@@ -100,6 +102,6 @@ def show(source: Any, /, *, markdown: bool = False, snapshot: bool = True, **inp
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        raise js.UsageError("show() needs a running event loop, as in a Jupyter cell; use stream() in scripts") from None
+        raise UsageError("show() needs a running event loop, as in a Jupyter cell; use stream() in scripts") from None
     events, title, model = _events(source, inputs)
     return StreamView(events, title=title, model=model, markdown=markdown, snapshot=snapshot)

@@ -114,7 +114,7 @@ class Stream:
             self.predictor_name: str | None = None
             outputs = {f for _, p in named for f in p.signature.output_fields}
         else:
-            self.target = _find_predictor(program, predictor, named)
+            self.target = programs.find_predictor(program, predictor)
             self.predictor_name = self.names.get(id(self.target), "self")
             outputs = set(self.target.signature.output_fields)
         if isinstance(listen, str):
@@ -205,25 +205,3 @@ class Stream:
     def _start(self) -> None:
         if self._agen is not None or self._sync is not None:
             raise UsageError("a Stream runs once; call stream(...) again to run it again")
-
-
-def _find_predictor(program: Any, predictor: Any, named: list[tuple[str, Any]]) -> Any:
-    if isinstance(predictor, str):
-        for n, p in named:
-            if n == predictor:
-                return p
-        # A module path ("draft" for a ChainOfThought at draft) names its only predictor.
-        inner = [p for n, p in named if n.startswith(predictor + ".")]
-        if len(inner) == 1:
-            return inner[0]
-        raise UsageError(
-            f"the program has no predictor {predictor!r}; its predictors are {[n for n, _ in named]}"
-        )
-    if any(p is predictor for _, p in named):
-        return predictor
-    if programs.is_program(predictor):
-        inner = programs.named_predictors(predictor)
-        if len(inner) == 1 and inner[0][1] is not predictor:
-            return _find_predictor(program, inner[0][1], named)
-        raise UsageError(f"{predictor!r} is not a predictor of this program; its predictors are {[n for n, _ in named]}")
-    raise UsageError(f"predictor must be a name like 'generate' or a Predict object, got {predictor!r}")
