@@ -45,6 +45,7 @@ from .adapters import JSONAdapter, XMLAdapter
 from .adapters.dspy_chat import DSPyChatAdapter
 from .adapters.base import partial_fields
 from .lm import LMRecord
+from .settings import default_lm
 from .signatures import Field, Signature, build_signature
 
 __all__ = ["THREAD_GRACE", "bind", "is_dspy_program", "model_name", "named_predictors", "options"]
@@ -465,8 +466,6 @@ _demo: list[Any] = []
 
 def _demo_lm() -> Any:
     """No DSPy LM configured: the built-in demo LM, as a ``dspy.LM`` pointed at the demo server."""
-    from .demo.default import demo_lm
-
     if not _demo:
-        _demo.append(dspy.LM("openai/demo", api_base=demo_lm().base_url, api_key="demo", cache=False))
+        _demo.append(dspy.LM("openai/demo", api_base=default_lm().base_url, api_key="demo", cache=False))
     return _demo[0]

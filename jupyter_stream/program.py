@@ -246,9 +246,7 @@ class Predict(Module):
         current = _settings.current()
         lm = lm_opt or self.lm or current.lm
         if lm is None:
-            from .demo.default import demo_lm
-
-            lm = demo_lm()
+            lm = _settings.default_lm()
         from .adapters import ChatAdapter
 
         adapter = current.adapter or ChatAdapter()

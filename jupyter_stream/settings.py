@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .callbacks import BaseCallback
     from .lm import LM
 
-__all__ = ["Settings", "configure", "context", "current", "lm_with"]
+__all__ = ["Settings", "configure", "context", "current", "default_lm", "lm_with"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +155,14 @@ def lm_with(*, model: str | None = None, base_url: str | None = None, api_key: s
 
         if model:
             return LM(changes.pop("model"), **changes)
-        from .demo.default import demo_lm
-
-        base = demo_lm()
+        base = default_lm()
     return base.copy(**changes)
+
+
+def default_lm() -> LM:
+    """The LM a program runs on when none is configured: the built-in demo LM (its loopback server starts on
+    first use, with a one-line notice), unless ``OPENAI_API_KEY`` is set: then a ConfigurationError says to
+    configure one. The one place that reaches into :mod:`jupyter_stream.demo`."""
+    from .demo.default import demo_lm
+
+    return demo_lm()
