@@ -89,7 +89,7 @@ class StreamError(JupyterStreamError, RuntimeError):
         self.raw = raw
         self.predict_name = predict_name
 
-    def _attach(self, *, partial: dict[str, str], raw: str, predict_name: str | None) -> StreamError:
+    def fill_in(self, *, partial: dict[str, str], raw: str, predict_name: str | None) -> StreamError:
         """Fill in what had streamed when the error was raised below the place that knows it."""
         if not self.partial:
             self.partial = dict(partial)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from jiter import from_json as _loads  # an openai dependency: parses the SSE payload bytes, no str round trip
 
 from . import observer
 from ._exceptions import ConfigurationError, LMError
@@ -41,9 +42,6 @@ from ._exceptions import ConfigurationError, LMError
 __all__ = ["LM", "LMRecord"]
 
 _log = logging.getLogger("jupyter_stream")
-
-# jiter (an openai dependency) parses the SSE payload bytes directly, with no str round trip.
-from jiter import from_json as _loads  # noqa: E402
 
 
 @dataclass(slots=True)

@@ -275,7 +275,7 @@ async def _run_lm(predict: Predict, lm: Any, adapter: Any, sig: type[Signature],
                 )
         except StreamError as e:
             raw = rec.content_so_far()
-            e._attach(partial=partial_fields(adapter, sig, raw, rec.reasoning_parts), raw=raw, predict_name=name)
+            e.fill_in(partial=partial_fields(adapter, sig, raw, rec.reasoning_parts), raw=raw, predict_name=name)
             raise
         finally:
             if watch is not None:
@@ -304,7 +304,7 @@ def _parse(adapter: Any, sig: type[Signature], rec: Any, name: str) -> dict[str,
             rest = _without(sig, "reasoning")
             out = adapter.parse(rest, rec.text)
             return {"reasoning": rec.reasoning, **out}
-        e._attach(partial=partial_fields(adapter, sig, rec.text, rec.reasoning_parts), raw=rec.text, predict_name=name)
+        e.fill_in(partial=partial_fields(adapter, sig, rec.text, rec.reasoning_parts), raw=rec.text, predict_name=name)
         raise
 
 

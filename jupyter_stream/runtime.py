@@ -119,11 +119,11 @@ def wait(fut: concurrent.futures.Future[T], *, cancel_grace: float = 5.0) -> T:
     except BaseException:
         if not fut.done():
             fut.cancel()
-            _wait_cancelled(fut, cancel_grace)
+            wait_cancelled(fut, cancel_grace)
         raise
 
 
-def _wait_cancelled(fut: concurrent.futures.Future[Any], grace: float) -> None:
+def wait_cancelled(fut: concurrent.futures.Future[Any], grace: float) -> None:
     # run_coroutine_threadsafe marks the concurrent future cancelled at once; its task may still be
     # unwinding. A sentinel scheduled after the task's cancellation tells us the loop got past it.
     done = threading.Event()

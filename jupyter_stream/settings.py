@@ -117,6 +117,12 @@ def current() -> Settings:
     return _override.get() or _global
 
 
+def adopt(snapshot: Settings) -> None:
+    """Make ``snapshot`` the settings in force in the current context for good: for a context made to run
+    one call (``ctx.run(adopt, snapshot)``, what a stream does with the settings it captured)."""
+    _override.set(snapshot)
+
+
 @contextmanager
 def use(snapshot: Settings) -> Iterator[None]:
     """Replay a captured snapshot (internal: ``stream()`` captures settings when it is called)."""

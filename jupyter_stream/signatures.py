@@ -117,7 +117,7 @@ class _SignatureMeta(type):
 
     def __call__(cls, signature: str | type[Signature] | None = None, instructions: str | None = None, **kw: Any) -> Any:
         if cls is Signature and signature is not None:
-            return ensure_signature(signature, instructions, _depth=2, **kw)
+            return ensure_signature(signature, instructions, **kw)
         raise TypeError(f"{cls.__name__} is a signature class; use it as a type, not an instance")
 
     def __repr__(cls) -> str:
@@ -182,11 +182,10 @@ class Signature(metaclass=_SignatureMeta):
 
 def ensure_signature(
     signature: str | type[Signature], instructions: str | None = None, *, custom_types: dict[str, Any] | None = None,
-    _depth: int = 1,
 ) -> type[Signature]:
     """Return a signature class for a string or class (a class is returned as is unless instructions change)."""
     if isinstance(signature, str):
-        names = _caller_names(_depth + 1)
+        names = _caller_names()
         if custom_types:
             names.update(custom_types)
         return make_signature(signature, instructions, custom_types=names)
@@ -383,8 +382,9 @@ def _eval_type(node: ast.AST, names: dict[str, Any], text: str, where: str) -> A
     raise SignatureError(f"cannot read the type {text!r} of {where}; write e.g. int, list[str] or Literal['a', 'b']")
 
 
-def _caller_names(depth: int) -> dict[str, Any]:
-    """Globals and locals of the user's frame, so ``"x -> y: MyModel"`` finds ``MyModel``."""
+def _caller_names() -> dict[str, Any]:
+    """Globals and locals of the nearest frame outside this package (the user's), so ``"x -> y: MyModel"``
+    finds ``MyModel``."""
     frame = sys._getframe(1)
     names: dict[str, Any] = {}
     # Skip our own frames.
@@ -424,7 +424,3 @@ def _type_name(ann: Any) -> str:
         return f"{name}[" + ", ".join(_type_name(a) for a in typing.get_args(ann)) + "]"
     return str(ann).replace("typing.", "")
 
-
-def replace_field(f: Field, **changes: Any) -> Field:
-    """A copy of a field with some attributes changed."""
-    return replace(f, **changes)

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from IPython.core.magic import Magics, cell_magic, magics_class
+
 from .. import programs, runtime
 from .. import settings as _settings
 from .._exceptions import JupyterStreamError, StreamError, UsageError
@@ -352,12 +354,6 @@ def _transform(lines: list[str]) -> list[str]:
         return lines  # another magic whose name starts with "stream"
     body = "".join(lines[1:])
     return [f"await __import__('jupyter_stream.notebook.magic', fromlist=['run_cell']).run_cell({first.strip()!r}, {body!r})\n"]
-
-
-try:
-    from IPython.core.magic import Magics, cell_magic, magics_class
-except ImportError:  # pragma: no cover - the notebook layer needs IPython
-    raise
 
 
 @magics_class

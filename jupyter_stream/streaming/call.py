@@ -69,13 +69,6 @@ class Channel:
         else:
             self._loop.call_soon_threadsafe(self.emit, item)
 
-    def pop(self) -> Any:
-        """The next event; raises IndexError when none is ready."""
-        return self.items.popleft()
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
     async def wait(self) -> None:
         """Wait until an event is ready."""
         if self.items:
@@ -91,10 +84,9 @@ class Channel:
 class _FieldState:
     """One listener's state in one call."""
 
-    __slots__ = ("listener", "predict_name", "field", "allow_reuse", "done", "started", "cache_hit")
+    __slots__ = ("predict_name", "field", "allow_reuse", "done", "started", "cache_hit")
 
-    def __init__(self, listener: Any, predict_name: str, field: str, allow_reuse: bool) -> None:
-        self.listener = listener
+    def __init__(self, predict_name: str, field: str, allow_reuse: bool) -> None:
         self.predict_name = predict_name
         self.field = field
         self.allow_reuse = allow_reuse
@@ -296,7 +288,7 @@ class StreamCall:
         self._states: dict[int, dict[str, _FieldState]] = {}
         for lst in listeners:
             pid = id(lst.predict)
-            st = _FieldState(lst, lst.predict_name or self.names.get(pid, "predict"), lst.signature_field_name, lst.allow_reuse)
+            st = _FieldState(lst.predict_name or self.names.get(pid, "predict"), lst.signature_field_name, lst.allow_reuse)
             self._states.setdefault(pid, {})[lst.signature_field_name] = st
 
     # ---------------------------------------------------------------------------------- routing
@@ -323,7 +315,7 @@ class StreamCall:
                 fields.append(native)
             if self.listen_fields is not None:
                 fields = [f for f in fields if f in self.listen_fields]
-            states = {f: _FieldState(None, name, f, True) for f in fields}
+            states = {f: _FieldState(name, f, True) for f in fields}
             self._states.setdefault(id(predict), {}).update(states)
             return Router(self.channel, name, states, call_id) if states else None
         states = self._states.get(id(predict))

@@ -45,7 +45,7 @@ async def drive(
     ctx = contextvars.copy_context()
     _observer.install(call, ctx)
     if snapshot is not None:
-        ctx.run(_settings._override.set, snapshot)
+        ctx.run(_settings.adopt, snapshot)
 
     async def main() -> Any:
         return await run()
@@ -123,5 +123,5 @@ def attach_partial(call: StreamCall, exc: BaseException) -> BaseException:
     """Make sure a runtime error leaving a stream carries what had streamed."""
     if isinstance(exc, StreamError) and not exc.partial:
         partial, raw, name = call.partial()
-        exc._attach(partial=partial, raw=raw, predict_name=name)
+        exc.fill_in(partial=partial, raw=raw, predict_name=name)
     return exc

@@ -33,6 +33,7 @@ from typing import Any
 from .. import programs
 from .. import settings as _settings
 from .._exceptions import ListenerError, UsageError
+from ..runtime import UNSET as _UNSET
 from ..runtime import resolve_limits
 from .call import StreamCall
 from .drive import drive
@@ -40,8 +41,6 @@ from .status import StatusMessageProvider
 from .streamify import apply_sync_streaming
 
 __all__ = ["Stream", "stream"]
-
-from ..runtime import UNSET as _UNSET  # noqa: E402
 
 
 def stream(

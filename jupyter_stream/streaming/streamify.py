@@ -25,15 +25,14 @@ from typing import Any
 
 from .. import programs
 from .. import settings as _settings
-from ..runtime import _wait_cancelled, resolve_limits, submit_tracked
+from ..runtime import UNSET as _UNSET
+from ..runtime import resolve_limits, submit_tracked, wait_cancelled
 from .call import StreamCall
 from .drive import drive
 from .listener import StreamListener, find_predictor_for_stream_listeners
 from .status import StatusMessageProvider
 
 __all__ = ["apply_sync_streaming", "streamify"]
-
-from ..runtime import UNSET as _UNSET  # noqa: E402
 
 
 def streamify(
@@ -162,6 +161,6 @@ def apply_sync_streaming(async_generator: AsyncIterator[Any]) -> Generator[Any, 
         finally:
             if not fut.done():
                 fut.cancel()
-                _wait_cancelled(fut, 5.0)
+                wait_cancelled(fut, 5.0)
 
     return consume()
