@@ -1,9 +1,10 @@
 """jupyter_stream benchmarks: end to end, field parsers, time to first token (and DSPy, with ``--dspy``).
 
-    python benchmarks/run.py            # full run (about 2-3 minutes), writes benchmarks/RESULTS.md
+    python benchmarks/run.py            # full run (about 5 minutes), writes benchmarks/RESULTS.md
     python benchmarks/run.py --quick    # smoke test (small N, fewer repeats), writes benchmarks/RESULTS-quick.md
     benchmarks/.venv/bin/python benchmarks/run.py --dspy   # after benchmarks/setup.sh: + plots + DSPy
     benchmarks/.venv/bin/python benchmarks/run.py --dspy --only bridge   # a DSPy program through our bridge
+    python benchmarks/run.py --only serve --out /tmp/serve.md   # one section: /tmp/serve.md and /tmp/serve.json
 
 Every measurement checks its output (the joined chunks equal the expected text), so a benchmark cannot
 silently measure a broken path; a mismatch stops the run with a non-zero exit status.
@@ -50,9 +51,9 @@ SIG1 = "question -> answer"
 SIG5 = "question -> a, b, c, d, e"
 
 
-SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook", "bridge")
+SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook", "serve", "bridge")
 """``bridge`` (section 9) runs only with ``--dspy``; so does section 5 (the DSPy comparison), when ``e2e`` or
-``parser`` runs (it is read against them)."""
+``parser`` runs (it is read against them). ``serve`` is section 10 (``_serve.py``)."""
 
 
 class BenchmarkError(AssertionError):
@@ -1008,7 +1009,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: proves the benchmark runs (CI)")
     ap.add_argument("--dspy", action="store_true", help="also measure DSPy (needs `import dspy`: benchmarks/setup.sh)")
     ap.add_argument("--out", help="where to write the markdown (default benchmarks/RESULTS.md; "
-                                  "RESULTS-quick.md with --quick, RESULTS-dspy.md with --dspy)")
+                                  "RESULTS-quick.md with --quick, RESULTS-dspy.md with --dspy); the raw numbers "
+                                  "go beside it (FILE.json), not to benchmarks/results*.json")
     ap.add_argument("--only", help="comma-separated sections to run: " + ",".join(SECTIONS) + " (default: all)")
     ap.add_argument("--plot-from", metavar="JSON", help="only draw the plots from a saved results*.json")
     args = ap.parse_args(argv)
@@ -1052,7 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
     prows: list[dict[str, Any]] = []
     ttft: dict[str, Stat] = {}
     dspy_res: dict[str, Any] | None = None
-    extra: dict[str, Any] = {}  # the raw numbers of sections 4, 6-8
+    extra: dict[str, Any] = {}  # the raw numbers of sections 4, 6-10
 
     def section(name: str, res: dict[str, Any]) -> None:
         for line in res["markdown"]:
@@ -1236,11 +1238,24 @@ def main(argv: list[str] | None = None) -> int:
 
         section("notebook", _notebook.run(quick=quick))
 
+    if "serve" in sections:  # `jupyter-stream serve` in its own process, answered by a fresh LM server
+        import _serve
+
+        with ServerProcess() as server:
+            section("serve", _serve.run(server, quick=quick, **({"streams": 5, "n": 50, "variants": ["serve", "inproc"]}
+                                                               if args.smoke else {})))
+
     emit("## Targets")
     emit()
     emit(table(["target", "measured", "verdict"], [[t, m, verdict(ok)] for t, m, ok in targets], "lrl"))
     emit()
+    # With --out (e.g. one section alone), the raw numbers go beside that file: benchmarks/results*.json keeps the
+    # numbers of the run that wrote benchmarks/RESULTS*.md.
     json_path = os.path.join(HERE, f"results{suffix}.json")
+    if args.out:
+        json_path = os.path.splitext(args.out)[0] + ".json"
+        if os.path.abspath(json_path) == os.path.abspath(out_path):  # --out FILE.json: not over the markdown
+            json_path = out_path + ".raw.json"
     save_json(json_path, info, e2e, sizes, prows, ttft, dspy_res, extra)
     bridge = extra.get("bridge")
     written = plots(e2e, sizes, prows, suffix, dspy_res, bridge) if e2e or prows or bridge else []
@@ -1249,7 +1264,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         emit(f"Plots: skipped here (matplotlib is not importable). Draw them from the saved numbers with "
              f"`benchmarks/setup.sh && benchmarks/.venv/bin/python benchmarks/run.py --plot-from "
-             f"benchmarks/{os.path.basename(json_path)}`.")
+             f"{os.path.relpath(json_path, os.path.dirname(HERE))}`.")
     emit()
     if not args.dspy and os.path.exists(os.path.join(HERE, "RESULTS-dspy.md")):
         emit("DSPy comparison: `benchmarks/RESULTS-dspy.md` (made in `benchmarks/.venv`, where DSPy pins openai 2.x).")

@@ -29,7 +29,7 @@ import asyncio
 import html
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -104,8 +104,8 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
             async with slots:
                 if notice is not None:  # never silently on the demo LM
                     yield notice
-                async for line in streaming_response(s.__aiter__(), model=model):
-                    yield line
+                async for lines in _coalesced(streaming_response(s.__aiter__(), model=model)):
+                    yield lines
 
         return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
@@ -163,6 +163,49 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
 
 
 DEMO_NOTICE = "no model configured: the built-in demo LM is answering (its replies are made up)"
+
+
+_END = object()
+
+
+async def _coalesced(lines: AsyncIterator[str], *, queued: int = 4096) -> AsyncIterator[str]:
+    """``lines`` as they come, each joined with the ones already waiting behind it: one HTTP chunk and one
+    socket write per batch instead of one per event (``make bench`` section 10: the server's CPU per delta).
+    A line that comes alone goes out at once; at most ``queued`` lines wait for a slow client. Closing this
+    generator (a client that hung up) cancels the reader, which closes ``lines`` and its LM request."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(queued)
+
+    async def read() -> None:
+        try:
+            async for line in lines:
+                await queue.put(line)
+        except Exception as e:  # noqa: BLE001 - handed to the writer, which raises it
+            await queue.put(e)
+        await queue.put(_END)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            end = batch[-1] is _END
+            if end:
+                batch.pop()
+            failed = next((x for x in batch if isinstance(x, Exception)), None)
+            if failed is not None:
+                raise failed
+            if batch:
+                yield "".join(batch)
+            if end:
+                break
+    finally:
+        if not reader.done():
+            reader.cancel()
+            try:
+                await reader
+            except asyncio.CancelledError:
+                pass
 
 
 def _model_name(program: Any, snapshot: _settings.Settings) -> str:

@@ -19,6 +19,7 @@ def test_benchmark_smoke_run(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     text = out.read_text()
     for heading in ("## 1. End to end", "## 2. Field parsers alone", "## 3. Time to first token", "## 4. Concurrency",
-                    "## 6. Memory", "## 7. The notebook wire", "## 8. Kernel responsiveness", "## Targets"):
+                    "## 6. Memory", "## 7. The notebook wire", "## 8. Kernel responsiveness",
+                    "## 10. `jupyter-stream serve`", "## Targets"):
         assert heading in text
     assert "(d) streamify(Predict), 1 listener" in text
