@@ -58,7 +58,8 @@ def _inert_run(m: re.Match[str]) -> str:
 
 
 class TextRenderer:
-    """Writes a stream's events as text: a header per field, the chunks as they come, the prediction."""
+    """Writes a stream's events as text: a header per field, the chunks as they come, the prediction.
+    A :class:`~jupyter_stream.streaming.sink.Sink`."""
 
     def __init__(self, file: TextIO | None = None, *, color: bool | None = None, show_prediction: bool = True) -> None:
         self.file = file or sys.stdout
@@ -67,6 +68,7 @@ class TextRenderer:
         self._key: str | None = None
         self._labels = PaneLabels()
         self._at_line_start = True
+        self._prediction: Any = None
         self.tokens = 0
 
     def _style(self, text: str, code: str) -> str:
@@ -107,10 +109,13 @@ class TextRenderer:
             self._newline()
             self._write(self._style("· cache hit: the reply was not streamed", "2") + "\n")
 
-    def finish(self, *, error: BaseException | None = None, stopped: bool = False) -> None:
+    def start(self, *, title: str = "", model: str = "") -> None:
+        """The stream begins (the terminal shows each field's header as it comes: nothing to write yet)."""
+
+    def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
         """Write the final prediction (or the error) and end the output."""
         self._newline()
-        pred = getattr(self, "_prediction", None)
+        pred = prediction if prediction is not None else self._prediction
         if pred is not None and self.show_prediction:
             self._write("\n" + self._style("── prediction ──", "1;32") + "\n")
             for k, v in pred.items():

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .snapshot import pending_html, render_html
+from ..streaming.sink import Sinks
+from .snapshot import SnapshotSink, pending_html
 
 __all__ = ["WidgetDisplay"]
 
 
 class WidgetDisplay:
-    """A sink (``start``/``handle``/``finish``/``on_stop``) that shows a live widget in the current cell."""
+    """A sink (``start``/``handle``/``finish``/``on_stop``) that shows a live widget in the current cell, and
+    its static snapshot beside it when the stream ends (see the module docs)."""
 
     def __init__(self, *, markdown: bool = False, display: bool = True, snapshot: bool = True) -> None:
         from .widget import StreamWidget, WidgetSink
@@ -31,8 +33,9 @@ class WidgetDisplay:
         self.widget = StreamWidget()
         self.widget.markdown = markdown
         self.sink = WidgetSink(self.widget)
+        self.snapshot_sink = SnapshotSink(uid=self.widget.uid) if snapshot else None
+        self._sinks = Sinks(self.sink, *([self.snapshot_sink] if self.snapshot_sink is not None else []))
         self._display = display
-        self.snapshot = snapshot
         self._handle: Any = None
         self._snapshot_handle: Any = None
 
@@ -45,16 +48,16 @@ class WidgetDisplay:
             from IPython.display import display
 
             self._handle = display(self.widget, display_id=True)
-            if self.snapshot:  # updated at the end, also when that is after the cell (--background)
+            if self.snapshot_sink is not None:  # updated at the end, also when that is after the cell (--background)
                 self._snapshot_handle = display({"text/html": pending_html(self.widget.uid)}, raw=True,
                                                 display_id=True)
-        self.sink.start(title=title, model=model)
+        self._sinks.start(title=title, model=model)
 
     def handle(self, event: Any) -> None:
-        self.sink.handle(event)
+        self._sinks.handle(event)
 
     def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
-        self.sink.finish(prediction=prediction, error=error, stopped=stopped)
+        self._sinks.finish(prediction=prediction, error=error, stopped=stopped)
         if self._handle is not None:
             w = self.widget
             bundle = {
@@ -65,13 +68,4 @@ class WidgetDisplay:
             }
             self._handle.update(bundle, raw=True)
         if self._snapshot_handle is not None:
-            self._snapshot_handle.update({"text/html": self.snapshot_html(prediction)}, raw=True)
-
-    def snapshot_html(self, prediction: Any = None) -> str:
-        """The static HTML of the widget's current state."""
-        w = self.widget
-        fields = prediction.to_dict() if prediction is not None and hasattr(prediction, "to_dict") else None
-        return render_html(
-            uid=w.uid, title=w.title, model=w.model_name, status=w.status, status_message=w.status_message,
-            panes=w.panes, prediction=fields, error=w.error, stats=w.stats,
-        )
+            self._snapshot_handle.update({"text/html": self.snapshot_sink.html}, raw=True)

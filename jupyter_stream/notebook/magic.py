@@ -28,8 +28,9 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from .. import programs, runtime
 from .. import settings as _settings
 from .._exceptions import JupyterStreamError, StreamError, UsageError
-from ..prediction import Prediction, is_prediction
+from ..prediction import Prediction
 from ..program import Module, Predict
+from ..streaming.sink import pour
 from ..streaming.stream import stream
 from ..terminal import TextRenderer
 
@@ -221,10 +222,10 @@ class _Job:
             )
 
     async def run(self, sink: Any, shell: Any) -> Any:
-        """Consume the stream into ``sink``; returns the prediction (None when stopped)."""
+        """Pour the stream into ``sink`` (a Sink); returns the prediction (None when stopped)."""
         stopped = False
         sink.start(title=self.title, model=self.model)
-        consumer = asyncio.ensure_future(self._consume(sink))
+        consumer = asyncio.ensure_future(pour(self.stream, sink, title=self.title, model=self.model, started=True))
         on_stop = getattr(sink, "on_stop", None)
         if on_stop is not None:
             def stop() -> None:
@@ -236,23 +237,10 @@ class _Job:
         try:
             prediction = await consumer
         except asyncio.CancelledError:
-            sink.finish(stopped=True)
             if stopped:
                 return None
             raise
-        except Exception as e:
-            sink.finish(error=e)
-            raise
-        sink.finish(prediction=prediction)
         self._store(prediction, shell)
-        return prediction
-
-    async def _consume(self, sink: Any) -> Any:
-        prediction = None
-        async for event in self.stream:
-            sink.handle(event)
-            if is_prediction(event):  # ours, or a DSPy program's own dspy.Prediction
-                prediction = event
         return prediction
 
     def _store(self, prediction: Any, shell: Any) -> None:
@@ -277,7 +265,7 @@ class _DemoName:
 
 def _make_sink(job: _Job, shell: Any) -> Any:
     if job.args.text or not _has_widgets(shell):
-        return _TextSink()
+        return TextRenderer(sys.stdout)
     from .display import WidgetDisplay
 
     return WidgetDisplay(markdown=job.args.markdown, snapshot=not job.args.no_snapshot)
@@ -285,22 +273,6 @@ def _make_sink(job: _Job, shell: Any) -> Any:
 
 def _has_widgets(shell: Any) -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-class _TextSink:
-    """The terminal renderer with the sink interface."""
-
-    def __init__(self) -> None:
-        self.renderer = TextRenderer(sys.stdout)
-
-    def start(self, *, title: str, model: str) -> None:
-        pass
-
-    def handle(self, event: Any) -> None:
-        self.renderer.handle(event)
-
-    def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
-        self.renderer.finish(error=error, stopped=stopped)
 
 
 def _friendly(e: BaseException) -> BaseException:

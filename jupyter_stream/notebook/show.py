@@ -22,8 +22,8 @@ from typing import Any
 from .. import programs
 from .. import settings as _settings
 from .._exceptions import UsageError
-from ..prediction import is_prediction
 from ..program import Predict
+from ..streaming.sink import pour
 from ..streaming.stream import Stream, stream
 from .display import WidgetDisplay
 
@@ -71,18 +71,12 @@ class StreamView:
 
     async def _run(self) -> Any:
         try:
-            async for event in self._events:
-                self.display.handle(event)
-                if is_prediction(event):
-                    self.prediction = event
+            self.prediction = await pour(self._events, self.display, title=self._title, model=self._model, started=True)
         except asyncio.CancelledError:
-            self.display.finish(stopped=True)
             return None
         except Exception as e:  # shown in the widget; also kept on the view
             self.error = e
-            self.display.finish(error=e)
             return None
-        self.display.finish(prediction=self.prediction)
         return self.prediction
 
     def stop(self) -> None:

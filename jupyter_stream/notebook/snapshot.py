@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["render_html"]
+from ..prediction import is_prediction
+from ..streaming.events import LMResponse, PaneLabels, StatusMessage, StreamResponse
+
+__all__ = ["SnapshotSink", "pending_html", "render_html"]
 
 _STYLE = (
     "font-family:var(--jp-ui-font-family,system-ui,sans-serif);border:1px solid var(--jp-border-color2,#ddd);"
@@ -111,3 +115,64 @@ def render_html(
         parts.append("</details>")
     parts.append("</div>")
     return "".join(parts)
+
+
+class SnapshotSink:
+    """A :class:`~jupyter_stream.streaming.sink.Sink` that keeps what a stream showed and renders it as the
+    static snapshot when it finishes (:attr:`html`): the panes' text, the last status message, the stats
+    (tokens, time, time to the first chunk), the prediction or the error. O(1) per chunk.
+
+    >>> from jupyter_stream.streaming.events import StreamResponse
+    >>> sink = SnapshotSink(uid="w1")
+    >>> sink.start(title="qa", model="m")
+    >>> for text, last in (("Par", False), ("is", True)): sink.handle(StreamResponse("self", "answer", text, last))
+    >>> sink.finish()
+    >>> ">Paris</pre>" in sink.html and 'data-jps-uid="w1"' in sink.html
+    True
+    """
+
+    def __init__(self, *, uid: str = "") -> None:
+        self.uid = uid
+        self.html = ""
+        self._labels = PaneLabels()
+        self._parts: dict[str, list[str]] = {}
+        self._title = self._model = self._message = ""
+        self._prediction: Any = None
+        self._chunks = 0
+        self._usage_tokens: int | None = None
+        self._t0 = 0.0
+        self._ttft: float | None = None
+
+    def start(self, *, title: str, model: str) -> None:
+        self._title, self._model = title, model
+        self._t0 = time.perf_counter()
+
+    def handle(self, event: Any) -> None:
+        if isinstance(event, StreamResponse):
+            parts = self._parts.get(key := self._labels.key(event.predict_name, event.call_id, event.signature_field_name))
+            if parts is None:
+                parts = self._parts[key] = []
+            if event.chunk:
+                parts.append(event.chunk)
+                self._chunks += 1
+                if self._ttft is None:
+                    self._ttft = time.perf_counter() - self._t0
+        elif isinstance(event, StatusMessage):
+            self._message = event.message
+        elif isinstance(event, LMResponse):
+            n = (event.usage or {}).get("completion_tokens")
+            if isinstance(n, int):
+                self._usage_tokens = (self._usage_tokens or 0) + n
+        elif is_prediction(event):
+            self._prediction = event
+
+    def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
+        pred = prediction if prediction is not None else self._prediction
+        status = "error" if error is not None else "stopped" if stopped else "done"
+        fields = dict(pred.items()) if pred is not None and error is None and not stopped else None
+        panes = [{"key": key, "text": "".join(parts)} for key, parts in self._parts.items()]
+        stats = {"tokens": self._usage_tokens if self._usage_tokens is not None else self._chunks,
+                 "elapsed": time.perf_counter() - self._t0, "ttft": self._ttft}
+        self.html = render_html(uid=self.uid, title=self._title, model=self._model, status=status,
+                                status_message=self._message, panes=panes, prediction=fields,
+                                error=f"{type(error).__name__}: {error}" if error is not None else "", stats=stats)

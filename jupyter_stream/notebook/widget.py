@@ -494,7 +494,7 @@ class WidgetSink:
 
     # ------------------------------------------------------------------------------ public API
 
-    def start(self, title: str | None = None, model: str | None = None, *, markdown: bool | None = None) -> None:
+    def start(self, *, title: str | None = None, model: str | None = None, markdown: bool | None = None) -> None:
         """Begin a stream: status "running", ``started_at`` now, empty panes (also when reusing a widget)."""
         with self._lock:
             self._cancel_trailing()
@@ -558,7 +558,7 @@ class WidgetSink:
             if self._started and not self._finished:
                 self._flush_locked(self._clock(), force=True)
 
-    def finish(self, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
+    def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
         """End the stream in one update: final snapshot (with the text not yet sent in a batch), stats,
         status done/stopped/error, the prediction and the LM calls.
 

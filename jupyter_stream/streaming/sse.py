@@ -32,16 +32,17 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from ..prediction import is_prediction
 from .events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
-__all__ = ["streaming_response"]
+__all__ = ["SSEEncoder", "streaming_response"]
 
 _log = logging.getLogger("jupyter_stream")
 
@@ -68,20 +69,57 @@ async def streaming_response(streamer: AsyncIterator[Any], *, model: str | None 
 
     A failure of the stream becomes an ``error`` event (its type, message and the ``partial`` text each
     field had received) before ``[DONE]``. A client that goes away cancels this generator, which closes the
-    stream (and its LM request).
+    stream (and its LM request). The frames are :class:`SSEEncoder`'s.
     """
+    frames: collections.deque[str] = collections.deque()
+    sse = SSEEncoder(frames.append, model=model)
     try:
         async for value in streamer:
-            yield _encode(value, model)
+            sse.handle(value)
+            yield frames.popleft()
     except Exception as e:  # noqa: BLE001 - told to the client, logged once, never raised into the server
-        partial = getattr(e, "partial", None) or {}
         _log.warning("streaming_response: the stream failed: %s: %s", type(e).__name__, e)
-        yield _frame({"error": {"type": type(e).__name__, "message": str(e), "partial": partial}})
+        sse.finish(error=e)
+    else:
+        sse.finish()
     finally:
         aclose = getattr(streamer, "aclose", None)
         if aclose is not None:
             await aclose()
-    yield "data: [DONE]\n\n"
+    while frames:
+        yield frames.popleft()
+
+
+class SSEEncoder:
+    """A :class:`~jupyter_stream.streaming.sink.Sink` writing each event as one SSE frame to ``write``;
+    ``finish`` writes the error frame, if any, and ``data: [DONE]``.
+
+    >>> frames = []
+    >>> sse = SSEEncoder(frames.append)
+    >>> sse.start(title="qa", model="m"); sse.handle(StatusMessage("working")); sse.finish()
+    >>> frames
+    ['data: {"status_message": {"message": "working"}}\\n\\n', 'data: [DONE]\\n\\n']
+    """
+
+    __slots__ = ("write", "model")
+
+    def __init__(self, write: Callable[[str], Any], *, model: str | None = None) -> None:
+        self.write = write
+        self.model = model
+
+    def start(self, *, title: str = "", model: str = "") -> None:
+        """Nothing to send yet (the model's name goes in the prediction frame, when given here or at init)."""
+        if model and self.model is None:
+            self.model = model
+
+    def handle(self, event: Any) -> None:
+        self.write(_encode(event, self.model))
+
+    def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
+        if error is not None:
+            partial = getattr(error, "partial", None) or {}
+            self.write(_frame({"error": {"type": type(error).__name__, "message": str(error), "partial": partial}}))
+        self.write("data: [DONE]\n\n")
 
 
 def _encode(value: Any, model: str | None = None) -> str:

@@ -34,7 +34,10 @@ REPLY = f"[[ ## reasoning ## ]]\nThink: {HOSTILE}\n\n[[ ## answer ## ]]\n{HOSTIL
 
 # The renderer's own styles (color=True); anything else starting with ESC came from the model.
 OWN_STYLES = re.compile(r"\x1b\[(?:1;36|1;32|2|31|33|0)m")
-ALLOWED_TAGS = {"div", "b", "i", "pre", "details", "summary"}
+ALLOWED_TAGS = {"div", "b", "i", "pre", "details", "summary", "style"}
+# The one stylesheet of a snapshot: it hides the snapshot where its widget (by id) shows.
+OUR_STYLE = re.compile(r'\.jp-OutputArea:has\(\.jps-widget\[data-jps-uid="[0-9a-f]+"\]\) > '
+                       r'\.jp-OutputArea-child:has\(\.jps-snapshot\[data-jps-uid="[0-9a-f]+"\]\)\{display:none\}')
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but tab and newline, DEL, C1
 
 
@@ -63,8 +66,10 @@ def assert_inert_html(page: str, *, expect_text: str | None = None) -> None:
     parser.close()
     tags = {t for t, _ in parser.tags}
     assert tags <= ALLOWED_TAGS, tags - ALLOWED_TAGS  # no element came from the model's text
+    styles = re.findall(r"<style>(.*?)</style>", page, re.S)
+    assert len(styles) <= 1 and all(OUR_STYLE.fullmatch(css) for css in styles), styles  # ours only
     attrs = {a for _, pairs in parser.tags for a, _v in pairs}
-    assert attrs <= {"class", "style"}, attrs  # no event handler attribute, no href, no src
+    assert attrs <= {"class", "style", "data-jps-uid"}, attrs  # no event handler attribute, no href, no src
     if expect_text is not None:
         assert html.escape(expect_text, quote=True) in page  # the text is there, escaped
 
@@ -99,7 +104,7 @@ def test_hostile_reply_is_inert_in_terminal_and_snapshot(lm: js.LM, server: Any)
     assert "␛[2J␛[31mred" in plain  # ANSI made visible: U+241B for ESC
     # The widget's state keeps the model's exact text (the front end renders it as text).
     assert shown.sink.texts() == {"predict.reasoning": final.reasoning, "predict.answer": final.answer}
-    page = shown.snapshot_html(final)
+    page = shown.snapshot_sink.html
     assert_inert_html(page, expect_text=SCRIPT)
     assert html.escape(IMG, quote=True) in page
     assert shown.widget.lm_calls[0]["raw"] == REPLY  # the prompt inspector's raw reply, verbatim in the state
@@ -118,7 +123,7 @@ def test_hostile_text_in_errors_and_status_is_inert(lm: js.LM, server: Any) -> N
     assert_inert_terminal(plain, color=False)  # ... and the terminal shows it inert
     assert_inert_terminal(colored, color=True)
     assert "error: AdapterParseError:" in plain
-    page = shown.snapshot_html()
+    page = shown.snapshot_sink.html
     assert_inert_html(page, expect_text=SCRIPT)
     assert shown.widget.status == "error" and SCRIPT in shown.widget.error
 
@@ -157,7 +162,7 @@ def test_ten_megabyte_field_streams_completely(lm: js.LM, server: Any) -> None:
     assert time.monotonic() - started < 20
     assert_inert_terminal(plain, color=False)
     assert shown.sink.texts() == {"answer": big}
-    page = shown.snapshot_html(final)
+    page = shown.snapshot_sink.html
     assert "<script" not in page.lower() and "<img" not in page.lower()
     # Once: in the pane; the prediction's answer names the pane instead of repeating 10 MB.
     assert page.count(html.escape(SCRIPT)) == big.count(SCRIPT)

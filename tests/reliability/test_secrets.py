@@ -91,7 +91,7 @@ def _shown(events: list[Any], error: BaseException | None = None) -> list[str]:
     renderer.finish(error=error)
     display.finish(prediction=final, error=error)
     state = widget.get_state()
-    return [term.getvalue(), json.dumps(state, default=str), display.snapshot_html(final), *widget.wire]
+    return [term.getvalue(), json.dumps(state, default=str), display.snapshot_sink.html, *widget.wire]
 
 
 def test_the_api_key_appears_nowhere(lm: js.LM, server: Any, caplog: pytest.LogCaptureFixture) -> None:
