@@ -525,7 +525,7 @@ def wire_figures(msgs: list[Msg], comm_id: str | None, text: str) -> dict[str, A
 
 def resolve(value: Any, panes: list[dict[str, Any]]) -> Any:
     """A text in the widget's synced form (a string, ``{"$pane": key, "end"?: n}``, or a list of them) as
-    text, from the panes of the same state (``jupyter_stream.notebook.widget.resolve_text``, restated here
+    text, from the panes of the same state (``jupyter_stream.notebook.wire.resolve_text``, restated here
     so that the check does not trust the code it checks)."""
     texts = {p["key"]: p["text"] for p in panes}
 

@@ -23,7 +23,7 @@ import ast
 import keyword
 import sys
 import typing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ._exceptions import SignatureError

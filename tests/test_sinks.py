@@ -18,7 +18,8 @@ from jupyter_stream.streaming.sse import SSEEncoder
 pytest.importorskip("ipywidgets")
 from jupyter_stream.notebook.display import WidgetDisplay  # noqa: E402
 from jupyter_stream.notebook.snapshot import SnapshotSink  # noqa: E402
-from jupyter_stream.notebook.widget import StreamWidget, WidgetSink  # noqa: E402
+from jupyter_stream.notebook.sink import WidgetSink  # noqa: E402
+from jupyter_stream.notebook.widget import StreamWidget  # noqa: E402
 
 EVENTS = [
     js.StatusMessage("thinking <b>hard</b>"),

@@ -1,1 +1,2 @@
-"""Notebook front ends: ``jupyter_stream.notebook.widget`` holds the StreamWidget and its WidgetSink."""
+"""Notebook front ends: the widget (``widget``: StreamWidget; ``sink``: WidgetSink, which feeds it; ``wire``: their
+protocol), the ``%%stream`` magic (``magic``), ``show`` and the cell's display with its static snapshot."""

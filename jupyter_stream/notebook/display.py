@@ -28,7 +28,8 @@ class WidgetDisplay:
     its static snapshot beside it when the stream ends (see the module docs)."""
 
     def __init__(self, *, markdown: bool = False, display: bool = True, snapshot: bool = True) -> None:
-        from .widget import StreamWidget, WidgetSink
+        from .sink import WidgetSink
+        from .widget import StreamWidget
 
         self.widget = StreamWidget()
         self.widget.markdown = markdown

@@ -149,7 +149,7 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
         "def _final_by_ref():\n"
         "    from ipywidgets.widgets.widget import _instances\n"
         "    [w] = [w for w in list(_instances.values()) if type(w).__name__ == 'StreamWidget']\n"
-        "    return f'{w._panes_by_ref is not None} {[p[\"text\"] for p in w.panes] == [saved.answer]}'",
+        "    return f'{w.final_by_ref is not None} {[p[\"text\"] for p in w.panes] == [saved.answer]}'",
     ),
     # Other front ends (Notebook 7, Voila): a stream in a cell, then one with --background.
     "frontends.ipynb": _notebook(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_stream.notebook.widget import resolve_text
+from jupyter_stream.notebook.wire import resolve_text
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

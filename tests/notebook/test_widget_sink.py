@@ -19,7 +19,9 @@ import pydantic
 import pytest
 
 from jupyter_stream.notebook.packed import unpack
-from jupyter_stream.notebook.widget import StreamWidget, WidgetSink, resolve_text
+from jupyter_stream.notebook.sink import WidgetSink
+from jupyter_stream.notebook.widget import StreamWidget
+from jupyter_stream.notebook.wire import resolve_text
 from jupyter_stream.prediction import Prediction
 from jupyter_stream.streaming.events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
@@ -664,7 +666,7 @@ def test_plain_text_of_the_widget_names_the_stream_not_an_address():
 def test_big_prompt_messages_stay_in_the_kernel_until_the_inspector_asks():
     """A 2 MB input: the synced ``lm_calls`` (a saved notebook's widget state) holds a preview; the whole
     messages stay in the kernel and go to the front end as a custom message when its inspector asks."""
-    from jupyter_stream.notebook.widget import HELD_MESSAGES
+    from jupyter_stream.notebook.wire import HELD_MESSAGES
 
     w = CapturingWidget()
     sink = WidgetSink(w, timer="none", clock=FakeClock())

@@ -33,7 +33,8 @@ from _reliability import (
 import jupyter_stream as js
 from jupyter_stream import AdapterParseError, LMError, StreamTimeoutError
 from jupyter_stream.demo import Fault, Reply
-from jupyter_stream.notebook.widget import StreamWidget, WidgetSink
+from jupyter_stream.notebook.sink import WidgetSink
+from jupyter_stream.notebook.widget import StreamWidget
 
 pytestmark = pytest.mark.usefixtures("close_pools")
 

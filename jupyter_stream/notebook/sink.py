@@ -1,0 +1,632 @@
+"""WidgetSink: the renderer that feeds a :class:`~jupyter_stream.notebook.widget.StreamWidget` from a
+stream's events (batched deltas at most ``max_messages_per_s``, snapshots, stats), following the wire
+protocol of :mod:`jupyter_stream.notebook.wire`.
+
+Example (in a notebook cell, on the kernel's loop)::
+
+    widget = StreamWidget()
+    display(widget)
+    sink = WidgetSink(widget)
+    sink.start(title="predict", model="gpt-4o-mini")
+    task = asyncio.ensure_future(consume())      # consume(): async for event in stream: sink.handle(event)
+    widget.on_stop(task.cancel)                  # the Stop button
+    try:
+        prediction = await task
+    except asyncio.CancelledError:
+        sink.finish(stopped=True)
+    except Exception as e:
+        sink.finish(error=e)
+    else:
+        sink.finish(prediction=prediction)
+
+The engine never imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..prediction import is_prediction
+from ..streaming.events import LMRequest, LMResponse, PaneLabels, StatusMessage, StreamResponse
+from .widget import EMPTY_STATS, StreamWidget
+from .wire import _len16
+
+__all__ = ["WidgetSink", "pretty"]
+
+
+class _Pane:
+    """The text of one field: new parts since the last snapshot, plus the joined text before them."""
+
+    __slots__ = ("key", "predict", "field", "parts", "joined", "done")
+
+    def __init__(self, key: str, predict: str, field: str) -> None:
+        self.key = key
+        self.predict = predict
+        self.field = field
+        self.parts: list[str] = []
+        self.joined = ""
+        self.done = False
+
+    def text(self) -> str:
+        if self.parts:
+            self.joined = self.joined + "".join(self.parts)
+            self.parts.clear()
+        return self.joined
+
+
+def _json_default(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(mode="json")
+        except TypeError:
+            return dump()
+    if is_prediction(value):
+        return dict(value.items())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def pretty(value: Any) -> str:
+    """A field value for display: strings as they are, anything else as indented JSON."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-safe copy (what a synced trait may hold)."""
+    try:
+        return json.loads(json.dumps(value, ensure_ascii=False, default=_json_default))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _completion_tokens(usage: Any) -> int | None:
+    if not isinstance(usage, dict):
+        return None
+    for name in ("completion_tokens", "output_tokens"):
+        n = usage.get(name)
+        if isinstance(n, int) and not isinstance(n, bool):
+            return n
+    return None
+
+
+class WidgetSink:
+    """Consumes a stream's events into a :class:`StreamWidget`.
+
+    Per event the work is O(len(chunk)): the chunk goes into a pending batch and the pane's parts.
+    Batched deltas go out at most ``1/flush_interval`` times a second, and never more than
+    ``max_messages_per_s`` widget messages (batches and trait updates alike) in any second: at an event
+    when that allows, else by a trailing flush (``loop.call_later`` on the running loop, or a
+    ``threading.Timer`` where no loop runs) so the end of a burst is not held back. The live stats ride
+    in the batches, at most every ``stats_interval`` seconds. The ``panes`` snapshot goes out at the
+    start, when a view asks for it (a view that missed batches or was created mid-stream), at the end,
+    and, if ``snapshot_interval`` is set, at most every ``snapshot_interval`` seconds once the text has
+    grown ``snapshot_growth`` times since the last snapshot (so all of them together stay within
+    ``growth / (growth - 1)`` times the text).
+
+    ``timer``: ``"auto"`` (the running loop if there is one, else a thread), ``"thread"`` (always a
+    ``threading.Timer``: use it when you feed the sink from a blocking loop in a cell, where the kernel's
+    loop cannot run the trailing flush), or ``"none"`` (no trailing flush).
+
+    The widget's Python traits follow the wire: ``panes``/``snapshot_seq``/``stats`` hold the last
+    snapshot (``texts()`` and ``stats`` are the live values), ``lm_calls`` gets a reply at the next flush,
+    ``prediction`` is set by ``finish``.
+    """
+
+    def __init__(
+        self,
+        widget: StreamWidget | None = None,
+        flush_interval: float = 1 / 25,
+        snapshot_interval: float | None = None,
+        *,
+        timer: str = "auto",
+        snapshot_growth: float = 2.0,
+        max_messages_per_s: int = 25,
+        stats_interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if timer not in ("auto", "thread", "none"):
+            raise ValueError(f"timer must be 'auto', 'thread' or 'none', not {timer!r}")
+        self.widget = widget if widget is not None else StreamWidget()
+        self.flush_interval = max(0.0, float(flush_interval))
+        self.snapshot_interval = None if snapshot_interval is None else max(0.0, float(snapshot_interval))
+        self.snapshot_growth = max(1.0, float(snapshot_growth))
+        self.max_messages_per_s = max(1, int(max_messages_per_s))
+        self.stats_interval = max(0.0, float(stats_interval))
+        self.timer = timer
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._trailing: Any = None
+        self._trailing_at = 0.0
+        self._reset()
+        self._started = False
+        self._finished = False
+
+    # ------------------------------------------------------------------------------ public API
+
+    def start(self, *, title: str | None = None, model: str | None = None, markdown: bool | None = None) -> None:
+        """Begin a stream: status "running", ``started_at`` now, empty panes (also when reusing a widget)."""
+        with self._lock:
+            self._cancel_trailing()
+            self._reset()
+            self._started = True
+            self._finished = False
+            now = self._clock()
+            self._t0 = now
+            self._last_snapshot = now
+            w = self.widget
+            w.attach(resync=self._on_resync, texts=self._live_texts)
+            w.stop_requested = False
+            with w.hold_sync():
+                if title is not None:
+                    w.title = str(title)
+                if model is not None:
+                    w.model_name = str(model)
+                if markdown is not None:
+                    w.markdown = bool(markdown)
+                w.status = "running"
+                w.status_message = ""
+                w.status_log = []
+                w.error = ""
+                w.started_at = time.time() * 1000.0
+                w.stats = dict(EMPTY_STATS)
+                w.prediction = {}
+                w.lm_calls = []
+                # An empty snapshot at the current seq clears the panes of a reused widget.
+                w.panes = []
+                w.snapshot_seq = w.last_seq
+            self._note_sent(now)
+
+    def handle(self, event: Any) -> None:
+        """Feed one event: StreamResponse, StatusMessage, LMRequest, LMResponse or the final Prediction.
+
+        Other types are ignored. Starts the sink if ``start`` was not called. The Prediction is kept
+        (its usage counts at once) and shown by ``finish``.
+        """
+        if type(event) is StreamResponse:  # the hot path
+            self._on_chunk(event)
+        elif isinstance(event, StreamResponse):
+            self._on_chunk(event)
+        elif isinstance(event, StatusMessage):
+            self._on_status(event)
+        elif isinstance(event, LMRequest):
+            self._on_request(event)
+        elif isinstance(event, LMResponse):
+            self._on_response(event)
+        elif is_prediction(event):  # ours, or a DSPy program's own dspy.Prediction
+            with self._lock:
+                self._ensure_started()
+                self._set_prediction(event)
+
+    __call__ = handle
+
+    def flush(self) -> None:
+        """Send the pending deltas, the stats and a finished LM call now, whatever the rate."""
+        with self._lock:
+            if self._started and not self._finished:
+                self._flush_locked(self._clock(), force=True)
+
+    def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
+        """End the stream in one update: final snapshot (with the text not yet sent in a batch), stats,
+        status done/stopped/error, the prediction and the LM calls.
+
+        An ``error`` shows as ``"TypeName: message"`` in red; the panes keep their partial text. A
+        ``CancelledError``/``KeyboardInterrupt`` passed as ``error`` counts as stopped.
+        """
+        with self._lock:
+            self._ensure_started()
+            self._cancel_trailing()
+            if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
+                error, stopped = None, True
+            status = "error" if error is not None else "stopped" if stopped else "done"
+            if prediction is not None:
+                self._set_prediction(prediction)
+            if status == "done":
+                for pane in self._panes.values():
+                    pane.done = True
+            now = self._clock()
+            w = self.widget
+            with w.hold_sync():
+                self._snapshot_locked(now, by_ref=w.views_seen)
+                if self._calls_dirty:
+                    self._set_calls()
+                if self._prediction is not None:
+                    w.prediction = self._prediction
+                if error is not None:
+                    w.error = f"{type(error).__name__}: {error}"
+                w.status = status
+            self._finished = True
+            self._note_sent(now)
+
+    # ----------------------------------------------------------------------------- inspection
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
+    def tokens(self) -> int:
+        """Tokens so far: LM usage where known, else the number of chunks with text."""
+        return self._usage_tokens + (self._chunks - self._chunks_at_usage)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The live stats (the ``stats`` trait holds them as of the last snapshot)."""
+        with self._lock:
+            return self._stats(self._clock()) if self._started else dict(EMPTY_STATS)
+
+    def texts(self) -> dict[str, str]:
+        """The full text of each pane, by key, in display order."""
+        with self._lock:
+            return {key: pane.text() for key, pane in self._panes.items()}
+
+    # ------------------------------------------------------------------------------- internals
+
+    def _reset(self) -> None:
+        self._panes: dict[str, _Pane] = {}
+        self._labels = PaneLabels()
+        self._pending: dict[str, list[Any]] = {}
+        self._total_chars = 0
+        self._t0 = self._clock()
+        self._last_flush = float("-inf")
+        self._last_snapshot = float("-inf")
+        self._snapshot_chars = 0
+        self._first_chunk_at: float | None = None
+        self._chunks = 0
+        self._chunks_at_usage = 0
+        self._usage_tokens = 0
+        self._saw_usage = False
+        self._lm_ttft: float | None = None
+        self._stats_dirty = False
+        self._last_stats_sent = float("-inf")
+        self._status_log: list[str] = []
+        self._lm_calls: list[dict[str, Any]] = []
+        self._calls_dirty = False
+        self._call_model = ""
+        self._prediction: dict[str, Any] | None = None
+        # Send times (our clock) of the widget's last max_messages_per_s messages.
+        self._sent: collections.deque[float] = collections.deque(maxlen=self.max_messages_per_s)
+        self._sent_total = self._messages_total()
+
+    def _ensure_started(self) -> None:
+        if not self._started:
+            self.start()
+
+    def _live_texts(self) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return [(p.key, p.predict, p.text()) for p in self._panes.values()]
+
+    def _on_chunk(self, ev: StreamResponse) -> None:
+        with self._lock:
+            if not self._started:
+                self.start(title=ev.predict_name)
+            if self._finished:
+                return
+            now = self._clock()
+            predict = self._labels(ev.predict_name, ev.call_id)  # one pane per LM call ("react[2]")
+            key = f"{predict}.{ev.signature_field_name}" if predict else ev.signature_field_name
+            pane = self._panes.get(key)
+            if pane is None:
+                pane = self._panes[key] = _Pane(key, predict, ev.signature_field_name)
+            pend = self._pending.get(key)
+            if pend is None:
+                pend = self._pending[key] = [[], False]
+            chunk = ev.chunk
+            if chunk:
+                pane.parts.append(chunk)
+                pend[0].append(chunk)
+                self._chunks += 1
+                self._total_chars += len(chunk)
+                if self._first_chunk_at is None:
+                    self._first_chunk_at = now
+            if ev.is_last_chunk and not pane.done:
+                pane.done = True
+                pend[1] = True
+            self._stats_dirty = True
+            self._maybe_flush(now)
+
+    def _on_status(self, ev: StatusMessage) -> None:
+        with self._lock:
+            self._ensure_started()
+            message = str(ev.message)
+            self._status_log.append(message)
+            if len(self._status_log) > 500:
+                del self._status_log[: len(self._status_log) - 500]
+            w = self.widget
+            with w.hold_sync():
+                w.status_message = message
+                w.status_log = list(self._status_log)
+            self._note_sent(self._clock())
+
+    def _on_request(self, ev: LMRequest) -> None:
+        with self._lock:
+            self._ensure_started()
+            entry = {
+                "call_id": ev.call_id,
+                "predict": ev.predict_name,
+                "group": self._labels(ev.predict_name, ev.call_id),
+                "model": ev.model,
+                "messages": _jsonable(list(ev.messages or [])),
+                "raw": "",
+                "reasoning": "",
+                "usage": {},
+                "ttft": None,
+                "duration": None,
+                "cached": False,
+                "done": False,
+            }
+            self._lm_calls.append(entry)
+            self._calls_dirty = False  # this update carries every call, a finished one too
+            w = self.widget
+            with w.hold_sync():
+                if not w.model_name and ev.model:
+                    w.model_name = str(ev.model)
+                w.lm_calls = list(self._lm_calls)
+            self._note_sent(self._clock())
+
+    def _on_response(self, ev: LMResponse) -> None:
+        with self._lock:
+            self._ensure_started()
+            index = None
+            for i in range(len(self._lm_calls) - 1, -1, -1):
+                c = self._lm_calls[i]
+                if c["call_id"] == ev.call_id and not c["done"]:
+                    index = i
+                    break
+            entry = {
+                "call_id": ev.call_id,
+                "predict": ev.predict_name,
+                "group": self._labels(ev.predict_name, ev.call_id),
+                "model": ev.model,
+                "messages": [] if index is None else self._lm_calls[index]["messages"],
+                "raw": ev.raw or "",
+                "reasoning": ev.reasoning or "",
+                "usage": _jsonable(dict(ev.usage or {})),
+                "ttft": ev.ttft,
+                "duration": ev.duration,
+                "cached": bool(ev.cached),
+                "done": True,
+            }
+            # A new dict (not an in-place edit) so the trait sees the change; sent with the next flush
+            # (or the next update, or the end), after the deltas holding the text its reply refers to.
+            if index is None:
+                self._lm_calls.append(entry)
+            else:
+                self._lm_calls[index] = entry
+            self._calls_dirty = True
+            # Tokens: this call's usage replaces the chunks counted for it.
+            n = _completion_tokens(ev.usage)
+            if n is not None:
+                self._usage_tokens += n
+                self._saw_usage = True
+            else:
+                self._usage_tokens += self._chunks - self._chunks_at_usage
+            self._chunks_at_usage = self._chunks
+            if self._lm_ttft is None and ev.ttft is not None:
+                self._lm_ttft = float(ev.ttft)
+            self._stats_dirty = True
+            if ev.model and not self._call_model:
+                self._call_model = str(ev.model)
+            self._maybe_flush(self._clock())
+
+    def _set_prediction(self, prediction: Any) -> None:
+        if hasattr(prediction, "items"):
+            try:
+                items = list(prediction.items())
+            except TypeError:
+                items = []
+        else:
+            items = [("value", prediction)]
+        fields = {str(name): pretty(value) for name, value in items}
+        usage: Any = {}
+        get_usage = getattr(prediction, "get_lm_usage", None)
+        if callable(get_usage):
+            try:
+                usage = _jsonable(get_usage() or {})
+            except Exception:  # noqa: BLE001 - usage is optional
+                usage = {}
+        if not self._saw_usage and isinstance(usage, dict):
+            counts = [_completion_tokens(u) for u in usage.values()]
+            if counts and all(c is not None for c in counts):
+                self._usage_tokens = sum(c for c in counts if c is not None)
+                self._chunks_at_usage = self._chunks
+                self._saw_usage = True
+                self._stats_dirty = True
+        self._prediction = {"fields": fields, "usage": usage if isinstance(usage, dict) else {}}
+
+    # ---- flushing
+
+    def _messages_total(self) -> int:
+        w = self.widget
+        return w.messages_sent + w.state_updates_sent
+
+    def _note_sent(self, now: float) -> None:
+        """Record the widget messages sent since the last call (ours or not) as sent at ``now``."""
+        total = self._messages_total()
+        for _ in range(min(total - self._sent_total, self.max_messages_per_s)):
+            self._sent.append(now)
+        self._sent_total = total
+
+    def _next_flush_in(self, now: float) -> float | None:
+        """Seconds until the next flush may go out (<= 0: now), or None when there is nothing to send."""
+        if self._pending or self._calls_dirty:
+            wait = 0.0
+        elif self._stats_dirty:
+            wait = self._last_stats_sent + self.stats_interval - now
+        else:
+            return None
+        wait = max(wait, self.flush_interval - (now - self._last_flush))
+        if wait <= 0:
+            self._note_sent(now)
+            if len(self._sent) >= self.max_messages_per_s:
+                wait = self._sent[0] + 1.0 - now
+        return wait
+
+    def _maybe_flush(self, now: float) -> None:
+        wait = self._next_flush_in(now)
+        if wait is None:
+            return
+        if wait <= 0:
+            self._flush_locked(now)
+        elif self._trailing is None or self._trailing_at > now + wait + 0.001:
+            self._schedule_trailing(wait)
+
+    def _flush_locked(self, now: float, force: bool = False) -> None:
+        self._cancel_trailing()
+        stats = None
+        if self._stats_dirty and (force or now - self._last_stats_sent >= self.stats_interval):
+            stats = self._stats(now)
+            self._stats_dirty = False
+            self._last_stats_sent = now
+        self._send_deltas(stats)
+        self._last_flush = now
+        if self._calls_dirty:
+            with self.widget.hold_sync():
+                self._set_calls()
+        if (
+            self.snapshot_interval is not None
+            and now - self._last_snapshot >= self.snapshot_interval
+            and self._total_chars >= self.snapshot_growth * max(1, self._snapshot_chars)
+        ):
+            self._snapshot_locked(now)
+        self._note_sent(now)
+        if self._stats_dirty:  # held back by stats_interval: a trailing flush sends them
+            wait = self._next_flush_in(now)
+            if wait is not None:
+                self._schedule_trailing(wait)
+
+    def _set_calls(self) -> None:
+        """Set ``lm_calls`` (and ``model_name`` if it is still empty): call inside ``hold_sync``."""
+        self._calls_dirty = False
+        w = self.widget
+        if not w.model_name and self._call_model:
+            w.model_name = self._call_model
+        w.lm_calls = list(self._lm_calls)
+
+    def _send_deltas(self, stats: dict[str, Any] | None = None) -> None:
+        if not self._pending and stats is None:
+            return
+        items = []
+        for key, (parts, done) in self._pending.items():
+            items.append([key, parts[0] if len(parts) == 1 else "".join(parts), done])
+        self._pending = {}
+        w = self.widget
+        msg: dict[str, Any] = {"type": "deltas", "seq": w.next_seq(), "items": items}
+        if stats is not None:
+            msg["stats"] = stats
+        w.send(msg)
+
+    def _snapshot_locked(self, now: float, *, by_ref: bool = False) -> None:
+        """Set ``panes`` + ``snapshot_seq`` + ``stats`` (one update). The snapshot holds every chunk
+        handled so far, so the pending deltas are dropped: it is batch ``snapshot_seq`` plus them.
+        ``by_ref``: on the wire, each pane carries only its pending text (``tail``) and its length."""
+        pending = self._pending
+        self._pending = {}
+        panes = [
+            {"key": p.key, "predict": p.predict, "field": p.field, "text": p.text(), "done": p.done}
+            for p in self._panes.values()
+        ]
+        w = self.widget
+        wire = None
+        if by_ref:
+            wire = []
+            for pane in panes:
+                parts = pending.get(pane["key"])
+                tail = "".join(parts[0]) if parts else ""
+                wire.append({
+                    "key": pane["key"], "predict": pane["predict"], "field": pane["field"],
+                    "done": pane["done"], "tail": tail, "len": _len16(pane["text"]),
+                })
+        with w.hold_sync():  # sent on leaving: _panes_to_json sees the trait's own (validated) list
+            w.snapshot_seq = w.last_seq
+            w.panes = panes
+            w.final_by_ref = None if wire is None else (w.panes, wire)
+            w.stats = self._stats(now)
+        self._stats_dirty = False
+        self._last_stats_sent = now
+        self._last_snapshot = now
+        self._snapshot_chars = self._total_chars
+
+    def _stats(self, now: float) -> dict[str, Any]:
+        elapsed = max(0.0, now - self._t0)
+        tokens = self.tokens
+        ttft = self._lm_ttft
+        if ttft is None and self._first_chunk_at is not None:
+            ttft = self._first_chunk_at - self._t0
+        generating = elapsed - ttft if ttft is not None else elapsed
+        rate = tokens / generating if tokens and generating >= 0.05 else None
+        return {
+            "elapsed": round(elapsed, 3),
+            "tokens": tokens,
+            "tokens_per_s": round(rate, 2) if rate is not None else None,
+            "ttft": round(ttft, 3) if ttft is not None else None,
+        }
+
+    def _on_resync(self) -> None:
+        """A view missed some batches, or was created mid-stream: a fresh snapshot now."""
+        with self._lock:
+            if not self._started or self._finished:
+                return
+            now = self._clock()
+            self._snapshot_locked(now)
+            self._last_flush = now
+            self._note_sent(now)
+
+    # ---- the trailing flush
+
+    def _schedule_trailing(self, delay: float) -> None:
+        if self.timer == "none" or self._finished:
+            return
+        self._cancel_trailing()
+        delay = max(0.0, delay)
+        self._trailing_at = self._clock() + delay
+        if self.timer == "auto":
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._trailing = loop.call_later(delay, self._on_trailing)
+                return
+        timer = threading.Timer(delay, self._on_trailing)
+        timer.daemon = True
+        self._trailing = timer
+        timer.start()
+
+    def _cancel_trailing(self) -> None:
+        trailing, self._trailing = self._trailing, None
+        if trailing is not None:
+            trailing.cancel()
+
+    def _on_trailing(self) -> None:
+        with self._lock:
+            self._trailing = None
+            if self._finished or not self._started:
+                return
+            now = self._clock()
+            wait = self._next_flush_in(now)
+            if wait is None:
+                return
+            if wait > 0.001:  # a timer that fired early (or a flush happened since): wait the rest
+                self._schedule_trailing(wait)
+            else:
+                self._flush_locked(now)
