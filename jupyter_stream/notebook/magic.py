@@ -23,6 +23,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from IPython.core import magic_arguments
+from IPython.core.error import UsageError as IPyUsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 
 from .. import programs, runtime
@@ -36,65 +38,39 @@ from ..terminal import TextRenderer
 
 __all__ = ["StreamMagics", "load_ipython_extension", "parse_body", "unload_ipython_extension"]
 
-_HELP = """Stream an LM program's output fields live.
+@magic_arguments.magic_arguments()
+@magic_arguments.argument("program", nargs="*", help='a signature ("question -> reasoning, answer") or the name of a '
+                          "variable holding a program (Predict, ChainOfThought, a Module, a DSPy module, or a "
+                          "streamified callable)")
+@magic_arguments.argument("--listen", metavar="a,b", help="fields to stream (default: every output field of every predictor)")
+@magic_arguments.argument("--predictor", metavar="NAME", help="stream one named predictor of the program")
+@magic_arguments.argument("--out", metavar="VAR", help="store the Prediction in VAR (it is always also in `_`)")
+@magic_arguments.argument("--model", metavar="NAME",
+                          help="the model, e.g. openai/gpt-4o-mini (default: the configured LM or the demo LM)")
+@magic_arguments.argument("--adapter", choices=["chat", "json", "xml"])
+@magic_arguments.argument("--temperature", type=float, metavar="T")
+@magic_arguments.argument("--no-cache", action="store_true", help="ask the model every time (no cached replies)")
+@magic_arguments.argument("--timeout", type=float, metavar="S", help="limit for the whole call (seconds)")
+@magic_arguments.argument("--stream-timeout", type=float, default=60.0, metavar="S",
+                          help="longest wait between two events (default 60)")
+@magic_arguments.argument("--profile", choices=sorted(runtime.TIMEOUT_PROFILES), help="a timeout profile")
+@magic_arguments.argument("--session", metavar="NAME", help="a multi-turn session: earlier turns are sent as history")
+@magic_arguments.argument("--markdown", action="store_true", help="render field panes as Markdown")
+@magic_arguments.argument("--background", action="store_true",
+                          help="return at once; the stream goes on while other cells run")
+@magic_arguments.argument("--text", action="store_true", help="plain-text output instead of the widget")
+@magic_arguments.argument("--no-snapshot", action="store_true",
+                          help="no static HTML copy of the result when the stream ends (saves sending the text a "
+                               "second time; GitHub/nbviewer then show no result)")
+def _options(line: str, cell: str = "") -> None:
+    """Stream an LM program's output fields live::
 
     %%stream PROGRAM [options]
     <inputs>
 
-PROGRAM is a signature string ("question -> reasoning, answer") or the name of a variable holding a
-program (Predict, ChainOfThought, a Module, a DSPy module, or a streamified callable).
-
 The cell body holds the inputs. With one input field the whole body is its value; otherwise write
 `field: value` blocks (a value may span lines). `{name}` is filled from your variables ({{ for a brace).
-
-Options:
-  --listen a,b           fields to stream (default: every output field of every predictor)
-  --predictor NAME       stream one named predictor of the program
-  --out VAR              store the Prediction in VAR (it is always also in `_`)
-  --model NAME           the model, e.g. openai/gpt-4o-mini (default: the configured LM or the demo LM)
-  --adapter chat|json|xml
-  --temperature T
-  --no-cache             do not use cached replies
-  --timeout S            limit for the whole call (seconds)
-  --stream-timeout S     longest wait between two events (default 60)
-  --profile NAME         default | ml_inference | batch_job | streaming
-  --session NAME         a multi-turn session: earlier turns are sent as history
-  --markdown             render field panes as Markdown
-  --background           return at once; the stream goes on while other cells run
-  --text                 plain-text output instead of the widget
-  --no-snapshot          no static HTML copy of the result when the stream ends (saves sending
-                         the text a second time; GitHub/nbviewer then show no result)
 """
-
-
-class _ArgError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one clear line, never SystemExit
-        raise _ArgError(message)
-
-
-def _parser() -> _Parser:
-    p = _Parser(prog="%%stream", add_help=False)
-    p.add_argument("program", nargs="*")
-    p.add_argument("--listen")
-    p.add_argument("--predictor")
-    p.add_argument("--out")
-    p.add_argument("--model")
-    p.add_argument("--adapter", choices=["chat", "json", "xml"])
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--timeout", type=float)
-    p.add_argument("--stream-timeout", type=float, default=60.0)
-    p.add_argument("--profile", choices=sorted(runtime.TIMEOUT_PROFILES))
-    p.add_argument("--session")
-    p.add_argument("--markdown", action="store_true")
-    p.add_argument("--background", action="store_true")
-    p.add_argument("--text", action="store_true")
-    p.add_argument("--no-snapshot", action="store_true")
-    return p
 
 
 _sessions: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
@@ -158,10 +134,11 @@ class _Job:
 
     def __init__(self, line: str, body: str, ns: dict[str, Any]) -> None:
         try:
-            args = _parser().parse_args(shlex.split(line))
-        except _ArgError as e:
+            # Split like a shell (IPython's parse_argstring keeps the quotes: '"q -> a"' stays quoted).
+            args = _options.parser.parse_args(shlex.split(line))
+        except IPyUsageError as e:  # argparse's message, one line
             raise UsageError(f"{e} (see %%stream?)") from None
-        except ValueError as e:  # shlex: unbalanced quotes
+        except ValueError as e:  # unbalanced quotes
             raise UsageError(f"cannot read the options: {e}") from None
         if not args.program:
             raise UsageError('%%stream needs a signature ("question -> answer") or a program variable first')
@@ -276,7 +253,6 @@ def _has_widgets(shell: Any) -> bool:
 
 
 def _friendly(e: BaseException) -> BaseException:
-    from IPython.core.error import UsageError as IPyUsageError
 
     if isinstance(e, UsageError):
         return IPyUsageError(f"%%stream: {e}")
@@ -345,7 +321,8 @@ class StreamMagics(Magics):
             raise _friendly(e) from None
 
 
-StreamMagics.stream.__doc__ = _HELP
+_options.parser.prog = "%%stream"
+StreamMagics.stream.__doc__ = _options.__doc__.replace("%_options", "%%stream")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -45,6 +45,8 @@ def test_session_sends_earlier_turns_as_history(ip, lm, server, capsys):
     ("line", "body", "needle"),
     [
         ('"question -> answer" --adapter yaml', "x", "invalid choice: 'yaml'"),
+        ('"question -> answer" --bogus', "x", "unrecognized arguments: --bogus (see %%stream?)"),
+        ('"question -> answer', "x", "cannot read the options: No closing quotation"),
         ('"question -> answer" --temperature hot', "x", "invalid float value"),
         ("", "x", "needs a signature"),
         ("nosuchvar", "x", "no variable named 'nosuchvar'"),
@@ -83,11 +85,18 @@ def test_parse_body_blocks():
         parse_body("a: 1\n", ["a", "b"])
 
 
-def test_help_documents_every_option(ip):
+def test_help_documents_every_option_the_parser_takes(ip):
+    """The help is made from the options' declarations (IPython's magic_arguments): it cannot miss one."""
+    from jupyter_stream.notebook.magic import _options
+
     doc = ip.find_cell_magic("stream").__doc__
-    for opt in ["--listen", "--predictor", "--out", "--model", "--adapter", "--temperature", "--no-cache",
-                "--timeout", "--stream-timeout", "--profile", "--session", "--markdown", "--background", "--text"]:
-        assert opt in doc
+    declared = {o for action in _options.parser._actions for o in action.option_strings}
+    assert declared >= {"--listen", "--predictor", "--out", "--model", "--adapter", "--temperature", "--no-cache",
+                        "--timeout", "--stream-timeout", "--profile", "--session", "--markdown", "--background",
+                        "--text", "--no-snapshot"}
+    for opt in declared - {"-h", "--help"}:
+        assert opt in doc, opt
+    assert doc.lstrip(": \n").startswith("%%stream [--listen a,b]")
 
 
 def test_streamified_callable_keeps_its_status_provider(ip, lm, server, capsys):
