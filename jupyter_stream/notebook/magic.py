@@ -129,7 +129,7 @@ def parse_body(body: str, input_names: list[str]) -> dict[str, str]:
     return {k: "\n".join(v).strip() for k, v in out.items()}
 
 
-class _Job:
+class _CellRun:
     """One ``%%stream`` run: the program, its inputs, options and where events go."""
 
     def __init__(self, line: str, body: str, ns: dict[str, Any]) -> None:
@@ -194,9 +194,8 @@ class _Job:
                     timeout_profile=args.profile or ("streaming" if args.timeout is None else None),
                     lm_events=True, **opts,
                 )
-            self.model = bridge.model_name() if bridge is not None else (
-                (ctx.get("lm") or _settings.current().lm or _DemoName()).model
-            )
+            lm = ctx.get("lm") or _settings.current().lm
+            self.model = bridge.model_name() if bridge is not None else lm.model if lm is not None else "demo LM"
 
     async def run(self, sink: Any, shell: Any) -> Any:
         """Pour the stream into ``sink`` (a Sink); returns the prediction (None when stopped)."""
@@ -236,11 +235,7 @@ def _lm_for(args: argparse.Namespace) -> Any:
     return _settings.lm_with(model=args.model, temperature=args.temperature, cache=False if args.no_cache else None)
 
 
-class _DemoName:
-    model = "demo LM"
-
-
-def _make_sink(job: _Job, shell: Any) -> Any:
+def _make_sink(job: _CellRun, shell: Any) -> Any:
     if job.args.text or not _has_widgets(shell):
         return TextRenderer(sys.stdout)
     from .display import WidgetDisplay
@@ -270,7 +265,7 @@ async def run_cell(line: str, body: str) -> None:
 
     shell = get_ipython()
     try:
-        job = _Job(line, body, shell.user_ns)
+        job = _CellRun(line, body, shell.user_ns)
     except UsageError as e:
         raise _friendly(e) from None
     sink = _make_sink(job, shell)
@@ -311,7 +306,7 @@ class StreamMagics(Magics):
     @cell_magic
     def stream(self, line: str, cell: str) -> None:
         try:
-            job = _Job(line, cell, self.shell.user_ns)
+            job = _CellRun(line, cell, self.shell.user_ns)
         except UsageError as e:
             raise _friendly(e) from None
         sink = _make_sink(job, self.shell)

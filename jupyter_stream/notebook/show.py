@@ -27,7 +27,7 @@ from ..streaming.sink import pour
 from ..streaming.stream import Stream, stream
 from .display import WidgetDisplay
 
-__all__ = ["StreamView", "show"]
+__all__ = ["ShownStream", "show"]
 
 
 def _events(source: Any, inputs: dict[str, Any]) -> tuple[AsyncIterable[Any], str, str]:
@@ -51,7 +51,7 @@ def _events(source: Any, inputs: dict[str, Any]) -> tuple[AsyncIterable[Any], st
     )
 
 
-class StreamView:
+class ShownStream:
     """A displayed stream: the widget, the task feeding it, and the prediction when it ends."""
 
     def __init__(
@@ -91,11 +91,11 @@ class StreamView:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def show(source: Any, /, *, markdown: bool = False, snapshot: bool = True, **inputs: Any) -> StreamView:
+def show(source: Any, /, *, markdown: bool = False, snapshot: bool = True, **inputs: Any) -> ShownStream:
     """Display the live widget for ``source`` and stream into it (see the module docs)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         raise UsageError("show() needs a running event loop, as in a Jupyter cell; use stream() in scripts") from None
     events, title, model = _events(source, inputs)
-    return StreamView(events, title=title, model=model, markdown=markdown, snapshot=snapshot)
+    return ShownStream(events, title=title, model=model, markdown=markdown, snapshot=snapshot)

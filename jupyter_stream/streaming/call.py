@@ -282,7 +282,7 @@ class StreamCall:
         self.lm_events = lm_events
         self.lm_calls = 0
         self.cancelled = False
-        self.live: dict[int, tuple[Any, Any, Any, str]] = {}
+        self.in_flight: dict[int, tuple[Any, Any, Any, str]] = {}
         """LM calls in flight: ``id -> (record, adapter, signature, predict_name)``, for partial text on errors."""
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._states: dict[int, dict[str, _FieldState]] = {}
@@ -355,9 +355,9 @@ class StreamCall:
 
     def partial(self) -> tuple[dict[str, str], str, str | None]:
         """What the LM calls in flight had received: ``(field texts, raw text, predictor name)``."""
-        if not self.live:
+        if not self.in_flight:
             return {}, "", None
-        rec, adapter, signature, name = self.live[max(self.live)]  # the latest call in flight
+        rec, adapter, signature, name = self.in_flight[max(self.in_flight)]  # the latest call in flight
         raw = rec.content_so_far()
         return partial_fields(adapter, signature, raw, rec.reasoning_parts), raw, name
 
@@ -369,7 +369,7 @@ class CallWatch:
     Made by :meth:`StreamCall.watch_lm`. It emits :class:`LMRequest` at once (when the stream carries LM
     events), feeds the content deltas to the adapter's incremental parser when one of the predictor's
     fields is listened to (or passes the raw chunks through when the stream has no listener at all),
-    keeps the call's record in the stream's ``live`` calls for the partial text of an error, and emits
+    keeps the call's record in the stream's calls ``in_flight`` for the partial text of an error, and emits
     :class:`LMResponse` when the call is done.
     """
 
@@ -384,7 +384,7 @@ class CallWatch:
         self.on_reasoning: Callable[[str], None] | None = None
         self.on_chunk: Callable[[dict[str, Any]], None] | None = None
         self._fields: FieldFeed | None = None
-        call.live[call_id] = (record, adapter, signature, name)
+        call.in_flight[call_id] = (record, adapter, signature, name)
         if call.lm_events:
             call.emit(LMRequest(name, model, messages, call_id))
         if call.passthrough:
@@ -401,7 +401,7 @@ class CallWatch:
 
     def done(self, record: Any, *, error: BaseException | None = None) -> None:
         call = self._call
-        call.live.pop(self.call_id, None)
+        call.in_flight.pop(self.call_id, None)
         if error is None and call.lm_events:
             call.emit(LMResponse(self.predict_name, self._model, record.text, record.reasoning, record.usage,
                                  record.ttft, record.duration, record.cached, self.call_id))

@@ -41,7 +41,7 @@ from _reliability import (
 
 import jupyter_stream as js
 from jupyter_stream.demo import Fault, Reply
-from jupyter_stream.notebook.show import StreamView
+from jupyter_stream.notebook.show import ShownStream
 
 pytestmark = pytest.mark.usefixtures("close_pools")
 
@@ -126,7 +126,7 @@ async def _stop(method: str, k: int | None) -> tuple[list[Any], Any]:
                     raise KeyboardInterrupt
     elif method == "widget_stop":
         loop = asyncio.get_running_loop()
-        holder: list[StreamView] = []
+        holder: list[ShownStream] = []
 
         async def feed() -> Any:
             async for ev in s:
@@ -138,7 +138,7 @@ async def _stop(method: str, k: int | None) -> tuple[list[Any], Any]:
                                                                          "content": {"type": "stop"}}},
                                                    "buffers": []})
 
-        view = StreamView(feed(), title="predict", model="test-model", display=False)
+        view = ShownStream(feed(), title="predict", model="test-model", display=False)
         holder.append(view)
         assert await view is None
         assert view.widget.status == "stopped" and view.widget.stop_requested
