@@ -1,7 +1,7 @@
 """Shared fixtures: a real loopback OpenAI-compatible server and an LM pointed at it.
 
 Every test that streams talks HTTP + SSE to :class:`jupyter_stream.demo.DemoServer` through the real
-``openai`` client; replies are scripted strings, recorded chunk lists (``tests/fixtures``) or faults.
+``openai`` client; replies are scripted strings, synthesized chunk lists in providers' shapes (``tests/fixtures``) or faults.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def load_fixture(name: str) -> dict:
-    """A recorded chunk list: ``{"reply": full text, "reasoning": ..., "chunks": [chunk dicts]}``."""
+    """A chunk list in a provider's shape (synthesized by ``tests/fixtures/make_fixtures.py``): ``{"reply": full text, "reasoning": ..., "chunks": [chunk dicts]}``."""
     return json.loads((FIXTURES / name).read_text("utf-8"))
 
 

@@ -51,7 +51,7 @@ async def test_listeners_stream_fields_then_prediction(lm, server):
 
 
 @pytest.mark.parametrize("fixture", ["gpt4o_mini_chat_qa.json", "gemini_chat_qa.json", "chat_no_completed.json"])
-async def test_recorded_streams_join_to_the_prediction(lm, server, fixture):
+async def test_provider_shaped_streams_join_to_the_prediction(lm, server, fixture):
     rec = load_fixture(fixture)
     server.script(rec["chunks"])
     program = js.streamify(
