@@ -504,6 +504,99 @@ def test_bad_requests_and_bad_faults(server):
         assert data.startswith(b"HTTP/1.1 404 ")  # the same connection went on after the 400
 
 
+def _raw_chat(port: int, stream: bool = True) -> socket.socket:
+    """A connection that has sent one chat request (read the answer from it)."""
+    body = json.dumps({"model": "demo", "messages": MSGS, "stream": stream}).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return sock
+
+
+def _read_to_eof(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while part := sock.recv(1 << 16):
+        data += part
+    return bytes(data)
+
+
+def test_drop_on_the_wire_ends_mid_body_without_the_chunked_terminator(server):
+    server.script(Reply(content="one two three four", fault=Fault("drop", after=2)), "a b c")
+    with _raw_chat(server.port) as sock:
+        data = _read_to_eof(sock)  # the server closes the connection
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in head.lower()
+    assert b'"content":"one"' in body and b'"content":" two"' in body and b" three" not in body
+    assert body.endswith(b"\r\n") and not body.endswith(b"0\r\n\r\n") and b"[DONE]" not in body
+    with _raw_chat(server.port) as sock:  # the next request is answered in full on a new connection
+        data = b""
+        while not data.endswith(b"\r\n0\r\n\r\n"):
+            data += sock.recv(1 << 16)
+    assert b"data: [DONE]" in data
+    assert server.wait_idle(5.0) and server.stream_closed_early == 0
+
+
+def test_refuse_on_the_wire_sends_nothing(server):
+    server.script(Fault("refuse"))
+    with _raw_chat(server.port) as sock:
+        assert _read_to_eof(sock) == b""
+    assert len(server.requests) == 1
+
+
+def test_stall_keeps_the_socket_open_until_the_server_stops():
+    server = DemoServer().start()
+    server.script(Reply(content="a b c d", fault=Fault("stall", after=1)))
+    with _raw_chat(server.port) as sock:
+        data = b""
+        while b'"content":"a"' not in data:
+            data += sock.recv(1 << 16)
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(1 << 16)  # nothing more, and the connection stays open
+        t0 = time.perf_counter()
+        server.stop()
+        sock.settimeout(5)
+        assert _read_to_eof(sock) == b""  # closed by stop(), without the terminator
+        assert time.perf_counter() - t0 < 2.0
+    assert server.connections_closed == server.connections_opened == 1
+
+
+async def test_faults_without_streaming(server, client):
+    server.script(Reply(content="one two three", fault=Fault("drop")), Reply(content="x", fault=Fault("malformed")),
+                  Reply(content="x", fault=Fault("error_event", message="overloaded")),
+                  Reply(content="x", fault=Fault("stall")))
+    with pytest.raises(openai.APIConnectionError):
+        await client.chat.completions.create(model="demo", messages=MSGS)
+    with pytest.raises(json.JSONDecodeError):
+        await client.chat.completions.create(model="demo", messages=MSGS)
+    with pytest.raises(openai.InternalServerError, match="overloaded"):
+        await client.chat.completions.create(model="demo", messages=MSGS)
+    async with AsyncOpenAI(base_url=server.url, api_key="demo", max_retries=0, timeout=0.3) as c:
+        with pytest.raises(openai.APITimeoutError):
+            await c.chat.completions.create(model="demo", messages=MSGS)
+    assert len(server.requests) == 4 and server.pending == 0
+
+
+async def test_routes_and_json_errors(server, caplog):
+    import httpx
+
+    root = server.url[: -len("/v1")]
+    server.script(Fault("status", status=429))
+    with caplog.at_level("DEBUG"):
+        async with httpx.AsyncClient() as h:
+            assert (await h.get(f"{root}/health")).json() == {"status": "ok"}
+            assert (await h.get(f"{root}/v1/models/")).json()["data"][0]["id"] == "demo"
+            assert (await h.get(f"{root}/v1/models/org/some-model")).json()["id"] == "org/some-model"
+            r = await h.get(f"{root}/v1/nowhere")
+            assert r.status_code == 404 and r.json()["error"]["message"] == "no route for GET /v1/nowhere"
+            r = await h.get(f"{root}/v1/chat/completions")
+            assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+            r = await h.post(f"{root}/chat/completions", json={"messages": MSGS})  # without the /v1 prefix
+            assert r.status_code == 429 and r.headers["retry-after-ms"] == "10"
+            assert r.headers["content-type"] == "application/json"
+    assert [rec for rec in caplog.records if rec.name.startswith("tornado") and rec.levelno >= 30] == []
+
+
 @pytest.mark.parametrize("adapter_name", ["chat", "json", "xml"])
 async def test_auto_reply_parses_with_the_projects_adapters(server, client, adapter_name):
     from typing import Literal

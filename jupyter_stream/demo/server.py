@@ -12,10 +12,11 @@ Replies come from a FIFO script (:meth:`DemoServer.script`: plain strings, :clas
 recorded chunk lists, or :class:`Fault` misbehaviours) and, when the script is empty, from the automatic
 responder (:func:`jupyter_stream.demo.responder.auto_reply`), which fills in any signature's outputs.
 
-The server runs its own asyncio event loop in a daemon thread, so it works from synchronous code, from
-pytest-asyncio tests and from a Jupyter kernel alike. It is fast: chunks are written from pre-built byte
-templates in batches, so 50,000 deltas take a few tens of milliseconds of server time when no token rate
-is set.
+The HTTP layer is tornado's (request parsing, chunked encoding, keep-alive); this module adds the routes,
+the pacing and the faults. The server runs its own asyncio event loop in a daemon thread, so it works
+from synchronous code, from pytest-asyncio tests and from a Jupyter kernel alike. It is fast: chunks are
+built from pre-built byte templates and written many at a time (one write, one HTTP chunk), so 50,000
+deltas take a few tens of milliseconds of server time when no token rate is set.
 
 Example::
 
@@ -34,16 +35,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import http
 import itertools
 import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
+
+from tornado.httpserver import HTTPServer
+from tornado.httputil import responses
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.netutil import bind_sockets
+from tornado.web import Application, RequestHandler
 
 from .responder import auto_reply, chunk_text, count_tokens, message_text, tokenize
 
@@ -62,8 +69,7 @@ DEFAULT_TOKEN_RATE = 150.0
 
 _FAULT_KINDS = ("drop", "stall", "status", "malformed", "error_event", "refuse")
 _MODEL = "demo"
-_FLUSH_BYTES = 64 * 1024  # write (and drain) once this much is buffered
-_MAX_HEADER_BYTES = 64 * 1024
+_FLUSH_BYTES = 256 * 1024  # one write (and HTTP chunk) carries about this much
 
 
 def default_token_rate() -> float | None:
@@ -337,133 +343,285 @@ def _error_body(status: int, body: Any = None, message: str | None = None) -> by
         err = {"message": message or "The server had an error while processing your request. Sorry about that!",
                "type": "server_error", "param": None, "code": None}
     else:
-        err = {"message": message or http.HTTPStatus(status).phrase, "type": "invalid_request_error",
+        err = {"message": message or responses.get(status, "Unknown"), "type": "invalid_request_error",
                "param": None, "code": None}
     return _dumps({"error": err})
 
 
-# --------------------------------------------------------------------------------------------------
-# HTTP
-# --------------------------------------------------------------------------------------------------
+def _faulted_events(plan: _Plan) -> tuple[list[bytes], int, int]:
+    """The SSE events a streamed answer sends with its fault applied.
+
+    Returns ``(events, stop_at, timed_stop)``: send ``events[:stop_at]`` (``drop`` and ``stall`` stop at
+    the fault and then misbehave), pacing ``events[plan.timed_start:timed_stop]``.
+    """
+    events, fault, pos = plan.events, plan.fault, plan.fault_pos
+    if fault is None:
+        return events, len(events), plan.timed_stop
+    if fault.kind == "malformed":
+        bad = (b'data: {"id":"' + plan.completion_id.encode()
+               + b'","choices":[{"index":0,"delta":{"content":"oo\n\n')  # cut short: not JSON
+        events = events[:pos] + [bad] + events[pos:]
+        return events, len(events), plan.timed_stop + (plan.timed_stop > pos)
+    if fault.kind == "error_event":
+        err = _dumps({"error": {"message": fault.message, "type": "server_error", "param": None, "code": None}})
+        events = events[:pos] + [b"data: " + err + b"\n\n", _DONE]
+        return events, len(events), plan.timed_stop
+    return events, pos, plan.timed_stop  # drop / stall
 
 
-class _BadRequest(Exception):
-    pass
+# --------------------------------------------------------------------------------------------------
+# HTTP, on tornado
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class _Request:
+    """A request as :meth:`DemoServer._control` sees it (a subclass adds control endpoints there)."""
+
     method: str
-    path: str
-    version: str
-    headers: dict[str, str]
+    path: str  # without the ``/v1`` prefix, e.g. ``"/demo/stats"``
     body: bytes
+    keep_alive: bool = True  # for ``_send_json(..., keep_alive=)``; tornado honours the client's Connection header
+
+
+class _Handler(RequestHandler):
+    """What every route shares: JSON by default, OpenAI-style JSON errors, no ETag."""
 
     @property
-    def keep_alive(self) -> bool:
-        conn = self.headers.get("connection", "").lower()
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in conn
-        return "close" not in conn
+    def demo(self) -> DemoServer:
+        return self.application.settings["demo"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+
+    def compute_etag(self) -> None:
+        return None
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.finish(_error_body(status_code))
+
+    def send_json(self, status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> None:
+        """Answer ``status`` with the JSON ``body`` (tornado adds Content-Length and keeps the connection)."""
+        self.set_status(status)
+        for name, value in headers:
+            self.set_header(name, value)
+        self.finish(body)
 
 
-class _Conn:
-    """One client connection: a byte buffer over the stream reader, plus an end-of-stream watcher."""
+class _NotFound(_Handler):
+    """Any path without a route: 404 with an OpenAI-style error."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.buf = bytearray()
-        self.eof = asyncio.Event()  # the client closed its side
-        self.closed_early = False
+    def prepare(self) -> None:
+        req = self.request
+        self.send_json(404, _error_body(404, message=f"no route for {req.method} {req.path}"))
 
-    async def _fill(self) -> bool:
+
+class _HealthHandler(_Handler):
+    """``GET /``, ``/health``, ``/v1``: ``{"status":"ok"}``."""
+
+    def get(self) -> None:
+        self.finish(b'{"status":"ok"}')
+
+    head = get
+
+
+class _ModelsHandler(_Handler):
+    """``GET /v1/models`` lists the model ``demo``; ``GET /v1/models/{id}`` describes any id."""
+
+    def get(self, model: str | None = None) -> None:
+        card = {"id": model or _MODEL, "object": "model", "created": int(time.time()), "owned_by": "jupyter_stream"}
+        self.finish(_dumps(card if model else {"object": "list", "data": [card]}))
+
+
+class _ControlHandler(_Handler):
+    """``/v1/demo/...``: scripting and statistics for another process, see :meth:`DemoServer._control`."""
+
+    async def get(self, path: str) -> None:
+        await self.demo._control(self, _Request(self.request.method or "GET", path, self.request.body), path)
+
+    post = get
+
+
+class _ChatHandler(_Handler):
+    """``POST /v1/chat/completions``: the next script item (or the automatic reply), streamed as SSE or whole.
+
+    Faults are played here: ``refuse`` and ``drop`` hang up (:meth:`_hang_up`), ``stall`` waits for the
+    client to leave. tornado tells :meth:`on_connection_close` when the client goes away while the answer
+    is produced; a write to a closed connection shows it too.
+    """
+
+    def initialize(self) -> None:
+        self._left = asyncio.Event()  # the client closed the connection
+
+    def prepare(self) -> None:
+        self.demo._track(asyncio.current_task())
+        if self.request.connection.stream.closed():  # type: ignore[union-attr]  # gone before tornado listened
+            self._left.set()
+
+    def on_connection_close(self) -> None:
+        self._left.set()
+
+    def _hang_up(self) -> None:
+        """Close the connection at once: no (more) response bytes, no chunked terminator."""
+        self.request.connection.close()  # type: ignore[union-attr]
+
+    def _still_there(self) -> bool:
+        return not self._left.is_set() and not self.request.connection.stream.closed()  # type: ignore[union-attr]
+
+    async def post(self) -> None:
+        demo = self.demo
         try:
-            data = await self.reader.read(65536)
-        except (ConnectionError, OSError):
-            data = b""
-        if not data:
-            self.eof.set()
-            return False
-        self.buf += data
-        return True
-
-    async def watch(self) -> None:
-        """Read in the background while a response streams, to notice the client going away."""
-        while not self.eof.is_set():
-            if not await self._fill():
-                return
-
-    async def read_request(self) -> _Request | None:
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            if len(self.buf) > _MAX_HEADER_BYTES:
-                raise _BadRequest("headers too large")
-            if self.eof.is_set() or not await self._fill():
-                if self.buf.strip():
-                    raise _BadRequest("incomplete request")
-                return None
-        head = bytes(self.buf[:end]).decode("latin-1")
-        del self.buf[: end + 4]
-        lines = head.split("\r\n")
-        try:
-            method, target, version = lines[0].split(" ", 2)
-        except ValueError:
-            raise _BadRequest(f"bad request line {lines[0]!r}") from None
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise _BadRequest(f"bad header line {line!r}")
-            headers[name.strip().lower()] = value.strip()
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = await self._read_chunked()
+            body = json.loads(self.request.body or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body is not a JSON object")
+        except ValueError as e:
+            return self.send_json(400, _error_body(400, message=f"invalid JSON body: {e}"))
+        demo.requests.append(body)
+        item = demo._next_script_item()
+        if isinstance(item, Fault) and item.kind == "refuse":
+            return self._hang_up()
+        if isinstance(item, Fault) and item.kind == "status":
+            headers = [] if item.retry_after is None else [
+                ("retry-after-ms", str(max(0, int(round(item.retry_after * 1000)))))]
+            return self.send_json(item.status, _error_body(item.status, item.body), headers)
+        plan = demo._plan(item, body)
+        if body.get("stream"):
+            await self._stream(plan)
         else:
+            await self._answer_whole(plan)
+
+    async def _answer_whole(self, plan: _Plan) -> None:
+        """A ``chat.completion`` JSON answer; faults: stall, half a body (drop), invalid JSON, a 500."""
+        fault = plan.fault
+        if fault is None:
+            return self.send_json(200, _completion_body(plan))
+        if fault.kind == "stall":
+            await self._left.wait()
+            return self._hang_up()
+        if fault.kind == "drop":
+            body = _completion_body(plan)
+            self.set_header("Content-Length", str(len(body)))
+            await self._send(body[: len(body) // 2])
+            return self._hang_up()
+        if fault.kind == "malformed":
+            return self.send_json(200, _completion_body(plan)[:-7] + b',"oops')
+        err = _dumps({"error": {"message": fault.message, "type": "server_error", "param": None, "code": None}})
+        return self.send_json(500, err)  # error_event
+
+    async def _stream(self, plan: _Plan) -> None:
+        """The SSE answer (HTTP/1.1 chunked), counted in flight until it ends or its connection is closed."""
+        demo = self.demo
+        events, stop_at, timed_stop = _faulted_events(plan)
+        kind = plan.fault.kind if plan.fault is not None else None
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("x-request-id", plan.completion_id)
+        demo._stream_started()
+        here = await self._pump(events, stop_at, plan.rate, plan.timed_start, timed_stop)
+        if here and kind == "stall":
+            await self._left.wait()
+            here = False
+        if here and kind != "drop":
             try:
-                n = int(headers.get("content-length", "0") or 0)
-            except ValueError:
-                raise _BadRequest("bad content-length") from None
-            while len(self.buf) < n:
-                if not await self._fill():
-                    raise _BadRequest("incomplete body")
-            body = bytes(self.buf[:n])
-            del self.buf[:n]
-        return _Request(method.upper(), target.split("?", 1)[0], version.upper(), headers, body)
+                await self.finish()  # the chunked terminator; the connection stays open for the next request
+                demo._stream_finished()
+                return
+            except StreamClosedError:
+                here = False
+        if not here and not demo._stopping:
+            demo.stream_closed_early += 1
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        self._hang_up()  # drop: without the terminator; early: the client has gone already
+        demo._after_close(stream, demo._stream_finished)  # so that after wait_idle() the counters are final
 
-    async def _read_line(self) -> bytes:
-        while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                line = bytes(self.buf[:i])
-                del self.buf[: i + 2]
-                return line
-            if not await self._fill():
-                raise _BadRequest("incomplete chunked body")
+    async def _pump(self, events: list[bytes], stop_at: int, rate: float | None, timed_start: int,
+                    timed_stop: int) -> bool:
+        """Send ``events[:stop_at]``, many per HTTP chunk; False if the client left.
 
-    async def _read_chunked(self) -> bytes:
-        parts = []
-        while True:
-            size_line = await self._read_line()
+        Without a rate, as fast as the client reads. With one, event ``k`` of the paced range is due
+        ``k / rate`` seconds after the first; events already due go out together.
+        """
+        if not rate:
+            step = _batch_len(events)
+            for i in range(0, stop_at, step):
+                if not await self._send(b"".join(events[i:min(i + step, stop_at)])):
+                    return False
+            return True
+        interval = 1.0 / rate
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        batch: list[bytes] = []
+        size = 0
+        for i in range(stop_at):
+            if timed_start <= i < timed_stop:
+                delay = t0 + (i - timed_start) * interval - loop.time()
+                if delay > 0:
+                    if not (await self._send(b"".join(batch)) and await self._pause(delay)):
+                        return False
+                    batch, size = [], 0
+            batch.append(events[i])
+            size += len(events[i])
+            if size >= _FLUSH_BYTES:
+                if not await self._send(b"".join(batch)):
+                    return False
+                batch, size = [], 0
+        return await self._send(b"".join(batch))
+
+    async def _send(self, data: bytes) -> bool:
+        """Write ``data`` as one HTTP chunk and wait until the socket took it; False if the client left."""
+        if data:
+            self.write(data)
             try:
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-            except ValueError:
-                raise _BadRequest("bad chunk size") from None
-            if size == 0:
-                while await self._read_line():  # trailers, up to the blank line
-                    pass
-                return b"".join(parts)
-            while len(self.buf) < size + 2:
-                if not await self._fill():
-                    raise _BadRequest("incomplete chunked body")
-            parts.append(bytes(self.buf[:size]))
-            del self.buf[: size + 2]
+                await self.flush()
+            except StreamClosedError:
+                return False
+        return self._still_there()
+
+    async def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` seconds; False if the client left meanwhile."""
+        try:
+            await asyncio.wait_for(self._left.wait(), delay)
+        except asyncio.TimeoutError:
+            return self._still_there()
+        return False
 
 
-def _head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+def _batch_len(events: Sequence[bytes]) -> int:
+    """How many events make about ``_FLUSH_BYTES`` (one write, one HTTP chunk), judged by a sample."""
+    sample = events[1:65] or events
+    return max(1, _FLUSH_BYTES * len(sample) // max(1, sum(map(len, sample))))
+
+
+class _HTTPServer(HTTPServer):
+    """tornado's HTTP/1.1 server, telling the :class:`DemoServer` when a connection opens and closes."""
+
+    def initialize(self, demo: DemoServer, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        self.demo = demo
+        super().initialize(*args, **kwargs)
+
+    def handle_stream(self, stream: IOStream, address: Any) -> None:
+        self.demo._connection_opened(stream)
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn: Any) -> None:  # the connection's request loop ended: it is closed
+        super().on_close(server_conn)
+        self.demo._connection_closed(server_conn.stream)
+
+
+def _application(demo: DemoServer) -> Application:
+    """The routes, with or without the ``/v1`` prefix (and a trailing slash)."""
+    v1 = r"(?:/v1)?"
+    return Application(
+        [
+            (v1 + r"/chat/completions/?", _ChatHandler),
+            (v1 + r"/models/?", _ModelsHandler),
+            (v1 + r"/models/(.+?)/?", _ModelsHandler),
+            (v1 + r"(/demo/.*?)/?", _ControlHandler),
+            (r"/(?:health|v1)?/?", _HealthHandler),
+        ],
+        default_handler_class=_NotFound, demo=demo,
+        log_function=lambda handler: None,  # no access log: a scripted 429 must not print into the notebook
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -510,8 +668,10 @@ class DemoServer:
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._http: _HTTPServer | None = None
+        self._open: dict[IOStream, list[Callable[[], None]]] = {}  # open connection -> run when it closes
+        self._tasks: set[asyncio.Task[Any]] = set()  # chat handlers at work
+        self._stopping = False
         self._start_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -542,9 +702,7 @@ class DemoServer:
                 asyncio.set_event_loop(loop)
                 self._loop = loop
                 try:
-                    self._server = loop.run_until_complete(
-                        asyncio.start_server(self._handle, self.host, self.port, limit=1 << 20))
-                    self.port = self._server.sockets[0].getsockname()[1]
+                    io_loop = loop.run_until_complete(self._listen())
                 except BaseException as e:  # noqa: BLE001 - reported to start()'s caller
                     failure.append(e)
                     ready.set()
@@ -557,8 +715,9 @@ class DemoServer:
                     try:
                         loop.run_until_complete(loop.shutdown_asyncgens())
                     finally:
-                        loop.close()
+                        io_loop.close()  # tornado's wrapper; closes the asyncio loop too
 
+            self._stopping = False
             self._thread = threading.Thread(target=run, name=f"jupyter-stream-demo-lm:{self.port}", daemon=True)
             self._thread.start()
             ready.wait()
@@ -568,6 +727,14 @@ class DemoServer:
                 raise failure[0]
             return self
 
+    async def _listen(self) -> IOLoop:
+        """Bind (``port`` 0: a free one) and serve on this thread's loop; returns tornado's view of the loop."""
+        sockets = bind_sockets(self.port, address=self.host)
+        self._http = _HTTPServer(self, _application(self), max_body_size=1 << 30)
+        self._http.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        return IOLoop.current()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Close the listening socket and every connection, and end the thread. Safe to call twice."""
         with self._start_lock:
@@ -575,6 +742,7 @@ class DemoServer:
             if thread is None or loop is None or not thread.is_alive():
                 self._thread = None
                 return
+            self._stopping = True
             fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
             try:
                 fut.result(timeout)
@@ -588,18 +756,19 @@ class DemoServer:
                 self._idle.notify_all()
 
     async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
+        """Stop listening, close every connection (so its handler sees the client leave), let handlers end."""
+        if self._http is not None:
+            self._http.stop()
             try:
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                await asyncio.wait_for(self._http.close_all_connections(), 2.0)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001
                 pass
+        tasks = set(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=1.0)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     def __enter__(self) -> DemoServer:
         return self.start()
@@ -664,152 +833,8 @@ class DemoServer:
                 return Fault(**{**item.__dict__, "times": 1})
             return self._script.popleft()
 
-    def _stream_started(self) -> None:
-        with self._idle:
-            self._inflight += 1
-
-    def _stream_finished(self) -> None:
-        with self._idle:
-            self._inflight = max(0, self._inflight - 1)
-            self._idle.notify_all()
-
-    # -- connection handling ------------------------------------------------------------------------
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        self.connections_opened += 1
-        conn = _Conn(reader, writer)
-        pending_finish = False
-        try:
-            while True:
-                try:
-                    req = await conn.read_request()
-                except _BadRequest as e:
-                    await self._send_json(conn, 400, _error_body(400, message=str(e)), keep_alive=False)
-                    break
-                if req is None:
-                    break
-                outcome = await self._dispatch(conn, req)
-                if outcome == "early":
-                    pending_finish = True  # finish after the connection is closed, so counters are final
-                    break
-                if outcome != "keep" or not req.keep_alive:
-                    break
-        except (ConnectionError, OSError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        finally:
-            try:
-                writer.close()
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (Exception, asyncio.CancelledError):  # noqa: BLE001
-                pass
-            self.connections_closed += 1
-            if pending_finish:
-                self._stream_finished()
-            if task is not None:
-                self._tasks.discard(task)
-
-    async def _send_json(self, conn: _Conn, status: int, body: bytes, *, keep_alive: bool = True,
-                         extra: Sequence[tuple[str, str]] = ()) -> None:
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                   ("Connection", "keep-alive" if keep_alive else "close"), *extra]
-        conn.writer.write(_head(status, headers) + body)
-        await conn.writer.drain()
-
-    async def _dispatch(self, conn: _Conn, req: _Request) -> str:
-        """Answer one request; returns "keep" (connection reusable), "close", or "early" (client left)."""
-        path = req.path.rstrip("/") or "/"
-        if path.startswith("/v1/"):
-            path = path[3:]
-        if path in ("/chat/completions", "/v1/chat/completions"):
-            if req.method != "POST":
-                await self._send_json(conn, 405, _error_body(405), keep_alive=req.keep_alive)
-                return "keep"
-            return await self._chat(conn, req)
-        if path in ("/models", "/v1/models") and req.method == "GET":
-            now = int(time.time())
-            body = _dumps({"object": "list", "data": [
-                {"id": _MODEL, "object": "model", "created": now, "owned_by": "jupyter_stream"}]})
-            await self._send_json(conn, 200, body, keep_alive=req.keep_alive)
-            return "keep"
-        if path.startswith("/models/") and req.method == "GET":
-            body = _dumps({"id": path[len("/models/"):], "object": "model", "created": int(time.time()),
-                           "owned_by": "jupyter_stream"})
-            await self._send_json(conn, 200, body, keep_alive=req.keep_alive)
-            return "keep"
-        if path.startswith("/demo/"):
-            return await self._control(conn, req, path)
-        if path in ("/", "/health", "/v1") and req.method in ("GET", "HEAD"):
-            await self._send_json(conn, 200, b'{"status":"ok"}', keep_alive=req.keep_alive)
-            return "keep"
-        await self._send_json(conn, 404, _error_body(404, message=f"no route for {req.method} {req.path}"),
-                              keep_alive=req.keep_alive)
-        return "keep"
-
-    async def _control(self, conn: _Conn, req: _Request, path: str) -> str:
-        """``POST /v1/demo/script`` ``{"replies": [...]}``, ``GET /v1/demo/stats``, ``POST /v1/demo/reset``.
-
-        Lets another process (a benchmark, a CLI test) script a server it started with
-        ``python -m jupyter_stream.demo``. A reply is a str, a list of raw chunk dicts, a dict of
-        :class:`Reply` arguments (``"fault"`` a dict of :class:`Fault` arguments) or a dict with ``"kind"``
-        (a :class:`Fault`).
-        """
-        try:
-            if path == "/demo/script" and req.method == "POST":
-                replies = json.loads(req.body or b"{}").get("replies", [])
-                self.script(*(_reply_from_json(r) for r in replies))
-                body = _dumps({"queued": len(replies), "pending": self.pending})
-            elif path == "/demo/stats" and req.method == "GET":
-                body = _dumps({"requests": len(self.requests), "pending": self.pending,
-                               "connections_opened": self.connections_opened,
-                               "connections_closed": self.connections_closed,
-                               "stream_closed_early": self.stream_closed_early})
-            elif path == "/demo/reset" and req.method == "POST":
-                self.reset()
-                body = b'{"reset":true}'
-            else:
-                await self._send_json(conn, 404, _error_body(404, message=f"no route for {req.method} {req.path}"),
-                                      keep_alive=req.keep_alive)
-                return "keep"
-        except (ValueError, TypeError, AttributeError) as e:
-            await self._send_json(conn, 400, _error_body(400, message=str(e)), keep_alive=req.keep_alive)
-            return "keep"
-        await self._send_json(conn, 200, body, keep_alive=req.keep_alive)
-        return "keep"
-
-    async def _chat(self, conn: _Conn, req: _Request) -> str:
-        try:
-            body = json.loads(req.body or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("the body is not a JSON object")
-        except ValueError as e:
-            await self._send_json(conn, 400, _error_body(400, message=f"invalid JSON body: {e}"),
-                                  keep_alive=req.keep_alive)
-            return "keep"
-        self.requests.append(body)
-        item = self._next_script_item()
-        stream = bool(body.get("stream"))
-
-        if isinstance(item, Fault) and item.kind == "refuse":
-            return "close"
-        if isinstance(item, Fault) and item.kind == "status":
-            extra = []
-            if item.retry_after is not None:
-                extra.append(("retry-after-ms", str(max(0, int(round(item.retry_after * 1000))))))
-            await self._send_json(conn, item.status, _error_body(item.status, item.body, None),
-                                  keep_alive=req.keep_alive, extra=extra)
-            return "keep"
-
-        plan = self._plan(item, body)
-        if not stream:
-            return await self._answer_whole(conn, req, plan)
-        return await self._stream(conn, req, plan)
-
     def _plan(self, item: Any, body: Mapping[str, Any]) -> _Plan:
+        """The answer to one chat request, from its script item (None: the automatic responder)."""
         n = next(self._ids)
         cid = f"chatcmpl-demo{n:06d}"
         created = int(time.time())
@@ -833,136 +858,75 @@ class DemoServer:
         messages = [m for m in (body.get("messages") or []) if isinstance(m, Mapping)]
         return auto_reply(messages, body)
 
-    async def _answer_whole(self, conn: _Conn, req: _Request, plan: _Plan) -> str:
-        fault = plan.fault
-        if fault is None:
-            await self._send_json(conn, 200, _completion_body(plan), keep_alive=req.keep_alive)
-            return "keep"
-        if fault.kind == "stall":
-            await conn.watch()  # until the client leaves
-            return "close"
-        if fault.kind == "drop":
-            body = _completion_body(plan)
-            conn.writer.write(_head(200, [("Content-Type", "application/json"),
-                                          ("Content-Length", str(len(body)))]) + body[: len(body) // 2])
-            await conn.writer.drain()
-            return "close"
-        if fault.kind == "malformed":
-            await self._send_json(conn, 200, _completion_body(plan)[:-7] + b',"oops', keep_alive=req.keep_alive)
-            return "keep"
-        # error_event
-        body = _dumps({"error": {"message": fault.message, "type": "server_error", "param": None, "code": None}})
-        await self._send_json(conn, 500, body, keep_alive=req.keep_alive)
-        return "keep"
+    # -- bookkeeping, on the server's thread -----------------------------------------------------------
 
-    async def _stream(self, conn: _Conn, req: _Request, plan: _Plan) -> str:
-        events = plan.events
-        fault = plan.fault
-        stop_at = len(events)
-        if fault is not None:
-            pos = plan.fault_pos
-            if fault.kind == "malformed":
-                bad = (b'data: {"id":"' + plan.completion_id.encode()
-                       + b'","choices":[{"index":0,"delta":{"content":"oo\n\n')  # cut short: not JSON
-                events = events[:pos] + [bad] + events[pos:]
-                if plan.timed_stop > pos:
-                    plan.timed_stop += 1
-                stop_at = len(events)
-            elif fault.kind == "error_event":
-                err = _dumps({"error": {"message": fault.message, "type": "server_error", "param": None,
-                                        "code": None}})
-                events = events[:pos] + [b"data: " + err + b"\n\n", _DONE]
-                stop_at = len(events)
-            else:  # drop / stall: send events[:pos] and then misbehave
-                stop_at = pos
+    def _stream_started(self) -> None:
+        with self._idle:
+            self._inflight += 1
 
-        writer = conn.writer
-        writer.write(_head(200, [
-            ("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache"),
-            ("Transfer-Encoding", "chunked"), ("Connection", "keep-alive" if req.keep_alive else "close"),
-            ("x-request-id", plan.completion_id),
-        ]))
-        self._stream_started()
-        watcher = asyncio.ensure_future(conn.watch())
-        outcome = "keep"
+    def _stream_finished(self) -> None:
+        with self._idle:
+            self._inflight = max(0, self._inflight - 1)
+            self._idle.notify_all()
+
+    def _connection_opened(self, stream: IOStream) -> None:
+        """Count a connection tornado accepted (from :class:`_HTTPServer`)."""
+        self.connections_opened += 1
+        self._open[stream] = []
+
+    def _connection_closed(self, stream: IOStream) -> None:
+        """Count a connection tornado is done with (closed), then run what waited for that."""
+        self.connections_closed += 1
+        for callback in self._open.pop(stream, ()):
+            callback()
+
+    def _after_close(self, stream: IOStream, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the connection of ``stream`` is closed and counted (now if it is)."""
+        if stream in self._open:
+            self._open[stream].append(callback)
+        else:
+            callback()
+
+    def _track(self, task: asyncio.Task[Any] | None) -> None:
+        """Remember a handler's task until it ends, so that :meth:`stop` can wait for it."""
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- control endpoints ----------------------------------------------------------------------------
+
+    async def _send_json(self, handler: _Handler, status: int, body: bytes, *, keep_alive: bool = True,
+                         extra: Sequence[tuple[str, str]] = ()) -> None:
+        """Answer ``status`` with the JSON ``body`` (``keep_alive``: tornado follows the client's wish)."""
+        handler.send_json(status, body, extra)
+
+    async def _control(self, handler: _Handler, req: _Request, path: str) -> None:
+        """``POST /v1/demo/script`` ``{"replies": [...]}``, ``GET /v1/demo/stats``, ``POST /v1/demo/reset``.
+
+        Lets another process (a benchmark, a CLI test) script a server it started with
+        ``python -m jupyter_stream.demo``. A reply is a str, a list of raw chunk dicts, a dict of
+        :class:`Reply` arguments (``"fault"`` a dict of :class:`Fault` arguments) or a dict with ``"kind"``
+        (a :class:`Fault`). A subclass adds endpoints by overriding this (``benchmarks/_server.py``).
+        """
         try:
-            ok = await self._pump(conn, events, stop_at, plan)
-            if not ok:
-                outcome = "early"
-            elif fault is not None and fault.kind == "drop":
-                outcome = "close"
-            elif fault is not None and fault.kind == "stall":
-                await conn.eof.wait()
-                outcome = "early"
+            if path == "/demo/script" and req.method == "POST":
+                replies = json.loads(req.body or b"{}").get("replies", [])
+                self.script(*(_reply_from_json(r) for r in replies))
+                body = _dumps({"queued": len(replies), "pending": self.pending})
+            elif path == "/demo/stats" and req.method == "GET":
+                body = _dumps({"requests": len(self.requests), "pending": self.pending,
+                               "connections_opened": self.connections_opened,
+                               "connections_closed": self.connections_closed,
+                               "stream_closed_early": self.stream_closed_early})
+            elif path == "/demo/reset" and req.method == "POST":
+                self.reset()
+                body = b'{"reset":true}'
             else:
-                writer.write(b"0\r\n\r\n")
-                await writer.drain()
-        except (ConnectionError, OSError):
-            outcome = "early"
-        finally:
-            watcher.cancel()
-            try:
-                await watcher
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-            if outcome == "early":
-                self.stream_closed_early += 1
-            else:
-                self._stream_finished()
-        return outcome
-
-    async def _pump(self, conn: _Conn, events: list[bytes], stop_at: int, plan: _Plan) -> bool:
-        """Write ``events[:stop_at]`` as HTTP chunks, paced by the plan's rate; False if the client left."""
-        writer = conn.writer
-        eof = conn.eof
-        rate = plan.rate
-        buf: list[bytes] = []
-        size = 0
-
-        async def flush() -> None:
-            nonlocal buf, size
-            if buf:
-                data = b"".join(buf)
-                writer.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-                buf, size = [], 0
-            await writer.drain()
-
-        if not rate:
-            i = 0
-            step = 512
-            while i < stop_at:
-                if eof.is_set():
-                    return False
-                j = min(i + step, stop_at)
-                data = b"".join(events[i:j])
-                writer.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-                i = j
-                if writer.transport.get_write_buffer_size() > _FLUSH_BYTES:
-                    await writer.drain()
-            await writer.drain()
-            return not eof.is_set()
-        # Paced: event k of the timed range is due at t0 + k / rate; events that are already due are batched.
-        interval = 1.0 / rate
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        ts, te = plan.timed_start, plan.timed_stop
-        for i in range(stop_at):
-            if eof.is_set():
-                return False
-            if ts <= i < te:
-                due = t0 + (i - ts) * interval  # the first delta goes out at once
-                delay = due - loop.time()
-                if delay > 0:
-                    await flush()
-                    await asyncio.sleep(delay)
-                    if eof.is_set():
-                        return False
-            buf.append(events[i])
-            size += len(events[i])
-            if size >= _FLUSH_BYTES:
-                await flush()
-        await flush()
-        return not eof.is_set()
+                body = _error_body(404, message=f"no route for {req.method} {handler.request.path}")
+                return await self._send_json(handler, 404, body)
+        except (ValueError, TypeError, AttributeError) as e:
+            return await self._send_json(handler, 400, _error_body(400, message=str(e)))
+        await self._send_json(handler, 200, body)
 
 
 # --------------------------------------------------------------------------------------------------
