@@ -427,8 +427,10 @@ def test_the_saved_widget_state_holds_the_text_the_page_filled_in(page, lab):
         assert text.text_content() == SAVED_ANSWER
         widget.locator("details.jps-inspector > summary").click()
         user = widget.locator('.jps-msg[data-role="user"] .jps-msg-content')
-        page.wait_for_function("([el, n]) => el.textContent.length > n", arg=[user.element_handle(),
-                                                                              len(SAVED_INPUT) * 20_000], timeout=20_000)
+        # Queried on every poll: the inspector draws its calls anew when the whole prompt arrives.
+        page.wait_for_function(
+            "(n) => [...document.querySelectorAll('.jps-inspector .jps-msg[data-role=\"user\"] .jps-msg-content')]"
+            ".some(p => p.textContent.length > n)", arg=len(SAVED_INPUT) * 20_000, timeout=20_000)
         assert user.text_content().count(SAVED_INPUT.strip()) == 20_000
         expect(widget.locator(".jps-held")).to_have_count(0)
         saved = lab.notebook_dir / "saved.ipynb"
