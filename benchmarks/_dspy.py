@@ -34,7 +34,7 @@ def run_dspy(server: Any, sizes: list[int], repeats: int, parser_sizes: list[int
     from litellm.types.utils import Delta, StreamingChoices
 
     from jupyter_stream.adapters import ChatAdapter, JSONAdapter, XMLAdapter
-    from jupyter_stream.signatures import Signature
+    from jupyter_stream._signatures import Signature
 
     lm = dspy.LM("openai/bench", api_base=server.url, api_key="x", cache=False)
     dspy.configure(lm=lm, adapter=None)

@@ -99,7 +99,7 @@ def _expect(label: str, got: list[int], want: list[int]) -> None:
 
 
 def _where(filename: str, lineno: int) -> str:
-    """``jupyter_stream/lm.py:330`` for the project's files, ``httpx2/_models.py:12`` for a library's."""
+    """``jupyter_stream/_lm.py:330`` for the project's files, ``httpx2/_models.py:12`` for a library's."""
     path = os.path.abspath(filename)
     if path.startswith(ROOT + os.sep) and ".venv" not in path:
         return f"{os.path.relpath(path, ROOT)}:{lineno}"

@@ -186,7 +186,7 @@ def _profile_on_signals(out: str, clock: str) -> None:
 
 def profiled_serve(out: str, clock: str, argv: list[str]) -> int:
     """``jupyter-stream ARGV`` (``serve ...``), profiled over the client's measured round."""
-    from jupyter_stream.cli import main as cli_main
+    from jupyter_stream._cli import main as cli_main
 
     _profile_on_signals(out, clock)
     return cli_main(argv)

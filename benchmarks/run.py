@@ -724,7 +724,7 @@ class _Marks:
 def ttft_breakdown(bench: Bench, runs: int) -> list[tuple[str, Stat, Stat | None]]:
     """Where (d)'s time to first StreamResponse goes, next to the floor's, from timestamps taken by wrappers
     around the LM call, the HTTP client's ``send`` and the first JSON parse (the engine is not modified)."""
-    import jupyter_stream.lm as lm_mod
+    import jupyter_stream._lm as lm_mod
 
     m = _Marks()
     try:

@@ -24,13 +24,13 @@ from ._exceptions import (
     UsageError,
 )
 from .adapters import Adapter, ChatAdapter, JSONAdapter, XMLAdapter
-from .callbacks import BaseCallback
-from .lm import LM
-from .prediction import Prediction
-from .program import ChainOfThought, Module, Predict, Tool
+from ._callbacks import BaseCallback
+from ._lm import LM
+from ._prediction import Prediction
+from ._program import ChainOfThought, Module, Predict, Tool
 from .settings import configure, context
-from .signatures import InputField, OutputField, Signature
-from .terminal import TextRenderer
+from ._signatures import InputField, OutputField, Signature
+from ._terminal import TextRenderer
 from .streaming import (
     LMRequest,
     LMResponse,
@@ -106,10 +106,10 @@ def show(source, /, **kwargs):  # pragma: no cover - exercised in a real kernel
 def asgi_app(program, /, **kwargs):
     """An ASGI app serving ``program``'s fields as Server-Sent Events (``POST /stream``, ``GET /stream``,
     ``POST /predict``, a page at ``/``): ``js.asgi_app(program, max_concurrency=32, token=None,
-    cors_origins=())``. Needs ``pip install 'jupyter_stream[serve]'``; see ``jupyter_stream.serve``.
+    cors_origins=())``. Needs ``pip install 'jupyter_stream[serve]'``; the README's serve section has the routes and options.
     """
     try:
-        from .serve import asgi_app as _asgi_app
+        from ._serve import asgi_app as _asgi_app
     except ImportError as e:  # starlette is the [serve] extra
         raise ConfigurationError(f"asgi_app needs Starlette: pip install 'jupyter_stream[serve]' ({e})") from None
     return _asgi_app(program, **kwargs)

@@ -28,8 +28,8 @@ from ._exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from .adapters.base import Adapter
-    from .callbacks import BaseCallback
-    from .lm import LM
+    from ._callbacks import BaseCallback
+    from ._lm import LM
 
 __all__ = ["Settings", "configure", "context", "current", "default_lm", "lm_with"]
 
@@ -62,7 +62,7 @@ def _normalise(kwargs: dict[str, Any]) -> dict[str, Any]:
 
         out["adapter"] = get_adapter(out["adapter"])
     if "lm" in out and out["lm"] is not None:
-        from .lm import LM
+        from ._lm import LM
 
         if isinstance(out["lm"], str):
             out["lm"] = LM(out["lm"])
@@ -157,7 +157,7 @@ def lm_with(*, model: str | None = None, base_url: str | None = None, api_key: s
         changes["api_key"] = api_key
     base = current().lm
     if base is None:
-        from .lm import LM
+        from ._lm import LM
 
         if model:
             return LM(changes.pop("model"), **changes)

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from jupyter_stream._exceptions import AdapterParseError
 from jupyter_stream.adapters import Adapter, ChatAdapter, FieldDelta, JSONAdapter, XMLAdapter
-from jupyter_stream.signatures import make_signature
+from jupyter_stream._signatures import make_signature
 
 SIG = make_signature("question -> reasoning, answer")
 TYPED_SIG = make_signature("question -> reasoning, count: int, answer")

@@ -18,7 +18,7 @@ from jupyter_stream.adapters import (
     coerce_value,
     get_adapter,
 )
-from jupyter_stream.signatures import InputField, OutputField, Signature, make_signature
+from jupyter_stream._signatures import InputField, OutputField, Signature, make_signature
 
 COMPLETED = "[[ ## completed ## ]]"
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import jupyter_stream as js
 from jupyter_stream.demo import Fault
 from jupyter_stream.demo.default import NOTICE
-from jupyter_stream.terminal import inert
+from jupyter_stream._terminal import inert
 
 SCRIPT = Path(sys.executable).parent / "jupyter-stream"
 
@@ -173,7 +173,7 @@ def test_model_without_key_or_base_url_exits_2():
 
 def _limits_of_run(monkeypatch, capsys, server, *extra: str):
     """Run ``main()`` in-process against the loopback server and return the Limits its stream used."""
-    from jupyter_stream import cli
+    from jupyter_stream import _cli as cli
 
     made = []
     real_stream = js.stream
@@ -194,7 +194,7 @@ def _limits_of_run(monkeypatch, capsys, server, *extra: str):
 
 
 def test_run_without_timeout_uses_the_streaming_profile(monkeypatch, capsys, server, lm):
-    from jupyter_stream.runtime import TIMEOUT_PROFILES, Limits
+    from jupyter_stream._runtime import TIMEOUT_PROFILES, Limits
 
     limits = _limits_of_run(monkeypatch, capsys, server)
     assert limits == Limits(timeout=TIMEOUT_PROFILES["streaming"].timeout, stream_timeout=60.0)
@@ -202,7 +202,7 @@ def test_run_without_timeout_uses_the_streaming_profile(monkeypatch, capsys, ser
 
 
 def test_run_with_timeout_and_stream_timeout(monkeypatch, capsys, server, lm):
-    from jupyter_stream.runtime import Limits
+    from jupyter_stream._runtime import Limits
 
     limits = _limits_of_run(monkeypatch, capsys, server, "--timeout", "5", "--stream-timeout", "2.5")
     assert limits == Limits(timeout=5.0, stream_timeout=2.5)
@@ -318,7 +318,7 @@ def test_inert_keeps_tabs_newlines_and_unicode():
 
 @given(st.text(alphabet=st.sampled_from("ab é😀\t\n\r\x00\x07\x1b[\x7f\x85\x9b\x9f\xa0"), max_size=60))
 def test_inert_replaces_exactly_the_control_characters(text):
-    from jupyter_stream.terminal import _INERT
+    from jupyter_stream._terminal import _INERT
 
     assert inert(text) == text.translate(_INERT)
 

@@ -20,7 +20,7 @@ from openai import AsyncOpenAI
 
 from jupyter_stream.adapters import get_adapter
 from jupyter_stream.demo import DemoServer, Fault, Reply, auto_reply, chunk_text, tokenize
-from jupyter_stream.signatures import InputField, OutputField, Signature
+from jupyter_stream._signatures import InputField, OutputField, Signature
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_NAMES = ["gpt4o_mini_chat_qa", "gemini_chat_qa", "gpt4o_mini_json_qa", "vllm_reasoning_qa",
@@ -602,7 +602,7 @@ async def test_auto_reply_parses_with_the_projects_adapters(server, client, adap
     from typing import Literal
 
     from jupyter_stream.adapters import get_adapter
-    from jupyter_stream.signatures import InputField, OutputField, Signature
+    from jupyter_stream._signatures import InputField, OutputField, Signature
 
     class QA(Signature):
         """Answer the question."""

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-import jupyter_stream.lm as lm_mod
+import jupyter_stream._lm as lm_mod
 
 import jupyter_stream as js
 from jupyter_stream import LMError

@@ -112,7 +112,7 @@ def _engine_modules() -> list[str]:
     out = []
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         rel = path.relative_to(PACKAGE_DIR)
-        if rel.parts[0] == "notebook" or rel.name == "__main__.py" or rel.name == "dspy_bridge.py":
+        if rel.parts[0] == "notebook" or rel.name == "__main__.py" or rel.name == "_dspy_bridge.py":
             continue
         parts = ["jupyter_stream", *rel.with_suffix("").parts]
         if parts[-1] == "__init__":
@@ -123,7 +123,7 @@ def _engine_modules() -> list[str]:
 
 def test_engine_module_list_is_complete():
     mods = _engine_modules()
-    for required in ["jupyter_stream", "jupyter_stream.lm", "jupyter_stream.cli", "jupyter_stream.terminal",
+    for required in ["jupyter_stream", "jupyter_stream._lm", "jupyter_stream._cli", "jupyter_stream._terminal",
                      "jupyter_stream.streaming.stream", "jupyter_stream.demo.server", "jupyter_stream.adapters.chat"]:
         assert required in mods
     assert not any(m.startswith("jupyter_stream.notebook") for m in mods)
@@ -168,7 +168,7 @@ def test_import_and_native_streaming_never_load_dspy_or_litellm():
         "events = list(js.stream(js.ChainOfThought('question -> answer'), None, {'question': 'q'}))\n"
         "assert isinstance(events[-1], js.Prediction)\n"
         "server.stop()\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('dspy', 'litellm') or m == 'jupyter_stream.dspy_bridge')))\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('dspy', 'litellm') or m == 'jupyter_stream._dspy_bridge')))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -196,7 +196,7 @@ def test_custom_types_argument():
     class Hidden(pydantic.BaseModel):
         x: int
 
-    sig = js.signatures.make_signature("a -> b: Thing", custom_types={"Thing": Hidden})
+    sig = js._signatures.make_signature("a -> b: Thing", custom_types={"Thing": Hidden})
     assert sig.output_fields["b"].annotation is Hidden
 
 

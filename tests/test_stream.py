@@ -153,13 +153,13 @@ def test_whole_call_timeout(lm, server):
 
 
 def test_timeout_profiles(lm):
-    from jupyter_stream.runtime import TIMEOUT_PROFILES, resolve_limits
+    from jupyter_stream._runtime import TIMEOUT_PROFILES, resolve_limits
 
     assert resolve_limits() == TIMEOUT_PROFILES["default"]
     assert TIMEOUT_PROFILES["default"].timeout == 120
     assert TIMEOUT_PROFILES["ml_inference"].timeout == 600
     assert TIMEOUT_PROFILES["batch_job"].timeout is None
-    assert TIMEOUT_PROFILES["streaming"] == js.runtime.Limits(timeout=1800, stream_timeout=120)
+    assert TIMEOUT_PROFILES["streaming"] == js._runtime.Limits(timeout=1800, stream_timeout=120)
     assert resolve_limits(timeout_profile="streaming", stream_timeout=5).stream_timeout == 5
     s = js.stream(js.Predict("question -> answer"), None, {"question": "q"}, timeout_profile="batch_job", stream_timeout=None)
     assert s.limits.timeout is None and s.limits.stream_timeout is None

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic_core import to_jsonable_python
 
-from ..signatures import Field, Signature
+from .._signatures import Field, Signature
 
 from .base import Adapter
 

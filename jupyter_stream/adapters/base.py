@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import pydantic
 
 from .._exceptions import AdapterParseError
-from ..signatures import Field, Signature
+from .._signatures import Field, Signature
 
 __all__ = ["Adapter", "FieldDelta", "FieldParser", "Message", "Turn", "coerce_value", "partial_fields"]
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._exceptions import AdapterParseError
-from ..signatures import Signature
+from .._signatures import Signature
 from . import _prompt
 from .base import FieldDelta, FieldParser, coerce_value
 
@@ -239,7 +239,7 @@ class ChatAdapter(_prompt.PromptAdapter):
     Example::
 
         >>> from jupyter_stream.adapters import ChatAdapter
-        >>> from jupyter_stream.signatures import Signature
+        >>> from jupyter_stream._signatures import Signature
         >>> sig = Signature("question -> reasoning, answer: int")
         >>> adapter = ChatAdapter()
         >>> reply = adapter.format_reply(sig, {"reasoning": "2 + 1", "answer": 3})

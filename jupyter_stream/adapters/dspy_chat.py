@@ -29,7 +29,7 @@ import re
 from typing import Any
 
 from .._exceptions import AdapterParseError
-from ..signatures import Signature
+from .._signatures import Signature
 from .base import FieldDelta, FieldParser, coerce_value
 from .chat import ChatAdapter
 

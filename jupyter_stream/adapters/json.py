@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._exceptions import AdapterParseError
-from ..signatures import Signature
+from .._signatures import Signature
 from . import _prompt
 from .base import FieldDelta, FieldParser, coerce_value
 from .chat import missing_fields_error
@@ -378,7 +378,7 @@ class JSONAdapter(_prompt.PromptAdapter):
     Example::
 
         >>> from jupyter_stream.adapters import JSONAdapter
-        >>> from jupyter_stream.signatures import Signature
+        >>> from jupyter_stream._signatures import Signature
         >>> sig = Signature("question -> reasoning, answer: int")
         >>> adapter = JSONAdapter()
         >>> reply = adapter.format_reply(sig, {"reasoning": 'say "hi"', "answer": 3})

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..signatures import Signature
+from .._signatures import Signature
 from . import _prompt
 from .base import FieldDelta, FieldParser, coerce_value
 from .chat import _StrippedText, missing_fields_error
@@ -141,7 +141,7 @@ class XMLAdapter(_prompt.PromptAdapter):
     Example::
 
         >>> from jupyter_stream.adapters import XMLAdapter
-        >>> from jupyter_stream.signatures import Signature
+        >>> from jupyter_stream._signatures import Signature
         >>> sig = Signature("question -> reasoning, answer: int")
         >>> adapter = XMLAdapter()
         >>> print(adapter.format_reply(sig, {"reasoning": "2 + 1", "answer": 3}))

@@ -34,7 +34,7 @@ def demo_lm():  # -> LM
         )
     with _lock:
         if _lm is None:
-            from ..lm import LM
+            from .._lm import LM
             from .server import shared_server
 
             server = shared_server()

@@ -4,7 +4,7 @@
 ``%%stream`` cell into top-level ``await`` on the kernel's own loop, so an interrupt (■) cancels the
 stream cleanly and the widget's Stop button is handled while the cell runs (ipykernel >= 7.4; measured
 in ``tests/notebook/test_kernel.py``). Elsewhere (terminal IPython, ``run_cell_magic``) the stream
-runs on the engine loop thread through :func:`jupyter_stream.runtime.run_sync`, whose Ctrl-C cancels
+runs on the engine loop thread through :func:`jupyter_stream._runtime.run_sync`, whose Ctrl-C cancels
 the request.
 
 Usage::
@@ -27,14 +27,14 @@ from IPython.core import magic_arguments
 from IPython.core.error import UsageError as IPyUsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 
-from .. import programs, runtime
+from .. import _programs as programs, _runtime as runtime
 from .. import settings as _settings
 from .._exceptions import JupyterStreamError, StreamError, UsageError
-from ..prediction import Prediction
-from ..program import Module, Predict
+from .._prediction import Prediction
+from .._program import Module, Predict
 from ..streaming.sink import pour
 from ..streaming.stream import stream
-from ..terminal import TextRenderer
+from .._terminal import TextRenderer
 
 __all__ = ["StreamMagics", "load_ipython_extension", "parse_body", "unload_ipython_extension"]
 

@@ -19,10 +19,10 @@ import asyncio
 from collections.abc import AsyncIterable
 from typing import Any
 
-from .. import programs
+from .. import _programs as programs
 from .. import settings as _settings
 from .._exceptions import UsageError
-from ..program import Predict
+from .._program import Predict
 from ..streaming.sink import pour
 from ..streaming.stream import Stream, stream
 from .display import WidgetDisplay

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..prediction import is_prediction
+from .._prediction import is_prediction
 from ..streaming.events import LMRequest, LMResponse, PaneLabels, StatusMessage, StreamResponse
 from .widget import EMPTY_STATS, StreamWidget
 from .wire import _len16

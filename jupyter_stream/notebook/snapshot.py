@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..prediction import is_prediction
+from .._prediction import is_prediction
 from ..streaming.events import LMResponse, PaneLabels, StatusMessage, StreamResponse
 
 __all__ = ["SnapshotSink", "pending_html", "render_html"]

@@ -2,7 +2,7 @@
 
 Everything here is created per call, so one streamified program called twice, or 20 times at once,
 never shares listener state between calls (DSPy's listeners go dead after the first call).
-:class:`StreamCall` is the :class:`~jupyter_stream.observer.Observer` of the program it runs: each LM
+:class:`StreamCall` is the :class:`~jupyter_stream._observer.Observer` of the program it runs: each LM
 call a program reports (native or DSPy) gets a :class:`CallWatch` that feeds the adapter's incremental
 parser and routes its fields.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..adapters.base import FieldDelta, partial_fields
-from ..callbacks import BaseCallback
+from .._callbacks import BaseCallback
 from .events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class _StatusCallback(BaseCallback):
 class StreamCall:
     """One run of a streamed program: where its events go and which fields it streams.
 
-    It is the program's :class:`~jupyter_stream.observer.Observer`: :meth:`watch_lm` answers each LM
+    It is the program's :class:`~jupyter_stream._observer.Observer`: :meth:`watch_lm` answers each LM
     call the program starts.
 
     Args:
@@ -364,7 +364,7 @@ class StreamCall:
 
 
 class CallWatch:
-    """One LM call of a stream's program: where its deltas go (the :class:`~jupyter_stream.observer.LMWatch`).
+    """One LM call of a stream's program: where its deltas go (the :class:`~jupyter_stream._observer.LMWatch`).
 
     Made by :meth:`StreamCall.watch_lm`. It emits :class:`LMRequest` at once (when the stream carries LM
     events), feeds the content deltas to the adapter's incremental parser when one of the predictor's

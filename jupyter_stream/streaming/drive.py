@@ -14,10 +14,10 @@ import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-from .. import observer as _observer
+from .. import _observer
 from .. import settings as _settings
 from .._exceptions import StreamError, StreamTimeoutError
-from ..runtime import Limits
+from .._runtime import Limits
 from .call import StreamCall
 
 __all__ = ["attach_partial", "drive"]

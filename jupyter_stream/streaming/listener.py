@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import programs
+from .. import _programs as programs
 from .._exceptions import ListenerError
 
 __all__ = ["StreamListener", "find_predictor_for_stream_listeners"]

@@ -25,7 +25,7 @@ import asyncio
 from collections.abc import AsyncIterable
 from typing import Any, Protocol, runtime_checkable
 
-from ..prediction import is_prediction
+from .._prediction import is_prediction
 
 __all__ = ["Sink", "Sinks", "pour"]
 

@@ -39,7 +39,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
-from ..prediction import is_prediction
+from .._prediction import is_prediction
 from .events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
 __all__ = ["SSEEncoder", "streaming_response"]

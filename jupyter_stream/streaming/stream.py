@@ -30,11 +30,11 @@ import weakref
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from typing import Any
 
-from .. import programs
+from .. import _programs as programs
 from .. import settings as _settings
 from .._exceptions import ListenerError, UsageError
-from ..runtime import UNSET as _UNSET
-from ..runtime import resolve_limits
+from .._runtime import UNSET as _UNSET
+from .._runtime import resolve_limits
 from .call import StreamCall
 from .drive import drive
 from .status import StatusMessageProvider
@@ -66,7 +66,7 @@ def stream(
         listen: the output fields to stream (default: every output field of what runs, plus native
             reasoning).
         stream_timeout: the longest wait between two events, in seconds (None: no limit).
-        timeout, timeout_profile: the whole call's limit (see ``jupyter_stream.runtime.TIMEOUT_PROFILES``).
+        timeout, timeout_profile: the whole call's limit (see ``jupyter_stream._runtime.TIMEOUT_PROFILES``).
         lm_events: also yield :class:`LMRequest`/:class:`LMResponse` (the prompt inspector's data).
         **opts: passed to the predictor with the inputs (``config={...}``, ``lm=...``, ``history=[...]``).
 

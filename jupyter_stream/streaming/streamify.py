@@ -23,10 +23,10 @@ import queue
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from typing import Any
 
-from .. import programs
+from .. import _programs as programs
 from .. import settings as _settings
-from ..runtime import UNSET as _UNSET
-from ..runtime import resolve_limits, submit_tracked, wait_cancelled
+from .._runtime import UNSET as _UNSET
+from .._runtime import resolve_limits, submit_tracked, wait_cancelled
 from .call import StreamCall
 from .drive import drive
 from .listener import StreamListener, find_predictor_for_stream_listeners

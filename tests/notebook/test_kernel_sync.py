@@ -1,6 +1,6 @@
 """The sync API inside a real kernel cell: why jupyter_stream runs it on a thread, not nest-asyncio2.
 
-Pins the measurement behind the choice in ``jupyter_stream/runtime.py``: on an interrupt, the thread
+Pins the measurement behind the choice in ``jupyter_stream/_runtime.py``: on an interrupt, the thread
 runner cancels the request (the server sees the connection closed at once); a nest-asyncio2 nested
 ``run_until_complete`` raises KeyboardInterrupt but leaves the coroutine - and its HTTP request -
 running to the end.

@@ -22,7 +22,7 @@ from jupyter_stream.notebook.packed import unpack
 from jupyter_stream.notebook.sink import WidgetSink
 from jupyter_stream.notebook.widget import StreamWidget
 from jupyter_stream.notebook.wire import resolve_text
-from jupyter_stream.prediction import Prediction
+from jupyter_stream._prediction import Prediction
 from jupyter_stream.streaming.events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
 STATIC = Path(__file__).resolve().parents[2] / "jupyter_stream" / "static"

@@ -188,7 +188,7 @@ async def settled_tasks(rounds: int = 8, collect: bool = True) -> set[asyncio.Ta
 
 def engine_tasks(collect: bool = True) -> set[asyncio.Task[Any]]:
     """The tasks of the engine loop (where sync streams run), once it has settled."""
-    from jupyter_stream.runtime import engine_loop
+    from jupyter_stream._runtime import engine_loop
 
     loop = engine_loop()
 

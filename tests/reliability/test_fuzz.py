@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from jupyter_stream._exceptions import AdapterParseError
 from jupyter_stream.adapters import FieldDelta, get_adapter
-from jupyter_stream.signatures import make_signature
+from jupyter_stream._signatures import make_signature
 
 ADAPTERS = ["chat", "json", "xml"]
 SIG = make_signature("question -> reasoning, answer")

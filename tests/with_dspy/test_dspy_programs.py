@@ -331,7 +331,7 @@ def test_break_closes_the_request(server, kind):
 
 
 def test_show_and_magic_input_names_come_from_the_program():
-    from jupyter_stream import programs
+    from jupyter_stream import _programs as programs
 
     assert programs.input_names(dspy.ChainOfThought("question, context -> answer")) == ["question", "context"]
     assert programs.input_names(SyncPipeline()) == ["question"]
@@ -408,7 +408,7 @@ def test_dspy_dialect_chunks_join_to_dspys_own_chat_parse_of_messy_replies(befor
     the first section of a field wins, values stripped): for any messy reply DSPy can parse, and any split
     of it, the bridge's chunks join to DSPy's value for each field, with one last chunk each."""
     from jupyter_stream.adapters.dspy_chat import DSPyChatAdapter
-    from jupyter_stream.dspy_bridge import _our_signature
+    from jupyter_stream._dspy_bridge import _our_signature
 
     reply = "".join(before) + "\n[[ ## reasoning ## ]]" + "".join(middle) + "\n[[ ## answer ## ]]" + "".join(after)
     signature = dspy.ChainOfThought("question -> answer").predict.signature

@@ -39,14 +39,14 @@ import dspy
 from anyio._core._eventloop import threadlocals as _anyio_threadlocals  # see _lend_event_loop_token
 from dspy.utils import callback as _dspy_callback
 
-from . import observer as _observer
+from . import _observer
 from ._exceptions import AdapterParseError, ConfigurationError, LMError, StreamError
 from .adapters import JSONAdapter, XMLAdapter
 from .adapters.dspy_chat import DSPyChatAdapter
 from .adapters.base import partial_fields
-from .lm import LMRecord
+from ._lm import LMRecord
 from .settings import default_lm
-from .signatures import Field, Signature, build_signature
+from ._signatures import Field, Signature, build_signature
 
 __all__ = ["THREAD_GRACE", "bind", "is_dspy_program", "model_name", "named_predictors", "options"]
 

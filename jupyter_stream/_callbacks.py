@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import observer, settings
+from . import _observer as observer, settings
 
 __all__ = ["BaseCallback"]
 

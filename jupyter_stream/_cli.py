@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
 
     import jupyter_stream as js
-    from jupyter_stream import programs
+    from jupyter_stream import _programs as programs
 
     try:
         inputs = _inputs(args.input, parser)
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     """``jupyter-stream serve``: the program's app (:func:`jupyter_stream.asgi_app`) on uvicorn."""
     import jupyter_stream as js
-    from jupyter_stream import programs
+    from jupyter_stream import _programs as programs
 
     try:
         program = _program(args, args.program)
@@ -191,7 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _program(args: argparse.Namespace, target: str) -> Any:
     """The program ``target`` names: a signature (``Predict``, or ``ChainOfThought`` with ``--cot``) or ``module:attr``."""
     import jupyter_stream as js
-    from jupyter_stream import programs
+    from jupyter_stream import _programs as programs
 
     if "->" in target or ":" not in target:
         return (js.ChainOfThought if args.cot else js.Predict)(target)
@@ -213,7 +213,7 @@ def _model_settings(args: argparse.Namespace, program: Any, key: str | None, *,
     """What the model options make of ``program``: settings for ``js.context``, and a context for a DSPy
     program (DSPy's own settings; ``configure_dspy``: process-wide instead)."""
     import jupyter_stream as js
-    from jupyter_stream import programs
+    from jupyter_stream import _programs as programs
 
     model = args.model or (_first_model(args.base_url, key) if args.base_url else None)
     cache = False if args.no_cache else None

@@ -2,7 +2,7 @@
 
 A program reports each LM call it makes to the observer in force here (:func:`current`). Two kinds of
 program do so, the same way: the native :class:`~jupyter_stream.Predict` and the DSPy bridge
-(``jupyter_stream.dspy_bridge``). The streaming layer implements :class:`Observer` (one per stream:
+(``jupyter_stream._dspy_bridge``). The streaming layer implements :class:`Observer` (one per stream:
 ``streaming.call.StreamCall``) and installs it for the stream's task. So programs never import the
 streaming layer, and the streaming layer (its parsers, routing, time limits, cancellation and sinks)
 never knows which kind of program it watches.
@@ -11,7 +11,7 @@ Outside a stream nothing observes (``current()`` is None) and programs run as pl
 
 Example::
 
-    >>> from jupyter_stream import observer
+    >>> from jupyter_stream import _observer as observer
     >>> observer.current() is None
     True
 """

@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import observer
+from . import _observer as observer
 from ._exceptions import ConfigurationError
 
 __all__ = ["TIMEOUT_PROFILES", "Limits", "resolve_limits", "run_sync"]
@@ -146,7 +146,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from synchronous code, in a script, a thread or a notebook cell.
 
     >>> import asyncio
-    >>> from jupyter_stream.runtime import run_sync
+    >>> from jupyter_stream._runtime import run_sync
     >>> async def add(a, b):
     ...     await asyncio.sleep(0)
     ...     return a + b

@@ -39,10 +39,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import programs
+from . import _programs as programs
 from . import settings as _settings
 from ._exceptions import JupyterStreamError, UsageError
-from .prediction import is_prediction
+from ._prediction import is_prediction
 from .streaming.sse import streaming_response
 from .streaming.stream import stream
 

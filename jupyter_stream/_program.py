@@ -29,14 +29,14 @@ from typing import Any
 
 import pydantic
 
-from . import observer as _observer
+from . import _observer
 from . import settings as _settings
 from ._exceptions import AdapterParseError, InputError, StreamError
 from .adapters.base import partial_fields
-from .callbacks import fire_end, fire_start, scoped
-from .prediction import Prediction
-from .runtime import run_in_thread, run_sync
-from .signatures import OutputField, Signature, build_signature, ensure_signature
+from ._callbacks import fire_end, fire_start, scoped
+from ._prediction import Prediction
+from ._runtime import run_in_thread, run_sync
+from ._signatures import OutputField, Signature, build_signature, ensure_signature
 
 __all__ = ["ChainOfThought", "Module", "Predict", "Tool"]
 
@@ -257,7 +257,7 @@ class Predict(Module):
 
 async def _run_lm(predict: Predict, lm: Any, adapter: Any, sig: type[Signature], messages: list[dict[str, str]], config: dict[str, Any]) -> Prediction:
     """One LM call of one predictor, reported to the stream's observer (if any) as it streams."""
-    from .lm import LMRecord
+    from ._lm import LMRecord
 
     rec = LMRecord(lm.model, messages)
     obs = _observer.current()

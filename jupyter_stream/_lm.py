@@ -36,7 +36,7 @@ from typing import Any
 import openai
 from jiter import from_json as _loads  # an openai dependency: parses the SSE payload bytes, no str round trip
 
-from . import observer
+from . import _observer as observer
 from ._exceptions import ConfigurationError, LMError
 
 __all__ = ["LM", "LMRecord"]
@@ -171,7 +171,7 @@ class LM:
 
     def __call__(self, prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None, **overrides: Any) -> list[str]:
         """Call synchronously: ``lm("Say hi")`` or ``lm(messages=[...])``; returns ``[reply]`` as DSPy does."""
-        from .runtime import run_sync
+        from ._runtime import run_sync
 
         return [run_sync(self.acall(prompt, messages=messages, **overrides)).text]
 

@@ -232,7 +232,7 @@ def make_signature(
 def build_signature(name: str, fields: list[Field], instructions: str | None) -> type[Signature]:
     """A signature class from its fields, in order (what the string parser and the DSPy bridge build).
 
-    >>> from jupyter_stream.signatures import Field, build_signature
+    >>> from jupyter_stream._signatures import Field, build_signature
     >>> build_signature("QA", [Field("question", "input"), Field("answer", "output")], None).signature
     'question -> answer'
     """

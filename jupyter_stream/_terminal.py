@@ -27,7 +27,7 @@ import re
 import sys
 from typing import Any, TextIO
 
-from .prediction import is_prediction
+from ._prediction import is_prediction
 from .streaming.events import LMResponse, PaneLabels, StatusMessage, StreamResponse
 
 __all__ = ["TextRenderer", "inert"]

@@ -8,7 +8,7 @@ DSPy bridge is loaded then.
 Example::
 
     >>> import jupyter_stream as js
-    >>> from jupyter_stream import programs
+    >>> from jupyter_stream import _programs as programs
     >>> programs.input_names(js.ChainOfThought("question, context -> answer"))
     ['question', 'context']
     >>> [name for name, _ in programs.named_predictors(js.Predict("q -> a"))]
@@ -27,8 +27,8 @@ from types import ModuleType
 from typing import Any
 
 from ._exceptions import InputError, ListenerError, UsageError
-from .program import Module, Predict
-from .runtime import run_in_thread
+from ._program import Module, Predict
+from ._runtime import run_in_thread
 
 __all__ = [
     "as_predictor", "check_inputs", "dspy_bridge", "input_names", "is_program", "load", "named_predictors", "runner",
@@ -41,7 +41,7 @@ def dspy_bridge(obj: Any) -> ModuleType | None:
     module_cls = getattr(dspy, "Module", None) if dspy is not None else None
     if module_cls is None or not isinstance(obj, module_cls):
         return None
-    from . import dspy_bridge as bridge
+    from . import _dspy_bridge as bridge
 
     return bridge
 
