@@ -3,7 +3,7 @@
 Run by :class:`ServerProcess` (``python benchmarks/_server.py``): the server prints its URL on stdout and
 serves until its stdin closes (so it never outlives the benchmark). The reply is set from the benchmark
 process with ``POST /v1/demo/bench_reply {"chunks": [...]}``: the exact content deltas, streamed as fast
-as possible. The SSE bytes are built once per reply (``_plan_reply``), not per request, so the server
+as possible. The SSE bytes are built once per reply (``_prepare_reply``), not per request, so the server
 spends its time writing, not formatting, and the client side is what gets measured.
 
 Keeping the server in another process means it never competes with the client for the GIL.
@@ -23,7 +23,7 @@ __all__ = ["ServerProcess"]
 
 
 def _serve() -> None:
-    from jupyter_stream.demo.server import DemoServer, Reply, _dumps, _include_usage, _plan_reply
+    from jupyter_stream.demo.server import DemoServer, Reply, _dumps, _include_usage, _prepare_reply
 
     class BenchServer(DemoServer):
         """Every chat request gets a fixed reply (pre-built bytes), unless something is scripted.
@@ -36,7 +36,7 @@ def _serve() -> None:
         def __init__(self) -> None:
             super().__init__(token_rate=None)
             self._replies: list[tuple[str | None, list[str]]] = []
-            self._plans: dict[tuple[int, bool], Any] = {}
+            self._prepared: dict[tuple[int, bool], Any] = {}
 
         def _choose(self, body: Any) -> int:
             if len(self._replies) == 1:
@@ -47,26 +47,26 @@ def _serve() -> None:
                     return i
             return len(self._replies) - 1
 
-        def _plan(self, item: Any, body: Any) -> Any:
+        def _prepare(self, item: Any, body: Any) -> Any:
             if item is None and self._replies:
                 self.requests.clear()  # do not grow across thousands of requests
                 i = self._choose(body)
                 inc = _include_usage(body)
-                plan = self._plans.get((i, inc))
-                if plan is None:
-                    plan = self._plans[(i, inc)] = _plan_reply(
+                prepared = self._prepared.get((i, inc))
+                if prepared is None:
+                    prepared = self._prepared[(i, inc)] = _prepare_reply(
                         Reply(chunks=self._replies[i][1]), body, cid="chatcmpl-bench", created=int(time.time()),
                         model=str(body.get("model") or "bench"), rate=None, chunk_chars=None,
                     )
-                return plan
-            return super()._plan(item, body)
+                return prepared
+            return super()._prepare(item, body)
 
         async def _control(self, conn: Any, req: Any, path: str) -> str:
             if path == "/demo/bench_reply" and req.method == "POST":
                 doc = json.loads(req.body)
                 replies = doc["replies"] if "replies" in doc else [{"match": None, "chunks": doc["chunks"]}]
                 self._replies = [(r.get("match"), [str(c) for c in r["chunks"]]) for r in replies]
-                self._plans = {}
+                self._prepared = {}
                 body = _dumps({"deltas": [len(c) for _m, c in self._replies]})
                 await self._send_json(conn, 200, body, keep_alive=req.keep_alive)
                 return "keep"

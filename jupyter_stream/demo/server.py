@@ -183,7 +183,7 @@ _DONE = b"data: [DONE]\n\n"
 
 
 @dataclass
-class _Plan:
+class _PreparedAnswer:
     """Everything needed to answer one chat request, streamed or not."""
 
     events: list[bytes] = field(default_factory=list)  # complete SSE events, ending with [DONE]
@@ -219,13 +219,13 @@ def _include_usage(body: Mapping[str, Any]) -> bool:
     return isinstance(opts, Mapping) and bool(opts.get("include_usage"))
 
 
-def _plan_reply(reply: Reply, body: Mapping[str, Any], *, cid: str, created: int, model: str,
-                rate: float | None, chunk_chars: int | None) -> _Plan:
+def _prepare_reply(reply: Reply, body: Mapping[str, Any], *, cid: str, created: int, model: str,
+                rate: float | None, chunk_chars: int | None) -> _PreparedAnswer:
     if reply.chunks is not None and any(isinstance(c, Mapping) for c in reply.chunks):
-        plan = _plan_raw(list(reply.chunks), body, cid=cid, created=created, model=model, rate=rate)
-        plan.fault = reply.fault
-        plan.fault_pos = min(reply.fault.after, len(plan.events) - 1) if reply.fault else 0
-        return plan
+        prepared = _prepare_raw(list(reply.chunks), body, cid=cid, created=created, model=model, rate=rate)
+        prepared.fault = reply.fault
+        prepared.fault_pos = min(reply.fault.after, len(prepared.events) - 1) if reply.fault else 0
+        return prepared
 
     content = reply.content if reply.chunks is None else "".join(str(c) for c in reply.chunks)
     cc = reply.chunk_chars if reply.chunk_chars is not None else chunk_chars
@@ -261,7 +261,7 @@ def _plan_reply(reply: Reply, body: Mapping[str, Any], *, cid: str, created: int
         )
     events.append(_DONE)
     fault = reply.fault
-    return _Plan(
+    return _PreparedAnswer(
         events=events, timed_start=1, timed_stop=timed_stop, fault=fault,
         fault_pos=min(1 + fault.after, timed_stop) if fault else 0,
         rate=rate, content=content, reasoning=reply.reasoning, usage=usage,
@@ -269,8 +269,8 @@ def _plan_reply(reply: Reply, body: Mapping[str, Any], *, cid: str, created: int
     )
 
 
-def _plan_raw(chunks: list[Any], body: Mapping[str, Any], *, cid: str, created: int, model: str,
-              rate: float | None) -> _Plan:
+def _prepare_raw(chunks: list[Any], body: Mapping[str, Any], *, cid: str, created: int, model: str,
+              rate: float | None) -> _PreparedAnswer:
     """A recorded chunk list, sent verbatim (dicts as compact JSON, str items as the raw data payload)."""
     events = [b"data: " + (c.encode("utf-8") if isinstance(c, str) else _dumps(c)) + b"\n\n" for c in chunks]
     content: list[str] = []
@@ -294,7 +294,7 @@ def _plan_raw(chunks: list[Any], body: Mapping[str, Any], *, cid: str, created: 
         usage = _message_usage(body, "".join(content), "".join(reasoning), None)
     if not (events and events[-1] == _DONE):
         events.append(_DONE)
-    return _Plan(
+    return _PreparedAnswer(
         events=events, timed_start=1, timed_stop=max(1, len(events) - 1), rate=rate,
         content="".join(content), reasoning="".join(reasoning), finish_reason=finish or "stop", usage=usage,
         completion_id=str(next((c.get("id") for c in chunks if isinstance(c, Mapping) and c.get("id")), cid)),
@@ -316,15 +316,15 @@ def _reply_from_json(item: Any) -> Any:
     raise TypeError(f"cannot script {item!r}")
 
 
-def _completion_body(plan: _Plan) -> bytes:
-    message: dict[str, Any] = {"role": "assistant", "content": plan.content, "refusal": None}
-    if plan.reasoning:
-        message["reasoning_content"] = plan.reasoning
+def _completion_body(prepared: _PreparedAnswer) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": prepared.content, "refusal": None}
+    if prepared.reasoning:
+        message["reasoning_content"] = prepared.reasoning
     return _dumps({
-        "id": plan.completion_id, "object": "chat.completion", "created": plan.created, "model": plan.model,
+        "id": prepared.completion_id, "object": "chat.completion", "created": prepared.created, "model": prepared.model,
         "system_fingerprint": "fp_demo",
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish_reason}],
-        "usage": plan.usage,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": prepared.finish_reason}],
+        "usage": prepared.usage,
     })
 
 
@@ -348,25 +348,25 @@ def _error_body(status: int, body: Any = None, message: str | None = None) -> by
     return _dumps({"error": err})
 
 
-def _faulted_events(plan: _Plan) -> tuple[list[bytes], int, int]:
+def _faulted_events(prepared: _PreparedAnswer) -> tuple[list[bytes], int, int]:
     """The SSE events a streamed answer sends with its fault applied.
 
     Returns ``(events, stop_at, timed_stop)``: send ``events[:stop_at]`` (``drop`` and ``stall`` stop at
-    the fault and then misbehave), pacing ``events[plan.timed_start:timed_stop]``.
+    the fault and then misbehave), pacing ``events[prepared.timed_start:timed_stop]``.
     """
-    events, fault, pos = plan.events, plan.fault, plan.fault_pos
+    events, fault, pos = prepared.events, prepared.fault, prepared.fault_pos
     if fault is None:
-        return events, len(events), plan.timed_stop
+        return events, len(events), prepared.timed_stop
     if fault.kind == "malformed":
-        bad = (b'data: {"id":"' + plan.completion_id.encode()
+        bad = (b'data: {"id":"' + prepared.completion_id.encode()
                + b'","choices":[{"index":0,"delta":{"content":"oo\n\n')  # cut short: not JSON
         events = events[:pos] + [bad] + events[pos:]
-        return events, len(events), plan.timed_stop + (plan.timed_stop > pos)
+        return events, len(events), prepared.timed_stop + (prepared.timed_stop > pos)
     if fault.kind == "error_event":
         err = _dumps({"error": {"message": fault.message, "type": "server_error", "param": None, "code": None}})
         events = events[:pos] + [b"data: " + err + b"\n\n", _DONE]
-        return events, len(events), plan.timed_stop
-    return events, pos, plan.timed_stop  # drop / stall
+        return events, len(events), prepared.timed_stop
+    return events, pos, prepared.timed_stop  # drop / stall
 
 
 # --------------------------------------------------------------------------------------------------
@@ -484,40 +484,40 @@ class _ChatHandler(_Handler):
             headers = [] if item.retry_after is None else [
                 ("retry-after-ms", str(max(0, int(round(item.retry_after * 1000)))))]
             return self.send_json(item.status, _error_body(item.status, item.body), headers)
-        plan = demo._plan(item, body)
+        prepared = demo._prepare(item, body)
         if body.get("stream"):
-            await self._stream(plan)
+            await self._stream(prepared)
         else:
-            await self._answer_whole(plan)
+            await self._answer_whole(prepared)
 
-    async def _answer_whole(self, plan: _Plan) -> None:
+    async def _answer_whole(self, prepared: _PreparedAnswer) -> None:
         """A ``chat.completion`` JSON answer; faults: stall, half a body (drop), invalid JSON, a 500."""
-        fault = plan.fault
+        fault = prepared.fault
         if fault is None:
-            return self.send_json(200, _completion_body(plan))
+            return self.send_json(200, _completion_body(prepared))
         if fault.kind == "stall":
             await self._left.wait()
             return self._hang_up()
         if fault.kind == "drop":
-            body = _completion_body(plan)
+            body = _completion_body(prepared)
             self.set_header("Content-Length", str(len(body)))
             await self._send(body[: len(body) // 2])
             return self._hang_up()
         if fault.kind == "malformed":
-            return self.send_json(200, _completion_body(plan)[:-7] + b',"oops')
+            return self.send_json(200, _completion_body(prepared)[:-7] + b',"oops')
         err = _dumps({"error": {"message": fault.message, "type": "server_error", "param": None, "code": None}})
         return self.send_json(500, err)  # error_event
 
-    async def _stream(self, plan: _Plan) -> None:
+    async def _stream(self, prepared: _PreparedAnswer) -> None:
         """The SSE answer (HTTP/1.1 chunked), counted in flight until it ends or its connection is closed."""
         demo = self.demo
-        events, stop_at, timed_stop = _faulted_events(plan)
-        kind = plan.fault.kind if plan.fault is not None else None
+        events, stop_at, timed_stop = _faulted_events(prepared)
+        kind = prepared.fault.kind if prepared.fault is not None else None
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
-        self.set_header("x-request-id", plan.completion_id)
+        self.set_header("x-request-id", prepared.completion_id)
         demo._stream_started()
-        here = await self._pump(events, stop_at, plan.rate, plan.timed_start, timed_stop)
+        here = await self._pump(events, stop_at, prepared.rate, prepared.timed_start, timed_stop)
         if here and kind == "stall":
             await self._left.wait()
             here = False
@@ -833,7 +833,7 @@ class DemoServer:
                 return Fault(**{**item.__dict__, "times": 1})
             return self._script.popleft()
 
-    def _plan(self, item: Any, body: Mapping[str, Any]) -> _Plan:
+    def _prepare(self, item: Any, body: Mapping[str, Any]) -> _PreparedAnswer:
         """The answer to one chat request, from its script item (None: the automatic responder)."""
         n = next(self._ids)
         cid = f"chatcmpl-demo{n:06d}"
@@ -847,10 +847,10 @@ class DemoServer:
         elif isinstance(item, str):
             item = Reply(content=item)
         elif isinstance(item, (list, tuple)):
-            return _plan_raw(list(item), body, cid=cid, created=created, model=model, rate=rate)
+            return _prepare_raw(list(item), body, cid=cid, created=created, model=model, rate=rate)
         if item.token_rate is not None:
             rate = item.token_rate or None
-        return _plan_reply(item, body, cid=cid, created=created, model=model, rate=rate,
+        return _prepare_reply(item, body, cid=cid, created=created, model=model, rate=rate,
                            chunk_chars=self.chunk_chars)
 
     @staticmethod
