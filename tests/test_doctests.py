@@ -36,6 +36,7 @@ MODULES = [
     "jupyter_stream.demo",
     "jupyter_stream.demo.server",
     "jupyter_stream.demo.responder",
+    "jupyter_stream.notebook.throttle",
 ]
 
 

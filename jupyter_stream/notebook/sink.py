@@ -25,7 +25,6 @@ The engine never imports this module.
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import json
 import threading
@@ -35,6 +34,7 @@ from typing import Any
 
 from .._prediction import is_prediction
 from ..streaming.events import LMRequest, LMResponse, PaneLabels, StatusMessage, StreamResponse
+from .throttle import TIMERS, Throttle
 from .widget import EMPTY_STATS, StreamWidget
 from .wire import _len16
 
@@ -113,7 +113,7 @@ class WidgetSink:
     ``max_messages_per_s`` widget messages (batches and trait updates alike) in any second: at an event
     when that allows, else by a trailing flush (``loop.call_later`` on the running loop, or a
     ``threading.Timer`` where no loop runs) so the end of a burst is not held back. The live stats ride
-    in the batches, at most every ``stats_interval`` seconds. The ``panes`` snapshot goes out at the
+    in the batches, at most every ``stats_interval`` seconds (the limits and the timer: :class:`Throttle`). The ``panes`` snapshot goes out at the
     start, when a view asks for it (a view that missed batches or was created mid-stream), at the end,
     and, if ``snapshot_interval`` is set, at most every ``snapshot_interval`` seconds once the text has
     grown ``snapshot_growth`` times since the last snapshot (so all of them together stay within
@@ -140,19 +140,19 @@ class WidgetSink:
         stats_interval: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if timer not in ("auto", "thread", "none"):
+        if timer not in TIMERS:
             raise ValueError(f"timer must be 'auto', 'thread' or 'none', not {timer!r}")
         self.widget = widget if widget is not None else StreamWidget()
-        self.flush_interval = max(0.0, float(flush_interval))
         self.snapshot_interval = None if snapshot_interval is None else max(0.0, float(snapshot_interval))
         self.snapshot_growth = max(1.0, float(snapshot_growth))
-        self.max_messages_per_s = max(1, int(max_messages_per_s))
         self.stats_interval = max(0.0, float(stats_interval))
-        self.timer = timer
         self._clock = clock
         self._lock = threading.RLock()
-        self._trailing: Any = None
-        self._trailing_at = 0.0
+        w = self.widget
+        self.throttle = Throttle(
+            self._on_trailing, lambda: w.messages_sent + w.state_updates_sent,
+            interval=flush_interval, max_per_s=max_messages_per_s, timer=timer, clock=clock,
+        )
         self._reset()
         self._started = False
         self._finished = False
@@ -162,7 +162,6 @@ class WidgetSink:
     def start(self, *, title: str | None = None, model: str | None = None, markdown: bool | None = None) -> None:
         """Begin a stream: status "running", ``started_at`` now, empty panes (also when reusing a widget)."""
         with self._lock:
-            self._cancel_trailing()
             self._reset()
             self._started = True
             self._finished = False
@@ -190,7 +189,7 @@ class WidgetSink:
                 # An empty snapshot at the current seq clears the panes of a reused widget.
                 w.panes = []
                 w.snapshot_seq = w.last_seq
-            self._note_sent(now)
+            self.throttle.note_sent(now)
 
     def handle(self, event: Any) -> None:
         """Feed one event: StreamResponse, StatusMessage, LMRequest, LMResponse or the final Prediction.
@@ -230,7 +229,7 @@ class WidgetSink:
         """
         with self._lock:
             self._ensure_started()
-            self._cancel_trailing()
+            self.throttle.disarm()
             if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
                 error, stopped = None, True
             status = "error" if error is not None else "stopped" if stopped else "done"
@@ -251,7 +250,7 @@ class WidgetSink:
                     w.error = f"{type(error).__name__}: {error}"
                 w.status = status
             self._finished = True
-            self._note_sent(now)
+            self.throttle.note_sent(now)
 
     # ----------------------------------------------------------------------------- inspection
 
@@ -287,7 +286,7 @@ class WidgetSink:
         self._pending: dict[str, list[Any]] = {}
         self._total_chars = 0
         self._t0 = self._clock()
-        self._last_flush = float("-inf")
+        self.throttle.restart()
         self._last_snapshot = float("-inf")
         self._snapshot_chars = 0
         self._first_chunk_at: float | None = None
@@ -303,9 +302,6 @@ class WidgetSink:
         self._calls_dirty = False
         self._call_model = ""
         self._prediction: dict[str, Any] | None = None
-        # Send times (our clock) of the widget's last max_messages_per_s messages.
-        self._sent: collections.deque[float] = collections.deque(maxlen=self.max_messages_per_s)
-        self._sent_total = self._messages_total()
 
     def _ensure_started(self) -> None:
         if not self._started:
@@ -355,7 +351,7 @@ class WidgetSink:
             with w.hold_sync():
                 w.status_message = message
                 w.status_log = list(self._status_log)
-            self._note_sent(self._clock())
+            self.throttle.note_sent(self._clock())
 
     def _on_request(self, ev: LMRequest) -> None:
         with self._lock:
@@ -381,7 +377,7 @@ class WidgetSink:
                 if not w.model_name and ev.model:
                     w.model_name = str(ev.model)
                 w.lm_calls = list(self._lm_calls)
-            self._note_sent(self._clock())
+            self.throttle.note_sent(self._clock())
 
     def _on_response(self, ev: LMResponse) -> None:
         with self._lock:
@@ -455,31 +451,15 @@ class WidgetSink:
 
     # ---- flushing
 
-    def _messages_total(self) -> int:
-        w = self.widget
-        return w.messages_sent + w.state_updates_sent
-
-    def _note_sent(self, now: float) -> None:
-        """Record the widget messages sent since the last call (ours or not) as sent at ``now``."""
-        total = self._messages_total()
-        for _ in range(min(total - self._sent_total, self.max_messages_per_s)):
-            self._sent.append(now)
-        self._sent_total = total
-
     def _next_flush_in(self, now: float) -> float | None:
         """Seconds until the next flush may go out (<= 0: now), or None when there is nothing to send."""
         if self._pending or self._calls_dirty:
-            wait = 0.0
+            ready_in = 0.0
         elif self._stats_dirty:
-            wait = self._last_stats_sent + self.stats_interval - now
+            ready_in = self._last_stats_sent + self.stats_interval - now
         else:
             return None
-        wait = max(wait, self.flush_interval - (now - self._last_flush))
-        if wait <= 0:
-            self._note_sent(now)
-            if len(self._sent) >= self.max_messages_per_s:
-                wait = self._sent[0] + 1.0 - now
-        return wait
+        return self.throttle.wait(now, ready_in=ready_in)
 
     def _maybe_flush(self, now: float) -> None:
         wait = self._next_flush_in(now)
@@ -487,18 +467,18 @@ class WidgetSink:
             return
         if wait <= 0:
             self._flush_locked(now)
-        elif self._trailing is None or self._trailing_at > now + wait + 0.001:
-            self._schedule_trailing(wait)
+        else:
+            self.throttle.arm(wait, unless_sooner=True)
 
     def _flush_locked(self, now: float, force: bool = False) -> None:
-        self._cancel_trailing()
+        self.throttle.disarm()
         stats = None
         if self._stats_dirty and (force or now - self._last_stats_sent >= self.stats_interval):
             stats = self._stats(now)
             self._stats_dirty = False
             self._last_stats_sent = now
         self._send_deltas(stats)
-        self._last_flush = now
+        self.throttle.flushed(now)
         if self._calls_dirty:
             with self.widget.hold_sync():
                 self._set_calls()
@@ -508,11 +488,11 @@ class WidgetSink:
             and self._total_chars >= self.snapshot_growth * max(1, self._snapshot_chars)
         ):
             self._snapshot_locked(now)
-        self._note_sent(now)
+        self.throttle.note_sent(now)
         if self._stats_dirty:  # held back by stats_interval: a trailing flush sends them
             wait = self._next_flush_in(now)
             if wait is not None:
-                self._schedule_trailing(wait)
+                self.throttle.arm(wait)
 
     def _set_calls(self) -> None:
         """Set ``lm_calls`` (and ``model_name`` if it is still empty): call inside ``hold_sync``."""
@@ -588,38 +568,14 @@ class WidgetSink:
                 return
             now = self._clock()
             self._snapshot_locked(now)
-            self._last_flush = now
-            self._note_sent(now)
+            self.throttle.flushed(now)
+            self.throttle.note_sent(now)
 
     # ---- the trailing flush
 
-    def _schedule_trailing(self, delay: float) -> None:
-        if self.timer == "none" or self._finished:
-            return
-        self._cancel_trailing()
-        delay = max(0.0, delay)
-        self._trailing_at = self._clock() + delay
-        if self.timer == "auto":
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if loop is not None:
-                self._trailing = loop.call_later(delay, self._on_trailing)
-                return
-        timer = threading.Timer(delay, self._on_trailing)
-        timer.daemon = True
-        self._trailing = timer
-        timer.start()
-
-    def _cancel_trailing(self) -> None:
-        trailing, self._trailing = self._trailing, None
-        if trailing is not None:
-            trailing.cancel()
-
     def _on_trailing(self) -> None:
         with self._lock:
-            self._trailing = None
+            self.throttle.disarm()
             if self._finished or not self._started:
                 return
             now = self._clock()
@@ -627,6 +583,6 @@ class WidgetSink:
             if wait is None:
                 return
             if wait > 0.001:  # a timer that fired early (or a flush happened since): wait the rest
-                self._schedule_trailing(wait)
+                self.throttle.arm(wait)
             else:
                 self._flush_locked(now)

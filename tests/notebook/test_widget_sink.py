@@ -11,7 +11,6 @@ import itertools
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -124,7 +123,7 @@ async def test_last_deltas_of_a_burst_arrive_by_the_trailing_flush():
     assert w.joined() == {"predict.answer": "Hello"}
     sink.handle(chunk("answer", ", world"))  # inside the interval: held
     assert w.joined() == {"predict.answer": "Hello"}
-    assert isinstance(sink._trailing, asyncio.TimerHandle)
+    assert sink.throttle.armed == "loop"
     await asyncio.sleep(0.1)
     assert w.joined() == {"predict.answer": "Hello"}  # not before the interval is over
     await asyncio.sleep(0.5)
@@ -140,7 +139,7 @@ def test_trailing_flush_without_a_loop_uses_a_thread():
     sink.handle(chunk("answer", "a"))
     sink.handle(chunk("answer", "b"))
     assert w.joined() == {"predict.answer": "a"}
-    assert isinstance(sink._trailing, threading.Timer)
+    assert sink.throttle.armed == "thread"
     time.sleep(0.7)
     assert w.joined() == {"predict.answer": "ab"}
 
