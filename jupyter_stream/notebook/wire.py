@@ -22,7 +22,11 @@ a late view starts from) and are refreshed only at the start, on a view's reques
   text's length in UTF-16 code units): a view that applied every batch up to ``snapshot_seq`` fills in
   the text itself (its saved widget state holds it); any other view asks for a ``resync`` and gets
   the text. With no view (a notebook run headless, e.g. by nbclient) the text goes out in full. The
-  Python ``panes`` trait always holds the text.
+  Python ``panes`` trait always holds the text. Why it earns its place: the final update would otherwise
+  carry the text three more times (the panes, the prediction, the inspector's raw reply). In
+  ``benchmarks/RESULTS.md`` section 7, 50,000 tokens with ``--no-snapshot``: the final update is 2.5 kB and
+  the whole cell 1.22x the text plus envelopes; in full it would add about 600 kB (3 x the 200 kB text,
+  computed), near 2.2x, so the text would no longer cross once.
 - Text sent by reference: in the synced form of ``prediction``, a field whose value is exactly the text
   of a pane is ``{"$pane": key}``; in ``lm_calls``, ``raw`` and ``reasoning`` may be a list of strings
   and ``{"$pane": key, "end": n}`` (the first ``n`` UTF-16 code units of that pane's text, which only
