@@ -13,6 +13,10 @@
  *   into a tree of plain strings; the view builds elements from it with `textContent` only.
  */
 
+import type { PaneRef, PaneSnapshot, Stats } from "./traits";
+
+export type { PaneRef, PaneSnapshot, Stats };
+
 // ------------------------------------------------------------------------------------- panes
 
 /** One delta: `[key, text, done]`. */
@@ -26,20 +30,7 @@ export interface DeltaMessage {
   stats?: Stats;
 }
 
-/**
- * One entry of the `panes` snapshot trait. The final snapshot may come by reference: no `text`, but
- * `tail` (the text not sent in a batch) and `len` (the whole text's length in UTF-16 code units).
- */
-export interface PaneSnapshot {
-  key: string;
-  predict?: string;
-  field?: string;
-  text?: string;
-  done?: boolean;
-  tail?: string;
-  len?: number;
-}
-
+/** One pane as the view shows it. */
 export interface Pane {
   key: string;
   predict: string;
@@ -260,12 +251,6 @@ export class StreamState {
 
 // ------------------------------------------------------------------------- text by reference
 
-/** A reference to a pane's text: its first `end` UTF-16 code units (all of it without `end`). */
-export interface PaneRef {
-  $pane: string;
-  end?: number;
-}
-
 export function isPaneRef(x: unknown): x is PaneRef {
   return !!x && typeof x === "object" && !Array.isArray(x) && typeof (x as PaneRef).$pane === "string";
 }
@@ -306,13 +291,6 @@ export function resolveText(value: unknown, lookup: (key: string) => string | un
 }
 
 // ------------------------------------------------------------------------------------- stats
-
-export interface Stats {
-  elapsed?: number | null;
-  tokens?: number | null;
-  tokens_per_s?: number | null;
-  ttft?: number | null;
-}
 
 /** The status line's numbers: `"3.2 s · 120 tokens · 41.0 tok/s · TTFT 0.42 s"`. */
 export function formatStats(stats: Stats | null | undefined, elapsedOverride?: number | null): string {
