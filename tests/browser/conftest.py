@@ -62,8 +62,10 @@ HOSTILE = (
 )
 # The close-the-tab test's reply: about 300 tokens, some 5 s at DEMO_RATE, so the tab closes mid-stream.
 CLOSE_TAB_ANSWER = " ".join(f"word{i}" for i in range(150))
-# The reload test's reply: about 600 tokens, some 10 s at DEMO_RATE, so the page reloads mid-stream.
+# The reload test's reply: about 600 tokens at RELOAD_RATE, some 24 s, so the page reloads mid-stream even when
+# saving and reloading take long on a loaded machine (at DEMO_RATE, 10 s, it could end first).
 RELOAD_ANSWER = " ".join(f"word{i}" for i in range(300))
+RELOAD_RATE = 25
 # The saved-state test's reply: about 2 s at DEMO_RATE.
 SAVED_ANSWER = " ".join(f"saved{i}" for i in range(60))
 SAVED_INPUT = "Save me. "
@@ -133,8 +135,10 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
     # A stream whose page is saved and reloaded mid-reply.
     "reload.ipynb": _notebook(
         "%load_ext jupyter_stream\n"
-        "from jupyter_stream.demo import shared_server\n"
-        f"shared_server().script('[[ ## answer ## ]]\\n' + {RELOAD_ANSWER!r} + '\\n\\n[[ ## completed ## ]]')",
+        "from jupyter_stream.demo import Reply, shared_server\n"
+        "shared_server().script(Reply(\n"
+        f"    content='[[ ## answer ## ]]\\n' + {RELOAD_ANSWER!r} + '\\n\\n[[ ## completed ## ]]',\n"
+        f"    token_rate={RELOAD_RATE}))",
         '%%stream "question -> answer" --out reloaded\nKeep talking while the page reloads.',
     ),
     # A short stream whose notebook is saved with its widget state; the last cell tells whether the end went

@@ -392,7 +392,7 @@ def test_a_page_reloaded_mid_stream_catches_up_and_follows_the_stream(page, lab)
         arg=[text.element_handle(), widget.element_handle(), len(before)], timeout=30_000,
     ).json_value()
     assert RELOAD_ANSWER.startswith(shown) and shown.startswith(before), shown
-    _wait_status(page, widget, "done", timeout=30)
+    _wait_status(page, widget, "done", timeout=60)
     assert text.text_content() == RELOAD_ANSWER
     expect(widget.locator('.jps-pane[data-key="answer"]')).to_have_class(DONE)
 
