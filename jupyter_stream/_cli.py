@@ -2,6 +2,7 @@
 
     $ jupyter-stream run "question -> reasoning, answer" --input question="Why is the sky blue?"
     $ jupyter-stream run my_app:program --input question="Why is the sky blue?"   # a program of yours (or DSPy's)
+    $ jupyter-stream run "question -> answer" --input question="Why?" --compare model=gpt-4o-mini,gpt-4.1-mini
     $ jupyter-stream demo-lm --port 8765
 """
 
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stream-timeout", type=float, default=60.0, help="longest wait between two events (s)")
     run.add_argument("--timeout", type=float, help="the whole call (s)")
     run.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    run.add_argument("--compare", metavar="KEY=A,B",
+                     help="run 2 to 8 variants at once and diff their outputs: model=a,b, adapter=chat,json,xml or "
+                          "temperature=0,0.7 (the other options apply to every variant)")
     serve = sub.add_parser("serve", help="serve a program over HTTP: its fields as Server-Sent Events")
     serve.add_argument("program", help='a signature, e.g. "question -> answer", or a program as module:attr')
     serve.add_argument("--host", default="127.0.0.1")
@@ -100,8 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs = _inputs(args.input, parser)
         program = _program(args, args.signature)
         key = _api_key(args)
+        names_models = (args.compare or "").strip().startswith(("model=", "model ="))
         if (programs.dspy_bridge(program) is None and not args.model and not args.base_url and key
-                and js.settings.current().lm is None):
+                and js.settings.current().lm is None and not names_models):
             raise js.ConfigurationError(
                 f"{args.api_key_env} is set, so the demo LM is not used: pass --model NAME (e.g. --model "
                 f"openai/gpt-4o-mini), or unset {args.api_key_env} to run on the demo LM"
@@ -110,12 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Without --timeout the "streaming" profile limits the whole call (passing timeout=None would lift it).
         limits = {"timeout": args.timeout} if args.timeout is not None else {"timeout_profile": "streaming"}
         with js.context(**settings), options:
-            s = js.stream(program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout,
-                          lm_events=True, **limits)
+            if args.compare is not None:
+                s = js.Comparison(program, inputs, variants=args.compare, listen=args.listen,
+                                  stream_timeout=args.stream_timeout, **limits)
+            else:
+                s = js.stream(program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout,
+                              lm_events=True, **limits)
     except js.UsageError as e:
         print(f"jupyter-stream: {e}", file=sys.stderr)
         return 2
     color = {"auto": None, "always": True, "never": False}[args.color]
+    if isinstance(s, js.Comparison):
+        return _print_comparison(s, color)
     renderer = js.TextRenderer(sys.stdout, color=color)
     started = time.perf_counter()
     first: float | None = None
@@ -147,6 +158,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokens = usage_tokens if usage_tokens is not None else renderer.tokens
     print(_stats_line(tokens, time.perf_counter() - started, first), file=sys.stderr)
     return 0
+
+
+def _print_comparison(comparison: Any, color: bool | None) -> int:
+    """The variants of ``comparison`` one after the other (a heading, the fields, the stats), then the diff.
+
+    They run at once: the first is shown as it streams, the others' events wait for their turn (those of a
+    variant already done come out at once). Exit status 1 when a variant failed, 130 when stopped.
+    """
+    import jupyter_stream as js
+    from ._compare import VariantDone, VariantEvent
+
+    labels = comparison.labels
+    waiting: dict[str, list[Any]] = {label: [] for label in labels}
+    done: dict[str, Any] = {}
+    shown = 0
+    renderer = None
+
+    def turn() -> Any:  # the next variant's heading and what it has streamed so far
+        r = js.TextRenderer(sys.stdout, color=color)
+        heading = f"═══ {labels[shown]} ═══"
+        sys.stdout.write(("\n" if shown else "") + _style(heading, "1;35", r.color) + "\n")
+        for event in waiting.pop(labels[shown]):
+            r.handle(event)
+        return r
+
+    try:
+        renderer = turn()
+        for item in comparison:
+            if type(item) is VariantEvent:
+                if item.variant == labels[shown]:
+                    renderer.handle(item.event)
+                else:
+                    waiting[item.variant].append(item.event)
+            elif type(item) is VariantDone:
+                done[item.variant] = item
+                while shown < len(labels) and labels[shown] in done:
+                    end = done[labels[shown]]
+                    renderer.finish(error=end.error)
+                    print(_style(f"· {end.stats.line()}", "2", renderer.color), flush=True)
+                    shown += 1
+                    if shown < len(labels):
+                        renderer = turn()
+            else:
+                print("\n" + _style("═══ diff ═══", "1;35", renderer.color) + "\n" + str(item.diff), flush=True)
+    except KeyboardInterrupt:
+        comparison.close()
+        if renderer is not None:
+            renderer.finish(stopped=True)
+        return 130
+    except BrokenPipeError:
+        comparison.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return 1 if any(end.error is not None for end in done.values()) else 0
+
+
+def _style(text: str, code: str, color: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if color else text
 
 
 def _serve(args: argparse.Namespace) -> int:

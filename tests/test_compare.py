@@ -4,6 +4,9 @@ errors, one stop for all, the word diff, the spec's bad input, and ``jupyter-str
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -333,3 +336,51 @@ def test_word_ops_keep_whitespace_as_written():
     ops = word_ops("line one\nline two", "line one\nline 2")
     assert "".join(t for op, t in ops if op != "+") == "line one\nline two"
     assert "".join(t for op, t in ops if op != "-") == "line one\nline 2"
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def _cli(server: DemoServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env["DEMO_KEY"] = "sk-compare-SECRET-77"
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter_stream", "run", QA, "-i", "question=Capital of France?", "--base-url",
+         server.url, "--model", "small", "--api-key-env", "DEMO_KEY", "--no-cache", *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+
+
+def test_cli_compare_prints_the_variants_one_after_the_other_then_the_diff(server):
+    server.reset()
+    server.script(chat("Paris is the capital."), model="small")
+    server.script(chat("Paris is a big city."), model="large")
+    proc = _cli(server, "--compare", "model=small,large", "--temperature", "0.3", "--listen", "answer")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    first, second, diff = out.index("═══ model=small ═══"), out.index("═══ model=large ═══"), out.index("═══ diff ═══")
+    assert first < second < diff
+    assert "Paris is the capital." in out[first:second] and "Paris is a big city." in out[second:diff]
+    assert out[first:second].count(" tokens in ") == 1 and out[second:diff].count(" tokens in ") == 1
+    assert "Paris is [-the capital.-]{+a big city.+}" in out[diff:]
+    assert sorted((r["model"], r["temperature"]) for r in server.requests) == [("large", 0.3), ("small", 0.3)]
+    assert "SECRET" not in out + proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_compare_with_a_failing_variant_exits_1_after_the_others(server):
+    server.reset()
+    server.script(Fault("status", status=500, times=5), model="large")
+    server.script(chat("fine"), model="small")
+    proc = _cli(server, "--compare", "model=small,large")
+    assert proc.returncode == 1, proc.stderr
+    large = proc.stdout[proc.stdout.index("═══ model=large ═══"):]
+    assert "error: LMError" in large and "HTTP 500" in large
+    assert "fine" in proc.stdout[:proc.stdout.index("═══ model=large ═══")]
+
+
+def test_cli_compare_bad_spec_is_one_line(server):
+    server.reset()
+    proc = _cli(server, "--compare", "adapter=chat,yaml")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["jupyter-stream: compare adapter=yaml: unknown adapter; use chat, json, xml"]
+    assert server.requests == []
