@@ -29,9 +29,10 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -161,7 +162,8 @@ class Comparison(RunsOnce):
 
     Bad variants, inputs or options raise here, before any request. Iterating yields
     :class:`VariantEvent` and :class:`VariantDone` items, then the :class:`CompareResult` (also kept as
-    ``.result``). ``.labels`` lists the variants in order; ``.stats`` holds their live stats. ``stop()``
+    ``.result``). ``.labels`` lists the variants in order, ``.models`` the model each asks (a column's
+    header), ``.stats`` their live stats. ``stop()``
     ends it early (``.result`` stays None, ``.stopped`` is True).
     """
 
@@ -175,6 +177,7 @@ class Comparison(RunsOnce):
         if not programs.is_program(program):
             raise UsageError(f"compare() needs a program (Module, Predict, or a DSPy module), got {type(program).__name__}")
         self.streams: dict[str, Any] = {}
+        self.models: dict[str, str] = {}
         self._made_lms: list[Any] = []
         for item in _variants.resolve(variants, namespace=namespace, base=base):
             variant = _variants.prepare(program, item)
@@ -186,20 +189,28 @@ class Comparison(RunsOnce):
                     timeout_profile=timeout_profile, status_message_provider=status_message_provider,
                     lm_events=lm_events,
                 )
+                self.models[variant.label] = _model_name(variant.program)
         self.labels = list(self.streams)
         self.stats: dict[str, VariantStats] = {}
         self.result: CompareResult | None = None
         self.stopped = False
-        self._wake: tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]] | None = None
+        self._wake: tuple[asyncio.AbstractEventLoop, Callable[[Any], None]] | None = None
 
     def __repr__(self) -> str:
         return f"<Comparison of {', '.join(self.labels)}>"
 
     async def _events(self) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        put = queue.put_nowait
-        self._wake = (loop, queue)
+        items: collections.deque[Any] = collections.deque()
+        waiter: list[asyncio.Future[None] | None] = [None]  # the consumer's, while it waits for an item
+
+        def put(item: Any) -> None:  # O(1): no queue coroutine per event
+            items.append(item)
+            w = waiter[0]
+            if w is not None and not w.done():
+                w.set_result(None)
+
+        self._wake = (loop, put)
         if self.stopped:
             put(_STOP)
 
@@ -224,7 +235,14 @@ class Comparison(RunsOnce):
         outcomes: dict[str, Any] = {}
         try:
             while len(outcomes) < len(tasks):
-                item = await queue.get()
+                if not items:
+                    w = waiter[0] = loop.create_future()
+                    try:
+                        await w
+                    finally:
+                        waiter[0] = None
+                    continue
+                item = items.popleft()
                 if item is _STOP:
                     return
                 if type(item) is VariantDone:
@@ -248,9 +266,9 @@ class Comparison(RunsOnce):
         the iteration ends once they are closed, without a result."""
         self.stopped = True
         if self._wake is not None:
-            loop, queue = self._wake
+            loop, put = self._wake
             if not loop.is_closed():
-                loop.call_soon_threadsafe(queue.put_nowait, _STOP)
+                loop.call_soon_threadsafe(put, _STOP)
 
     async def run(self) -> CompareResult | None:
         """Run every variant to its end; the :class:`CompareResult` (None when ``stop()`` ended it)."""
@@ -274,6 +292,15 @@ async def acompare(program: Any, /, *, variants: str | Sequence[Mapping[str, Any
                    namespace: Mapping[str, Any] | None = None, **inputs: Any) -> CompareResult:
     """:func:`compare` for async code: ``result = await js.acompare(program, variants="adapter=chat,json", ...)``."""
     return await Comparison(program, inputs, variants=variants, namespace=namespace).run()  # type: ignore[return-value]
+
+
+def _model_name(program: Any) -> str:
+    """The model a program made here would ask (the settings in force; DSPy's for a DSPy program)."""
+    bridge = programs.dspy_bridge(program)
+    if bridge is not None:
+        return bridge.model_name()
+    lm = _settings.current().lm
+    return lm.model if lm is not None else "demo LM"
 
 
 def _dspy_options(variant: _variants.Variant) -> contextlib.AbstractContextManager[Any]:

@@ -31,7 +31,7 @@ from . import _programs as programs
 from . import settings as _settings
 from ._exceptions import ConfigurationError
 
-__all__ = ["KEYS", "MAX_VARIANTS", "Variant", "label_of", "parse_spec", "prepare"]
+__all__ = ["KEYS", "MAX_VARIANTS", "Variant", "check_value", "label_of", "parse_spec", "prepare", "resolve"]
 
 KEYS = ("model", "adapter", "temperature", "instructions", "lm", "program")
 """What a variant can set, in the order its label names them."""

@@ -65,6 +65,7 @@ def test_three_variants_stream_tagged_events_then_the_result(lm, server):
         server.script(chat(answer), model=model)
     comparison = js.Comparison(js.Predict(QA), {"question": "Count?"}, variants="model=a,b,c")
     assert comparison.labels == ["model=a", "model=b", "model=c"]
+    assert comparison.models == {"model=a": "a", "model=b": "b", "model=c": "c"}
     items = list(comparison)
     assert isinstance(items[-1], js.CompareResult) and items[-1] is comparison.result
     body = items[:-1]
@@ -189,6 +190,25 @@ async def test_stop_stops_every_variant_and_closes_every_request(lm, server):
     assert comparison.stopped and comparison.result is None
     assert not any(isinstance(i, (js.VariantDone, js.CompareResult)) for i in got)
     assert_all_closed(server, 3)
+
+
+async def test_cancelling_the_task_that_runs_it_stops_every_variant(lm, server):
+    stalled(server, "a", "b", "c")
+    lms = {name: lm.copy(model=name) for name in ("a", "b", "c")}  # the caller's LMs: compare leaves them open
+    comparison = js.Comparison(js.Predict(QA), {"question": "q"}, variants="lm={a},{b},{c}", namespace=lms,
+                               stream_timeout=None)  # nothing but the cancellation ends the stalled replies
+    task = asyncio.create_task(comparison.run())
+    deadline = time.monotonic() + 10.0
+    while not (len(comparison.stats) == 3 and all(s.chunks for s in comparison.stats.values())):
+        assert time.monotonic() < deadline, "the variants did not all stream"
+        await asyncio.sleep(0.01)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=30)  # a guard against a hang, not a speed limit
+    assert done and task.cancelled(), "cancelling did not stop the variants"
+    assert comparison.result is None
+    assert_all_closed(server, 3)
+    for each in lms.values():
+        await each.aclose()
 
 
 async def test_leaving_the_async_loop_stops_every_variant(lm, server):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import dspy
 import pytest
 
@@ -15,7 +17,9 @@ def chat(answer: str) -> str:
 def test_models_keep_the_configured_dspy_server_and_key(dlm, server):
     server.script(chat("from small"), model="small")
     server.script(chat("from large"), model="large")
-    result = js.compare(dspy.Predict("question -> answer"), variants="model=small,large", question="q")
+    comparison = js.Comparison(dspy.Predict("question -> answer"), {"question": "q"}, variants="model=small,large")
+    assert comparison.models == {"model=small": "openai/small", "model=large": "openai/large"}
+    result = asyncio.run(comparison.run())
     assert {k: p.answer for k, p in result.items()} == {"model=small": "from small", "model=large": "from large"}
     assert sorted(r["model"] for r in server.requests) == ["large", "small"]
 
