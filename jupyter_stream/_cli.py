@@ -104,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs = _inputs(args.input, parser)
         program = _program(args, args.signature)
         key = _api_key(args)
+        if args.compare is not None and "{" in args.compare:
+            raise js.ConfigurationError(
+                f"--compare {args.compare}: a terminal has no variables for {{name}}; write the values out "
+                "(model=a,b, adapter=chat,json, temperature=0,0.7, instructions=...)"
+            )
         names_models = (args.compare or "").strip().startswith(("model=", "model ="))
         if (programs.dspy_bridge(program) is None and not args.model and not args.base_url and key
                 and js.settings.current().lm is None and not names_models):

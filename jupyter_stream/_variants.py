@@ -181,8 +181,8 @@ def prepare(program: Any, variant: Mapping[str, Any]) -> Variant:
     if bridge is not None:
         opts = {"model": model, "temperature": temperature, "adapter": adapter if isinstance(adapter, str) else None}
         if lm is not None or (adapter is not None and not isinstance(adapter, str)):
-            raise ConfigurationError(f"variant {variant['label']}: a DSPy program compares by model=, adapter= "
-                                     "(by name) or temperature=; configure a dspy.LM in a program of its own instead")
+            raise ConfigurationError(f"variant {variant['label']}: a DSPy program compares by model=, adapter= (by "
+                                     "name), temperature=, instructions= or program=, not by our LM or Adapter objects")
         return Variant(variant["label"], run, dspy_options=opts)
     settings: dict[str, Any] = {}
     if lm is not None:

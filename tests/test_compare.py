@@ -398,9 +398,24 @@ def test_cli_compare_with_a_failing_variant_exits_1_after_the_others(server):
     assert "fine" in proc.stdout[:proc.stdout.index("═══ model=large ═══")]
 
 
-def test_cli_compare_bad_spec_is_one_line(server):
+@pytest.mark.parametrize(("spec", "message"), [
+    ("adapter=chat,yaml", "compare adapter=yaml: unknown adapter; use chat, json, xml"),
+    ("lm={a},{b}", "--compare lm={a},{b}: a terminal has no variables for {name}; write the values out"),
+])
+def test_cli_compare_bad_spec_is_one_line(server, spec, message):
     server.reset()
-    proc = _cli(server, "--compare", "adapter=chat,yaml")
+    proc = _cli(server, "--compare", spec)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["jupyter-stream: compare adapter=yaml: unknown adapter; use chat, json, xml"]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"jupyter-stream: {message}")
     assert server.requests == []
+
+
+def test_cli_compare_keeps_cot_and_timeout(server):
+    server.reset()
+    proc = _cli(server, "--cot", "--timeout", "60", "--compare", "adapter=chat,json")
+    assert proc.returncode == 0, proc.stderr
+    chat_part, json_part = proc.stdout.split("═══ adapter=json ═══")
+    assert chat_part.count("── predict.reasoning ──") == 1 and json_part.count("── predict.reasoning ──") == 1
+    assert "── reasoning: adapter=chat → adapter=json ──" in json_part
+    assert sum("JSON" in r["messages"][0]["content"] for r in server.requests) == 1

@@ -43,7 +43,7 @@ def test_instructions_copy_the_predictor(dlm, server):
 
 
 def test_a_dspy_variant_refuses_our_lm_in_one_line(dlm, server):
-    with pytest.raises(js.ConfigurationError, match="a DSPy program compares by model="):
+    with pytest.raises(js.ConfigurationError, match="a DSPy program compares by model=, adapter= .by name., temperature="):
         js.Comparison(dspy.Predict("question -> answer"), {"question": "q"},
                       variants=[{"lm": js.LM("a", base_url=server.url)}, {}])
     assert server.requests == []
