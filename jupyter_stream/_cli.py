@@ -166,61 +166,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_comparison(comparison: Any, color: bool | None) -> int:
-    """The variants of ``comparison`` one after the other (a heading, the fields, the stats), then the diff.
+    """The variants of ``comparison`` one after the other, then the diff; exit status 1 when a variant failed,
+    130 when stopped."""
+    from ._compare_text import CompareTextRenderer
 
-    They run at once: the first is shown as it streams, the others' events wait for their turn (those of a
-    variant already done come out at once). Exit status 1 when a variant failed, 130 when stopped.
-    """
-    import jupyter_stream as js
-    from ._compare import VariantDone, VariantEvent
-
-    labels = comparison.labels
-    waiting: dict[str, list[Any]] = {label: [] for label in labels}
-    done: dict[str, Any] = {}
-    shown = 0
-    renderer = None
-
-    def turn() -> Any:  # the next variant's heading and what it has streamed so far
-        r = js.TextRenderer(sys.stdout, color=color)
-        heading = f"═══ {labels[shown]} ═══"
-        sys.stdout.write(("\n" if shown else "") + _style(heading, "1;35", r.color) + "\n")
-        for event in waiting.pop(labels[shown]):
-            r.handle(event)
-        return r
-
+    renderer = CompareTextRenderer(comparison.labels, sys.stdout, color=color)
     try:
-        renderer = turn()
         for item in comparison:
-            if type(item) is VariantEvent:
-                if item.variant == labels[shown]:
-                    renderer.handle(item.event)
-                else:
-                    waiting[item.variant].append(item.event)
-            elif type(item) is VariantDone:
-                done[item.variant] = item
-                while shown < len(labels) and labels[shown] in done:
-                    end = done[labels[shown]]
-                    renderer.finish(error=end.error)
-                    print(_style(f"· {end.stats.line()}", "2", renderer.color), flush=True)
-                    shown += 1
-                    if shown < len(labels):
-                        renderer = turn()
-            else:
-                print("\n" + _style("═══ diff ═══", "1;35", renderer.color) + "\n" + str(item.diff), flush=True)
+            renderer.handle(item)
     except KeyboardInterrupt:
         comparison.close()
-        if renderer is not None:
-            renderer.finish(stopped=True)
+        renderer.finish(stopped=True)
         return 130
     except BrokenPipeError:
         comparison.close()
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    return 1 if any(end.error is not None for end in done.values()) else 0
-
-
-def _style(text: str, code: str, color: bool) -> str:
-    return f"\x1b[{code}m{text}\x1b[0m" if color else text
+    renderer.finish()
+    return 1 if renderer.failed else 0
 
 
 def _serve(args: argparse.Namespace) -> int:

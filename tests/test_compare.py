@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -419,3 +420,30 @@ def test_cli_compare_keeps_cot_and_timeout(server):
     assert chat_part.count("── predict.reasoning ──") == 1 and json_part.count("── predict.reasoning ──") == 1
     assert "── reasoning: adapter=chat → adapter=json ──" in json_part
     assert sum("JSON" in r["messages"][0]["content"] for r in server.requests) == 1
+
+
+def test_cli_compare_ctrl_c_stops_every_variant_and_closes_every_request(server):
+    server.reset()
+    for model in ("small", "large"):
+        server.script(Reply(content=chat("word " * 50), fault=Fault("stall", after=12)), model=model)
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env.update(DEMO_KEY="k", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_stream", "run", QA, "-i", "question=q", "--base-url", server.url, "--model",
+         "small", "--api-key-env", "DEMO_KEY", "--no-cache", "--stream-timeout", "600", "--compare", "model=small,large"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60  # a guard against a hang, not a speed limit
+        while server.pending:  # until both requests have taken their stalling replies
+            assert proc.poll() is None and time.monotonic() < deadline, "both variants never asked"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "═══ model=small ═══" in out and "stopped" in out and "═══ diff ═══" not in out
+    assert server.wait_idle(10.0)
+    assert server.stream_closed_early == 2

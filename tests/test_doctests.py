@@ -37,6 +37,7 @@ MODULES = [
     "jupyter_stream._variants",
     "jupyter_stream._worddiff",
     "jupyter_stream._compare",
+    "jupyter_stream._compare_text",
     "jupyter_stream.demo",
     "jupyter_stream.demo.server",
     "jupyter_stream.demo.responder",
