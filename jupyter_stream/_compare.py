@@ -163,8 +163,8 @@ class Comparison(RunsOnce):
     Bad variants, inputs or options raise here, before any request. Iterating yields
     :class:`VariantEvent` and :class:`VariantDone` items, then the :class:`CompareResult` (also kept as
     ``.result``). ``.labels`` lists the variants in order, ``.models`` the model each asks (a column's
-    header), ``.stats`` their live stats. ``stop()``
-    ends it early (``.result`` stays None, ``.stopped`` is True).
+    header), ``.stats`` their live stats. ``stop()`` ends it early (``.result`` stays None, ``.stopped``
+    is True).
     """
 
     _once = "a Comparison runs once; make a new one to run it again"
