@@ -25,6 +25,7 @@ from ._exceptions import (
 )
 from .adapters import Adapter, ChatAdapter, JSONAdapter, XMLAdapter
 from ._callbacks import BaseCallback
+from ._compare import CompareResult, Comparison, VariantDone, VariantEvent, acompare, compare
 from ._lm import LM
 from ._prediction import Prediction
 from ._program import ChainOfThought, Module, Predict, Tool
@@ -53,6 +54,8 @@ __all__ = [
     "BaseCallback",
     "ChainOfThought",
     "ChatAdapter",
+    "CompareResult",
+    "Comparison",
     "ConfigurationError",
     "InputError",
     "InputField",
@@ -79,9 +82,13 @@ __all__ = [
     "TextRenderer",
     "Tool",
     "UsageError",
+    "VariantDone",
+    "VariantEvent",
     "XMLAdapter",
+    "acompare",
     "apply_sync_streaming",
     "asgi_app",
+    "compare",
     "configure",
     "context",
     "load_ipython_extension",

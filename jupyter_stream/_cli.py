@@ -2,6 +2,7 @@
 
     $ jupyter-stream run "question -> reasoning, answer" --input question="Why is the sky blue?"
     $ jupyter-stream run my_app:program --input question="Why is the sky blue?"   # a program of yours (or DSPy's)
+    $ jupyter-stream run "question -> answer" --input question="Why?" --compare model=gpt-4o-mini,gpt-4.1-mini
     $ jupyter-stream demo-lm --port 8765
 """
 
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stream-timeout", type=float, default=60.0, help="longest wait between two events (s)")
     run.add_argument("--timeout", type=float, help="the whole call (s)")
     run.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    run.add_argument("--compare", metavar="KEY=A,B",
+                     help="run 2 to 8 variants at once and diff their outputs: model=a,b, adapter=chat,json,xml or "
+                          "temperature=0,0.7 (the other options apply to every variant)")
     serve = sub.add_parser("serve", help="serve a program over HTTP: its fields as Server-Sent Events")
     serve.add_argument("program", help='a signature, e.g. "question -> answer", or a program as module:attr')
     serve.add_argument("--host", default="127.0.0.1")
@@ -100,8 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs = _inputs(args.input, parser)
         program = _program(args, args.signature)
         key = _api_key(args)
+        if args.compare is not None and "{" in args.compare:
+            raise js.ConfigurationError(
+                f"--compare {args.compare}: a terminal has no variables for {{name}}; write the values out "
+                "(model=a,b, adapter=chat,json, temperature=0,0.7, instructions=...)"
+            )
+        names_models = (args.compare or "").strip().startswith(("model=", "model ="))
         if (programs.dspy_bridge(program) is None and not args.model and not args.base_url and key
-                and js.settings.current().lm is None):
+                and js.settings.current().lm is None and not names_models):
             raise js.ConfigurationError(
                 f"{args.api_key_env} is set, so the demo LM is not used: pass --model NAME (e.g. --model "
                 f"openai/gpt-4o-mini), or unset {args.api_key_env} to run on the demo LM"
@@ -110,12 +120,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Without --timeout the "streaming" profile limits the whole call (passing timeout=None would lift it).
         limits = {"timeout": args.timeout} if args.timeout is not None else {"timeout_profile": "streaming"}
         with js.context(**settings), options:
-            s = js.stream(program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout,
-                          lm_events=True, **limits)
+            if args.compare is not None:
+                s = js.Comparison(program, inputs, variants=args.compare, listen=args.listen,
+                                  stream_timeout=args.stream_timeout, **limits)
+            else:
+                s = js.stream(program, None, inputs, listen=args.listen, stream_timeout=args.stream_timeout,
+                              lm_events=True, **limits)
     except js.UsageError as e:
         print(f"jupyter-stream: {e}", file=sys.stderr)
         return 2
     color = {"auto": None, "always": True, "never": False}[args.color]
+    if isinstance(s, js.Comparison):
+        return _print_comparison(s, color)
     renderer = js.TextRenderer(sys.stdout, color=color)
     started = time.perf_counter()
     first: float | None = None
@@ -147,6 +163,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokens = usage_tokens if usage_tokens is not None else renderer.tokens
     print(_stats_line(tokens, time.perf_counter() - started, first), file=sys.stderr)
     return 0
+
+
+def _print_comparison(comparison: Any, color: bool | None) -> int:
+    """The variants of ``comparison`` one after the other, then the diff; exit status 1 when a variant failed,
+    130 when stopped."""
+    from ._compare_text import CompareTextRenderer
+
+    renderer = CompareTextRenderer(comparison.labels, sys.stdout, color=color)
+    try:
+        for item in comparison:
+            renderer.handle(item)
+    except KeyboardInterrupt:
+        comparison.close()
+        renderer.finish(stopped=True)
+        return 130
+    except BrokenPipeError:
+        comparison.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    renderer.finish()
+    return 1 if renderer.failed else 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ from ._lm import LMRecord
 from .settings import default_lm
 from ._signatures import Field, Signature, build_signature
 
-__all__ = ["THREAD_GRACE", "bind", "is_dspy_program", "model_name", "named_predictors", "options"]
+__all__ = ["THREAD_GRACE", "bind", "is_dspy_program", "model_name", "named_predictors", "options", "variant_options"]
 
 THREAD_GRACE = 2.0
 """Seconds a cancelled sync DSPy program's thread gets to unwind before the stream ends without it. It
@@ -100,6 +100,22 @@ def options(*, model: str | None = None, adapter: str | None = None, temperature
     if configure:
         dspy.configure(**changes)
         return dspy.context()
+    return dspy.context(**changes)
+
+
+def variant_options(*, model: str | None = None, adapter: str | None = None, temperature: float | None = None) -> Any:
+    """A compared variant's DSPy settings, as a ``dspy.context``: the configured ``dspy.LM`` (else the demo
+    LM) copied with another model or temperature, so a variant keeps the server and key; another adapter."""
+    changes: dict[str, Any] = {}
+    base = dspy.settings.lm or _demo_lm()
+    lm_args = {k: v for k, v in (("temperature", temperature),) if v is not None}
+    if model is not None:  # the configured LM's provider prefix ("openai/") when the name has none
+        provider, sep, _ = str(base.model).rpartition("/")
+        lm_args["model"] = model if "/" in model or not sep else f"{provider}/{model}"
+    if lm_args:
+        changes["lm"] = base.copy(**lm_args)
+    if adapter:
+        changes["adapter"] = {"chat": dspy.ChatAdapter, "json": dspy.JSONAdapter, "xml": dspy.XMLAdapter}[adapter.strip().lower()]()
     return dspy.context(**changes)
 
 

@@ -657,3 +657,23 @@ def test_auto_reply_fills_pydantic_fields_from_the_schema_in_the_prompt(adapter_
     assert isinstance(place, DemoPlace) and place.population >= 1000 and place.geo.kind == "city"
     assert "Where is the tower?" in place.name  # text fields read like the demo's other answers
     assert len(nearby) == 2 and all(isinstance(p, DemoPlace) for p in nearby)
+
+
+async def test_replies_scripted_per_model_go_to_that_model_first(server, client):
+    import httpx
+
+    server.script("shared")
+    server.script("for a", Fault("status", status=503), model="a")
+    async with httpx.AsyncClient() as h:
+        r = await h.post(f"{server.url}/demo/script", json={"replies": ["for b"], "model": "b"})
+    assert r.json() == {"queued": 1, "pending": 4}
+
+    async def ask(model: str) -> str:
+        reply = await client.chat.completions.create(model=model, messages=MSGS)
+        return reply.choices[0].message.content
+
+    assert [await ask("c"), await ask("b"), await ask("a")] == ["shared", "for b", "for a"]
+    with pytest.raises(openai.APIStatusError):
+        await ask("a")
+    assert server.pending == 0
+    assert (await ask("a")).startswith("This is the demo model")  # all queues empty: the automatic reply

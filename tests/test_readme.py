@@ -17,12 +17,26 @@ def _block_after(heading: str) -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_the_ten_line_example_streams_each_field_on_its_own_lines():
+def _run_block_after(heading: str) -> subprocess.CompletedProcess[str]:
+    """The first Python block after ``heading``, run in a fresh interpreter on the demo LM (no key)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
     env["JUPYTER_STREAM_DEMO_RATE"] = "0"
-    proc = subprocess.run([sys.executable, "-c", _block_after("## Ten lines")], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", _block_after(heading)], capture_output=True, text=True,
                           timeout=120, env=env)
+
+
+def test_the_ten_line_example_streams_each_field_on_its_own_lines():
+    proc = _run_block_after("## Ten lines")
     assert proc.returncode == 0, proc.stderr
     reasoning, answer_text, final = proc.stdout.split("\n\n")
     assert "Why is the sky blue?" in reasoning and "Why is the sky blue?" in answer_text
     assert final == f"answer: {answer_text}\n"
+
+
+def test_the_compare_example_prints_each_variant_then_the_diff():
+    proc = _run_block_after("## Compare variants")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line for line in lines if line.startswith("adapter=")] == ["adapter=chat", "adapter=json", "adapter=xml"]
+    assert "── answer: adapter=chat → adapter=json ──" in lines
+    assert "[-" in proc.stdout and "{+" in proc.stdout

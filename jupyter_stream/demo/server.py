@@ -9,8 +9,9 @@ demo notebook and the tests exercise exactly the path a hosted model takes:
 * ``GET /v1/models`` lists the model ``demo``.
 
 Replies come from a FIFO script (:meth:`DemoServer.script`: plain strings, :class:`Reply` objects,
-recorded chunk lists, or :class:`Fault` misbehaviours) and, when the script is empty, from the automatic
-responder (:func:`jupyter_stream.demo.responder.auto_reply`), which fills in any signature's outputs.
+recorded chunk lists, or :class:`Fault` misbehaviours; ``model=`` queues them for the requests of one model
+name only, so concurrent requests to several models each get their own) and, when the script is empty, from
+the automatic responder (:func:`jupyter_stream.demo.responder.auto_reply`), which fills in any signature's outputs.
 
 The HTTP layer is tornado's (request parsing, chunked encoding, keep-alive); this module adds the routes,
 the pacing and the faults. The server runs its own asyncio event loop in a daemon thread, so it works
@@ -477,7 +478,7 @@ class _ChatHandler(_Handler):
         except ValueError as e:
             return self.send_json(400, _error_body(400, message=f"invalid JSON body: {e}"))
         demo.requests.append(body)
-        item = demo._next_script_item()
+        item = demo._next_script_item(str(body.get("model") or _MODEL))
         if isinstance(item, Fault) and item.kind == "refuse":
             return self._hang_up()
         if isinstance(item, Fault) and item.kind == "status":
@@ -662,6 +663,7 @@ class DemoServer:
         self.stream_closed_early = 0
         """Streamed responses whose client went away before the last byte was sent."""
         self._script: collections.deque[Any] = collections.deque()
+        self._by_model: dict[str, collections.deque[Any]] = {}
         self._script_lock = threading.Lock()
         self._idle = threading.Condition()
         self._inflight = 0
@@ -782,14 +784,17 @@ class DemoServer:
 
     # -- scripting and inspection -------------------------------------------------------------------
 
-    def script(self, *replies: Any) -> None:
+    def script(self, *replies: Any, model: str | None = None) -> None:
         """Queue replies for the next chat requests, one per request, first in first out.
 
         Each is a ``str`` (streamed through the tokenizer), a :class:`Reply`, a list of raw chunk dicts (or
         a fixture dict with a ``"chunks"`` list) replayed verbatim, or a :class:`Fault`. When the queue is
-        empty the automatic responder answers.
+        empty the automatic responder answers. ``model``: queue them for the requests naming that model
+        only (they go before the shared queue), so requests made at once to several models (a comparison)
+        each get their own replies whatever order they arrive in.
 
             >>> server.script("first reply", Fault("status", status=500), "after the error")  # doctest: +SKIP
+            >>> server.script("Paris.", model="small"); server.script("Paris, France.", model="large")  # doctest: +SKIP
         """
         for r in replies:
             if isinstance(r, Fault):
@@ -799,18 +804,20 @@ class DemoServer:
             elif not isinstance(r, (str, Reply, list, tuple)):
                 raise TypeError(f"cannot script a {type(r).__name__}; use str, Reply, a chunk list or Fault")
             with self._script_lock:
-                self._script.append(r)
+                queue = self._script if model is None else self._by_model.setdefault(model, collections.deque())
+                queue.append(r)
 
     @property
     def pending(self) -> int:
         """How many scripted replies are still queued."""
         with self._script_lock:
-            return len(self._script)
+            return len(self._script) + sum(map(len, self._by_model.values()))
 
     def reset(self) -> None:
         """Forget the script, the recorded requests and the counters (for a server shared across tests)."""
         with self._script_lock:
             self._script.clear()
+            self._by_model.clear()
         self.requests.clear()
         self.connections_opened = self.connections_closed = self.stream_closed_early = 0
 
@@ -823,15 +830,17 @@ class DemoServer:
         with self._idle:
             return self._idle.wait_for(lambda: self._inflight == 0, timeout)
 
-    def _next_script_item(self) -> Any:
+    def _next_script_item(self, model: str) -> Any:
+        """The next reply for a request naming ``model``: its own queue first, then the shared one."""
         with self._script_lock:
-            if not self._script:
+            queue = self._by_model.get(model) or self._script
+            if not queue:
                 return None
-            item = self._script[0]
+            item = queue[0]
             if isinstance(item, Fault) and item.kind in ("status", "refuse") and item.times > 1:
                 item.times -= 1
                 return Fault(**{**item.__dict__, "times": 1})
-            return self._script.popleft()
+            return queue.popleft()
 
     def _prepare(self, item: Any, body: Mapping[str, Any]) -> _PreparedAnswer:
         """The answer to one chat request, from its script item (None: the automatic responder)."""
@@ -901,7 +910,8 @@ class DemoServer:
         handler.send_json(status, body, extra)
 
     async def _control(self, handler: _Handler, req: _Request, path: str) -> None:
-        """``POST /v1/demo/script`` ``{"replies": [...]}``, ``GET /v1/demo/stats``, ``POST /v1/demo/reset``.
+        """``POST /v1/demo/script`` ``{"replies": [...], "model": null}``, ``GET /v1/demo/stats``,
+        ``POST /v1/demo/reset``.
 
         Lets another process (a benchmark, a CLI test) script a server it started with
         ``python -m jupyter_stream.demo``. A reply is a str, a list of raw chunk dicts, a dict of
@@ -910,8 +920,9 @@ class DemoServer:
         """
         try:
             if path == "/demo/script" and req.method == "POST":
-                replies = json.loads(req.body or b"{}").get("replies", [])
-                self.script(*(_reply_from_json(r) for r in replies))
+                payload = json.loads(req.body or b"{}")
+                replies = payload.get("replies", [])
+                self.script(*(_reply_from_json(r) for r in replies), model=payload.get("model"))
                 body = _dumps({"queued": len(replies), "pending": self.pending})
             elif path == "/demo/stats" and req.method == "GET":
                 body = _dumps({"requests": len(self.requests), "pending": self.pending,

@@ -26,8 +26,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections.abc import AsyncIterator, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from .. import _programs as programs
@@ -37,8 +36,8 @@ from .._runtime import UNSET as _UNSET
 from .._runtime import resolve_limits
 from .call import StreamCall
 from .drive import drive
+from .once import RunsOnce
 from .status import StatusMessageProvider
-from .streamify import apply_sync_streaming
 
 __all__ = ["Stream", "stream"]
 
@@ -80,8 +79,10 @@ def stream(
     )
 
 
-class Stream:
+class Stream(RunsOnce):
     """The object :func:`stream` returns: iterate it once, with ``for`` or ``async for``."""
+
+    _once = "a Stream runs once; call stream(...) again to run it again"
 
     def __init__(
         self,
@@ -135,16 +136,10 @@ class Stream:
         self.lm_events = lm_events
         self.prediction: Any = None
         self.call: StreamCall | None = None
-        # Weak references to the running generators: the consumer's loop owns them, so leaving the loop
-        # (break, an exception in the body, KeyboardInterrupt) drops the last reference and closes them,
-        # which cancels the forward pass. A strong reference here made a cycle (the generator's frame holds
-        # this Stream) that kept the request streaming after a break until the end of the reply.
-        self._agen: weakref.ref[Any] | None = None
-        self._sync: weakref.ref[Generator[Any, None, None]] | None = None
 
     def __repr__(self) -> str:
         what = self.predictor_name or type(self.program).__name__
-        return f"<Stream of {what} ({'started' if self._agen else 'not started'})>"
+        return f"<Stream of {what} ({'started' if self.started else 'not started'})>"
 
     # ------------------------------------------------------------------------------------ async
     def _events(self) -> AsyncIterator[Any]:
@@ -162,45 +157,14 @@ class Stream:
         inputs = {**self.inputs, **self.opts}
         return drive(make_call, lambda: self._run(**inputs), self.limits, snapshot=self.snapshot, finish=finish)
 
-    def __aiter__(self) -> AsyncIterator[Any]:
-        self._start()
-        agen = self._events()
-        self._agen = weakref.ref(agen)
-        return agen
-
-    async def aclose(self) -> None:
-        """Stop the stream: cancel the forward pass and close the LM request."""
-        agen = self._agen() if self._agen is not None else None
-        if agen is not None:
-            await agen.aclose()
-
     async def __aenter__(self) -> Stream:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-    # ------------------------------------------------------------------------------------- sync
-    def __iter__(self) -> Generator[Any, None, None]:
-        self._start()
-        agen = self._events()
-        self._agen = weakref.ref(agen)
-        gen = apply_sync_streaming(agen)
-        self._sync = weakref.ref(gen)
-        return gen
-
-    def close(self) -> None:
-        """Stop a stream iterated with ``for`` (cancels the forward pass, closes the request)."""
-        gen = self._sync() if self._sync is not None else None
-        if gen is not None:
-            gen.close()
-
     def __enter__(self) -> Stream:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def _start(self) -> None:
-        if self._agen is not None or self._sync is not None:
-            raise UsageError("a Stream runs once; call stream(...) again to run it again")

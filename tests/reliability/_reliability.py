@@ -217,9 +217,9 @@ import sys
 from jupyter_stream.demo import DemoServer
 
 class Server(DemoServer):
-    def _next_script_item(self):
+    def _next_script_item(self, model):
         self.requests.clear()  # thousands of requests: keep no record of them
-        return super()._next_script_item()
+        return super()._next_script_item(model)
 
 server = Server(token_rate=None).start()
 print(server.url, flush=True)
