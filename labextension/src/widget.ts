@@ -328,8 +328,9 @@ interface FrameQueue {
   longest: number;
 }
 
-/** Kept on the global object: every view of every widget, and every copy of this module (anywidget loads one per
- * widget), shares one animation frame. Its shape is the protocol between copies: change it, change the name. */
+/** Kept on the global object: every view of every widget, and every copy of this module, shares one animation frame
+ * (the packed loader shares one copy among the widgets with the same code; widgets of another version of the
+ * package, or loaded otherwise, run their own). Its shape is the protocol between copies: change it, change the name. */
 const FRAME_QUEUE = Symbol.for("jupyter_stream.frame-queue.v1");
 
 function frameQueue(): FrameQueue {
@@ -1068,8 +1069,8 @@ export class StreamView {
 // ------------------------------------------------------------------------------- stylesheet
 
 let stylesheetText = "";
-/** Each widget may run its own copy of this module (anywidget imports each model's code): the sheets are
- * kept on the document, by their text, so all copies share one. */
+/** Widgets may run different copies of this module (another version of the package on the page, or code loaded
+ * without the packed loader): the sheets are kept on the document, by their text, so all copies share one. */
 const SHEETS = Symbol.for("jupyter_stream.stylesheets");
 
 function sheetFor(doc: Document): CSSStyleSheet {
