@@ -20,10 +20,15 @@ headless Chromium (1280x900). Each scenario is its own notebook in a fresh brows
 out at R deltas/s), (2) a short warm-up ``%%stream`` (the widget's code, the comm, the LM connection), (3) a
 barrier the kernel waits in until this process, having collected garbage and read the page's heap, says go,
 (4) the measured ``%%stream`` cell(s) (with ``--background`` when there are several, so they all stream at once).
+Each measured reply first streams empty deltas for LEAD_S seconds (1 s with one widget): every cell has run and
+every widget shows before the text starts, so the widgets stream at once and their creation (JupyterLab's output
+area, the widget model and view) is measured on its own, in the heap, rather than inside the stream's frames.
 
 Scenarios: (a) one pane fed 2,000 tokens/s (4-character deltas) for 30 s (240,000 characters); (b) 20 widgets
 streaming at once, each 100 tokens/s for 20 s; (c) one pane grown to 1,000,000 characters (16-character deltas
-at 2,000/s, 32,000 characters/s). ``--quick`` and ``--smoke`` shorten them.
+at 2,000/s, 32,000 characters/s); (w) the widget alone: the built widget in a page of its own (no JupyterLab,
+kernel or LM), fed (c)'s deltas by a stand-in model, to 1,000,000 characters (see ``run_alone``): what grows with
+the text, apart from what changes in the run around it. ``--quick`` and ``--smoke`` shorten them.
 
 What is measured, in the page (an init script that runs before JupyterLab's own code):
 
@@ -38,7 +43,10 @@ What is measured, in the page (an init script that runs before JupyterLab's own 
   the widget's own part. Per pane length (the longest pane the batch touched): the median over the batches
   within 10% of 10k, 100k and 1M characters (at least the 10 nearest; or the largest size reached);
 * the JS heap: Chrome DevTools Protocol ``HeapProfiler.collectGarbage`` twice then ``Runtime.getHeapUsage``
-  (``usedSize``) at the barrier (after the warm-up) and 2 s after the end; growth over the characters shown;
+  (``usedSize``) at the barrier (after the warm-up), once every measured widget shows a pane (streaming), and 2 s
+  after the end: the growth per character from the second read to the end (the characters shown in between), and
+  the fixed cost of each widget shown (the growth up to the second read less its characters' share); the long
+  tasks, frames and batches that overlap the second read's forced GCs are left out;
 * the end: the pane elements seen while streaming must still be in the document (no view rebuilt from
   scratch) and every pane that overflows must still show its end (no jump to the top).
 
@@ -91,14 +99,21 @@ LONG_TASK_MS = 50.0
 FLAT = 1.25
 """Target: the apply time per batch at 1M characters within 25% of that at 10k."""
 HEAP_BYTES_PER_CHAR = 8.0
+START_BATCHES = 20
+"""The first batches of a stream, compared with the next as many (see report)."""
+LEAD_S = 8.0
+"""Seconds each reply of a scenario with several widgets streams no text at first (empty deltas): the cells run one
+after the other, so every widget is shown and running before any text arrives, and then they all stream at once. The
+heap is read then (the fixed cost of each widget shown), before the first delta (one widget: 1 s)."""
 BUCKET = 10
 """Batches per pane size: those within 10% of it, at least the 10 nearest."""
 TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "v8.execute", "blink.user_timing"]
 
-# The answer's text: exactly n 4-character tokens (" abc", ". Ab", ".\nAb"), deltas of `per` tokens each. The
-# same source runs in the kernel (to script the demo LM) and here (the expected text).
+# The answer's text: exactly n 4-character tokens (" abc", ". Ab", ".\nAb"), deltas of `per` tokens each, after
+# `lead` empty deltas (the lead-in: the reply streams, no text yet). The same source runs in the kernel (to script
+# the demo LM) and here (the expected text).
 ANSWER_SRC = '''
-def _answer(n_tokens, per=1, seed=0):
+def _answer(n_tokens, per=1, seed=0, lead=0):
     import random
     rng = random.Random(seed)
     low = "abcdefghijklmnopqrstuvwxyz"
@@ -113,7 +128,7 @@ def _answer(n_tokens, per=1, seed=0):
             toks.append(" " + rng.choice(low) + rng.choice(low) + rng.choice(low))
     head, tail = "[[ ## answer ## ]]\\n", "\\n\\n[[ ## completed ## ]]"
     body = ["".join(toks[i:i + per]) for i in range(0, len(toks), per)]
-    deltas = [head[i:i + 4] for i in range(0, len(head), 4)] + body + [tail[i:i + 4] for i in range(0, len(tail), 4)]
+    deltas = [""] * lead + [head[i:i + 4] for i in range(0, len(head), 4)] + body + [tail[i:i + 4] for i in range(0, len(tail), 4)]
     return "".join(toks), deltas
 '''
 _ns: dict[str, Any] = {}
@@ -188,6 +203,13 @@ MARK_JS = """(n) => {
   return true;
 }"""
 
+RUNNING_JS = """(n) => { const ws = [...document.querySelectorAll('.jps-widget')].slice(1);
+  return ws.length >= n && ws.every(w => w.dataset.status === 'running'); }"""
+
+# The characters the measured panes show, and the page's clock.
+SHOWN_JS = """() => [[...document.querySelectorAll('.jps-widget')].slice(1).reduce((n, w) => n +
+  ((w.querySelector('.jps-pane-text') || {}).textContent || '').length, 0), performance.now()]"""
+
 END_JS = """() => {
   const ws = [...document.querySelectorAll('.jps-widget')].slice(1);
   const marked = window.__bench.marked || [];
@@ -224,14 +246,15 @@ def scenarios(quick: bool, smoke: bool) -> dict[str, dict[str, Any]]:
             "c": f"(c) one pane to {chars:,} characters ({4 * per}-character deltas, {rate:,.0f}/s)",
         }[name]
         out[name] = {"widgets": widgets, "tokens": tokens, "per": per, "rate": rate, "chars": chars,
-                     "seconds": secs, "label": label}
+                     "seconds": secs, "label": label, "lead_s": LEAD_S if widgets > 1 else 1.0}
     return out
 
 
 def notebook(name: str, sc: dict[str, Any], setup_extra: str = "") -> dict[str, Any]:
     n = sc["widgets"]
-    replies = ", ".join(f"Reply(chunks=_answer({sc['tokens']}, {sc['per']}, seed={i})[1], token_rate={sc['rate']})"
-                        for i in range(n))
+    lead = round(sc["lead_s"] * sc["rate"])
+    replies = ", ".join(f"Reply(chunks=_answer({sc['tokens']}, {sc['per']}, seed={i}, lead={lead})[1], "
+                        f"token_rate={sc['rate']})" for i in range(n))
     setup = (
         'import os, pathlib, time\n'
         'os.environ["JUPYTER_STREAM_DEMO_RATE"] = "0"  # before the demo server starts; each reply sets its rate\n'
@@ -438,22 +461,31 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
             cdp.send("Profiler.start")
         go.write_text("1")
         say(f"  {name}: streaming ({sc['label']})")
-        deadline = t_go + sc["seconds"] * 4 + 60
+        deadline = t_go + (sc["seconds"] + sc["lead_s"]) * 4 + 60
         marked = False
+        heap_mid, chars_mid, g0, g1 = None, 0, 0.0, 0.0
         t_seen = None  # when the poll saw every measured widget done (if the observer missed one turning done)
         while True:
             state = page.evaluate(DONE_JS)
+            if heap_mid is None and page.evaluate(RUNNING_JS, n):
+                # Every widget shown and running (in the lead-in: no text yet): the heap again, to tell the fixed
+                # cost of each widget shown from the growth per character.
+                chars_mid, g0 = page.evaluate(SHOWN_JS)
+                heap_mid = _heap(cdp)
+                g1 = page.evaluate(SHOWN_JS)[1]
             if not marked:
                 marked = page.evaluate(MARK_JS, n)
             if state[0] >= n or state[1] >= n:
                 t_seen = state[2]
                 break
             if time.monotonic() > deadline:
-                statuses = page.evaluate(f"() => ({MEASURED_JS})().map(w => w.dataset.status)")
+                statuses = page.evaluate(f"() => ({MEASURED_JS})().map(w => [w.dataset.status, "
+                                         "(w.querySelector('.jps-pane-text') || {}).textContent?.length ?? null, "
+                                         "w.querySelector('.jps-title')?.textContent ?? null])")
                 raise BenchmarkError(f"{name}: {state[0]} of {n} widgets seen turning done after "
                                      f"{time.monotonic() - t_go:.0f} s; statuses in the page {statuses}, in the "
                                      f"kernel {lab.kernel_report(nb)}")
-            page.wait_for_timeout(500)
+            page.wait_for_timeout(100 if heap_mid is None else 500)
         wall = time.monotonic() - t_go
         page.wait_for_timeout(SETTLE_S * 1000)
         if profile and profile.endswith(".json"):
@@ -491,14 +523,52 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
     t_first = batches[0][0]
     t_done = max(rec["done"]) if len(rec["done"]) >= n else t_seen
     t_end = t_done + SETTLE_S * 1000
-    longs = [d for s, d in rec["longtasks"] if t_first - 1 <= s <= t_end]
+    # The benchmark's own forced GC (the heap read once every widget streams, from g0 to g1) is left out: the
+    # long tasks that overlap it, the frame interval(s) and batches around it.
+    def gc(a: float, b: float) -> bool:
+        return heap_mid is not None and a <= g1 and b >= g0
+
+    tasks = [(s, d) for s, d in rec["longtasks"] if t_first - 1 <= s <= t_end]
+    longs = [d for s, d in tasks if not gc(s, s + d)]
     frames = [t for t in rec["frames"] if t_first <= t <= t_done]
-    gaps = [b - a for a, b in zip(frames, frames[1:])]
-    applied = [b for b in batches if b[2] > 0 and b[0] <= t_done]
+    gaps = [b - a for a, b in zip(frames, frames[1:]) if not gc(a, b)]
+    applied = [b for b in batches if b[2] > 0 and b[0] <= t_done and not gc(b[0], b[2])]
     chars = sum(len(t) for t in expected)
 
+    per_size = by_size(applied)
+    overflowing = [p for p in end["panes"] if p and p[0] > p[2] + 1]
+    at_bottom = [p for p in overflowing if p[0] - p[1] - p[2] < 8]
+    heap_growth = heap1["usedSize"] - heap0["usedSize"]
+    # Per character: from the read once every widget streams to the end (the characters shown in between); the
+    # rest of the growth up to that read, less those characters' share, is the fixed cost of each widget shown.
+    if heap_mid is not None and chars - chars_mid > 0.25 * chars:
+        per_char = (heap1["usedSize"] - heap_mid["usedSize"]) / (chars - chars_mid)
+        fixed = (heap_mid["usedSize"] - heap0["usedSize"] - per_char * chars_mid) / n
+    else:
+        per_char, fixed = None, None
+    return {
+        "name": name, "label": sc["label"], "widgets": n, "chars": chars, "wall_s": wall,
+        "stream_s": (t_done - t_first) / 1000,
+        "long_tasks": len(longs), "long_max_ms": max(longs, default=0.0), "long_total_ms": sum(longs),
+        "frames": len(frames), "fps": (len(frames) - 1) / max(1e-9, (t_done - t_first) / 1000),
+        "frame_p50_ms": _pct(gaps, 50), "frame_p95_ms": _pct(gaps, 95), "frame_max_ms": max(gaps, default=0.0),
+        "batches": len(applied), "apply_ms": statistics.median(b[2] - b[0] for b in applied),
+        "apply_p95_ms": _pct([b[2] - b[0] for b in applied], 95), "per_size": per_size,
+        "heap0": heap0, "heap1": heap1, "heap_growth": heap_growth, "heap_total_per_char": heap_growth / chars,
+        "heap_mid": heap_mid, "chars_mid": chars_mid, "heap_per_char": per_char, "heap_fixed_per_widget": fixed,
+        "gc_ms": g1 - g0 if heap_mid is not None else None,
+        "long_tasks_in_gc": [[round(s - t_first), round(d)] for s, d in tasks if gc(s, s + d)],
+        "long_task_list": [[round(st - t_first), round(d)] for st, d in rec["longtasks"] if t_first - 1 <= st <= t_end],
+        "series": [[b[4], round(b[2] - b[0], 2), round(b[1] - b[0], 2), b[3]] for b in applied],
+        "in_view": rec["inView"], "marked": end["marked"], "kept": end["markedConnected"], "overflowing": len(overflowing),
+        "at_bottom": len(at_bottom), "page_errors": errors,
+    }
+
+
+def by_size(applied: list[list[float]]) -> list[dict[str, Any]]:
+    """The apply time per batch at 10k, 100k and 1M characters (and the largest length reached): the batches within
+    10% of each length, at least the BUCKET nearest to it."""
     def at(size: int) -> dict[str, Any] | None:
-        # The batches within 10% of `size`, at least the BUCKET nearest to it.
         near = sorted(applied, key=lambda b: abs(b[4] - size))
         win = [b for b in near if abs(b[4] - size) <= 0.1 * size]
         win = win if len(win) >= BUCKET else near[:BUCKET]
@@ -513,24 +583,90 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
     sizes = [s for s in (10_000, 100_000, 1_000_000) if s <= biggest * 1.02]
     if not sizes or biggest * 0.95 > sizes[-1] * 1.5:
         sizes.append(int(biggest * 0.95))  # the largest size reached
-    per_size = [r for r in (at(s) for s in sizes) if r]
-    overflowing = [p for p in end["panes"] if p and p[0] > p[2] + 1]
-    at_bottom = [p for p in overflowing if p[0] - p[1] - p[2] < 8]
-    heap_growth = heap1["usedSize"] - heap0["usedSize"]
-    return {
-        "name": name, "label": sc["label"], "widgets": n, "chars": chars, "wall_s": wall,
-        "stream_s": (t_done - t_first) / 1000,
-        "long_tasks": len(longs), "long_max_ms": max(longs, default=0.0), "long_total_ms": sum(longs),
-        "frames": len(frames), "fps": (len(frames) - 1) / max(1e-9, (t_done - t_first) / 1000),
-        "frame_p50_ms": _pct(gaps, 50), "frame_p95_ms": _pct(gaps, 95), "frame_max_ms": max(gaps, default=0.0),
-        "batches": len(applied), "apply_ms": statistics.median(b[2] - b[0] for b in applied),
-        "apply_p95_ms": _pct([b[2] - b[0] for b in applied], 95), "per_size": per_size,
-        "heap0": heap0, "heap1": heap1, "heap_growth": heap_growth, "heap_per_char": heap_growth / chars,
-        "long_task_list": [[round(st - t_first), round(d)] for st, d in rec["longtasks"] if t_first - 1 <= st <= t_end],
-        "series": [[b[4], round(b[2] - b[0], 2), round(b[1] - b[0], 2), b[3]] for b in applied],
-        "in_view": rec["inView"], "marked": end["marked"], "kept": end["markedConnected"], "overflowing": len(overflowing),
-        "at_bottom": len(at_bottom), "page_errors": errors,
-    }
+    return [r for r in (at(s) for s in sizes) if r]
+
+
+# ------------------------------------------------------------------------------------ the widget alone
+# The built widget (jupyter_stream/static) in a page of its own, fed by a stand-in model: no JupyterLab, kernel, LM or
+# server sharing the machine's two cores, and no forced GC just before the text starts. A first widget streams
+# a fifth of the length (the code warm, the heap in its steady state), then ALONE_SHORT widgets of 20k characters, one
+# of the measured length, and ALONE_SHORT more of 20k, each a new widget fed one delta of ALONE_DELTA characters (the
+# benchmark's answer text) every 16 ms, as (c) gets them.
+ALONE_DELTA = 1_600
+ALONE_SHORT = 5
+"""Widgets of 20,000 characters streamed before the long one, and as many after it."""
+ALONE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><style>body { margin: 0; font-family: sans-serif }
+#out { width: 1100px; margin: 20px; display: flex; flex-direction: column }</style></head>
+<body><div id="out"></div><script type="module">
+import widget, { useStylesheet } from "./widget.js";
+useStylesheet(await (await fetch("./widget.css")).text());
+class Model {
+  constructor(uid) {
+    this.attrs = { _uid: uid, title: "question -> answer", model_name: "demo", status: "running", status_message: "",
+      status_log: [], error: "", markdown: false, started_at: Date.now(), stats: {}, panes: [], snapshot_seq: 0,
+      prediction: {}, lm_calls: [] };
+    this.handlers = new Map();
+  }
+  get(n) { return this.attrs[n]; }
+  set(n, v) { this.attrs[n] = v; this.trigger("change:" + n); }
+  on(n, cb) { if (!this.handlers.has(n)) this.handlers.set(n, new Set()); this.handlers.get(n).add(cb); }
+  off(n, cb) { if (!n) this.handlers.clear(); else if (!cb) this.handlers.delete(n); else this.handlers.get(n)?.delete(cb); }
+  send() {}
+  trigger(n, ...a) { for (const cb of [...(this.handlers.get(n) ?? [])]) cb(...a); }
+}
+let n = 0;
+window.stream = (text, per) => new Promise((resolve) => {
+  const el = document.createElement("div");
+  document.getElementById("out").replaceChildren(el);
+  const model = new Model("w" + ++n);
+  widget.initialize({ model });
+  widget.render({ model, el });
+  let i = 0, seq = 0;
+  const step = () => {
+    model.trigger("msg:custom", { type: "deltas", seq: ++seq, items: [["answer", text.slice(i, i + per), false]] }, []);
+    i += per;
+    if (i < text.length) setTimeout(step, 16); else setTimeout(() => resolve(el.querySelector(".jps-pane-text").textContent.length), 500);
+  };
+  step();
+});
+window.ready = true;
+</script></body></html>"""
+
+
+def run_alone(browser: Any, chars: int, warm: int) -> dict[str, Any]:
+    static = Path(__file__).resolve().parent.parent / "jupyter_stream" / "static"
+    files = {"/index.html": (ALONE_PAGE.encode(), "text/html"),
+             "/widget.js": ((static / "widget.js").read_bytes(), "text/javascript"),
+             "/widget.css": ((static / "widget.css").read_bytes(), "text/css")}
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.add_init_script(PROBE_JS)
+    context.route("http://widget.invalid/**", lambda route: route.fulfill(
+        body=files[route.request.url.split("widget.invalid", 1)[1]][0],
+        content_type=files[route.request.url.split("widget.invalid", 1)[1]][1]))
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto("http://widget.invalid/index.html")
+        page.wait_for_function("window.ready === true")
+        text = answer(chars // 4 + 1)[0][:chars]
+        page.evaluate("([t, per]) => window.stream(t, per)", [text[:warm], ALONE_DELTA])
+        page.evaluate("() => window.__bench.reset()")
+        # Short widgets before and after the long one (the same conditions on average), for enough batches at 10k.
+        short = text[:2 * 10_000]
+        shorts = [page.evaluate("([t, per]) => window.stream(t, per)", [short, ALONE_DELTA])
+                  for _ in range(ALONE_SHORT)]
+        shown = page.evaluate("([t, per]) => window.stream(t, per)", [text, ALONE_DELTA])
+        shorts += [page.evaluate("([t, per]) => window.stream(t, per)", [short, ALONE_DELTA])
+                   for _ in range(ALONE_SHORT)]
+        batches = page.evaluate("() => window.__bench.batches")
+    finally:
+        context.close()
+    if errors or shown != len(text) or any(n != len(short) for n in shorts):
+        raise BenchmarkError(f"the widget alone: {shown} of {len(text)} characters shown; page errors {errors}")
+    applied = [b for b in batches if b[2] > 0 and b[3] > 0]
+    return {"chars": chars, "warm": warm, "batches": len(applied), "per_size": by_size(applied),
+            "series": [[b[4], round(b[2] - b[0], 2), round(b[1] - b[0], 2), b[3]] for b in applied]}
 
 
 # ------------------------------------------------------------------------------------------- section
@@ -550,7 +686,7 @@ def run(*, quick: bool, smoke: bool = False, only: list[str] | None = None, setu
     from playwright.sync_api import sync_playwright
 
     scs = scenarios(quick, smoke)
-    names = only or (["a"] if smoke else list(scs))
+    names = only or (["a"] if smoke else [*scs, "w"])
     t0 = time.perf_counter()
     load0 = os.getloadavg()
     results: dict[str, dict[str, Any]] = {}
@@ -562,6 +698,11 @@ def run(*, quick: bool, smoke: bool = False, only: list[str] | None = None, setu
                 version = browser.version
                 try:
                     for name in names:
+                        if name == "w":
+                            say("  w: the widget alone")
+                            chars = 250_000 if quick else 1_000_000
+                            results[name] = run_alone(browser, chars, warm=chars // 5)
+                            continue
                         out = f"{profile}-{name}{'.json' if trace else '.cpuprofile'}" if profile else None
                         results[name] = run_scenario(lab, browser, name, scs[name], say, setup_extra, out, page_css)
                 finally:
@@ -575,6 +716,10 @@ def run(*, quick: bool, smoke: bool = False, only: list[str] | None = None, setu
                   seconds=time.perf_counter() - t0, load=(load0, load1), windowing=windowing)
 
 
+def _per_char(r: dict[str, Any]) -> str:
+    return "" if r["heap_per_char"] is None else f"{r['heap_per_char']:.1f}"
+
+
 def _ms(x: float) -> str:
     return f"{x:.1f}"
 
@@ -583,6 +728,8 @@ def report(results: dict[str, dict[str, Any]], *, quick: bool, smoke: bool, chro
            seconds: float, load: tuple[Any, Any], windowing: str = "none") -> dict[str, Any]:
     md: list[str] = []
     emit = md.append
+    alone = results.get("w")
+    results = {k: v for k, v in results.items() if k != "w"}
     emit("## 11. The browser's own cost")
     emit("")
     cells = "every cell laid out" if windowing == "none" else f"windowingMode {windowing}"
@@ -592,8 +739,7 @@ def report(results: dict[str, dict[str, Any]], *, quick: bool, smoke: bool, chro
          f"long tasks (main-thread tasks over 50 ms, `PerformanceObserver`) until {SETTLE_S:g} s after it. "
          "Apply: from the start of the widget's update of a frame to the end of that frame's rendering "
          "(style, layout, paint: the batch's whole main-thread cost); JS: the widget's own code in it. "
-         "Heap: CDP `usedSize` after two forced GCs, after the warm-up stream and at the end, over the "
-         "characters shown. Same machine as above, shared by server, kernel, LM and browser.")
+         "Heap: CDP `usedSize` after two forced GCs (see below). Same machine as above, shared by server, kernel, LM and browser.")
     emit("")
     rows = []
     for r in results.values():
@@ -601,11 +747,13 @@ def report(results: dict[str, dict[str, Any]], *, quick: bool, smoke: bool, chro
                      str(r["long_tasks"]),
                      _ms(r["long_max_ms"]), f"{r['fps']:.0f}", _ms(r["frame_p95_ms"]), _ms(r["frame_max_ms"]),
                      str(r["batches"]), _ms(r["apply_ms"]), _ms(r["apply_p95_ms"]),
-                     f"{r['heap_growth'] / 1e6:+.1f}", f"{r['heap_per_char']:.1f}",
+                     f"{r['heap_growth'] / 1e6:+.1f}", f"{r['heap_total_per_char']:.1f}", _per_char(r),
+                     "" if r["heap_fixed_per_widget"] is None else f"{r['heap_fixed_per_widget'] / 1e3:.0f}",
                      f"{r['kept']}/{r['marked']}", f"{r['at_bottom']}/{r['overflowing']}"])
     emit(table(["scenario", "widgets in view", "characters", "stream s", "long tasks", "longest ms", "fps", "frame p95 ms",
-                "frame max ms", "batches", "apply ms (median)", "apply p95 ms", "heap MB", "heap B/char",
-                "panes kept at the end", "panes at the end of their text"], rows, "lrrrrrrrrrrrrrrr"))
+                "frame max ms", "batches", "apply ms (median)", "apply p95 ms", "heap MB", "heap B/char (all)",
+                "heap B/char (text)", "heap kB per widget", "panes kept at the end",
+                "panes at the end of their text"], rows, "lrrrrrrrrrrrrrrrrr"))
     emit("")
     size_rows = []
     for r in results.values():
@@ -618,6 +766,33 @@ def report(results: dict[str, dict[str, Any]], *, quick: bool, smoke: bool, chro
         emit(table(["scenario", "pane characters", "batches", "characters per batch", "apply ms", "apply p95 ms",
                     "JS ms"], size_rows, "lrrrrrr"))
         emit("")
+    starts = []
+    for r in results.values():
+        ser = r["series"]  # [pane length, apply ms, JS ms, characters] per batch, in order
+        if r["widgets"] == 1 and len(ser) >= 3 * START_BATCHES:
+            first, then = ser[:START_BATCHES], ser[START_BATCHES:2 * START_BATCHES]
+            starts.append(f"{r['label'].split(')')[0]}) {statistics.median(x[1] for x in first):.1f} ms over "
+                          f"{first[0][0]:,}-{first[-1][0]:,} characters, then {statistics.median(x[1] for x in then):.1f} "
+                          f"ms over {then[0][0]:,}-{then[-1][0]:,}")
+    if starts:
+        emit(f"The start of a stream: the apply time of its first {START_BATCHES} batches, then of the next "
+             f"{START_BATCHES} (about the same pane length: both overflow the pane, both within its first chunks): "
+             + "; ".join(starts) + ". The 10k figures above fall at the start of each stream.")
+        emit("")
+    if alone:
+        emit(f"The widget alone (`run_alone`): the same built `widget.js`/`widget.css` in a page of its own in the same "
+             "Chromium, fed by a stand-in model one delta of "
+             f"{ALONE_DELTA:,} characters every 16 ms (as (c) gets them) after a first widget streamed "
+             f"{alone['warm']:,} characters (code warm, heap in its steady state); {ALONE_SHORT} widgets of 20,000 "
+             f"characters stream before the long one and {ALONE_SHORT} after it (the batches near 10k pooled from "
+             "them and the long one, under the same conditions on average): no JupyterLab, kernel, LM or server "
+             "on the two cores, no forced GC just before the text. What grows with the text shows here; what changes "
+             "in the run around the widget does not:")
+        emit("")
+        emit(table(["pane characters", "batches", "characters per batch", "apply ms", "apply p95 ms", "JS ms"],
+                   [[f"{x['size']:,}", str(x["batches"]), f"{x['chars_per_batch']:,.0f}", _ms(x["apply_ms"]),
+                     _ms(x["apply_p95_ms"]), _ms(x["js_ms"])] for x in alone["per_size"]], "rrrrrr"))
+        emit("")
     rebuilt = [r["label"].split(")")[0] + ")" for r in results.values() if r["kept"] < r["marked"]]
     if rebuilt:
         emit(f"Panes not kept at the end ({', '.join(rebuilt)}): JupyterLab made a new view of the widget and dropped "
@@ -625,14 +800,15 @@ def report(results: dict[str, dict[str, Any]], *, quick: bool, smoke: bool, chro
              "sent at the end by `jupyter_stream/notebook/display.py`): its widget renderer clears its node and "
              "renders the model again. The new view starts at the end of each pane's text.")
         emit("")
-    a, b = results.get("a"), results.get("b")
-    if a and b and b["widgets"] > 1:
-        fixed = (b["heap_growth"] - b["chars"] * a["heap_per_char"]) / b["widgets"]
-        emit(f"Heap in (b): at (a)'s {a['heap_per_char']:.1f} bytes per character its {b['chars']:,} characters "
-             f"take {b['chars'] * a['heap_per_char'] / 1e6:.1f} MB of its {b['heap_growth'] / 1e6:+.1f} MB; the rest, "
-             f"about {fixed / 1e3:.0f} kB per widget, does not grow with the text (each widget's own copy of the "
-             "front end's code and state: anywidget loads the module once per widget model).")
-        emit("")
+    gcs = [f"{r['label'].split(')')[0]})" + f" {r['gc_ms']:.0f} ms" for r in results.values() if r["gc_ms"] is not None]
+    emit("Heap: \"all\" is the growth from the read after the warm-up to the end over every character shown; \"text\" "
+         "the growth per character from a second read, once every measured widget is shown and running (each reply "
+         f"first streams {LEAD_S:g} s of empty deltas where there are several widgets, 1 s otherwise: all cells have "
+         "run, no text yet), to the end (the characters shown in between); \"per widget\" the growth up to that second read, less its characters' "
+         "share at the \"text\" rate, per widget: what each widget shown costs whatever its length (its output, "
+         "view, model and their state in JupyterLab). The second read forces two GCs in the page "
+         f"({', '.join(gcs)}): the long tasks, frame intervals and batches that overlap them are left out.")
+    emit("")
     emit(f"Section time {seconds:.0f} s; load average {load[0][0]:.2f} before, {load[1][0]:.2f} after.")
     targets: list[tuple[str, str, bool]] = []
     for r in results.values():
@@ -643,9 +819,12 @@ def report(results: dict[str, dict[str, Any]], *, quick: bool, smoke: bool, chro
         targets.append((f"browser {key}: the end keeps the panes (no rebuild) and their scroll (no jump to the top)",
                         f"{r['kept']}/{r['marked']} kept, {r['at_bottom']}/{r['overflowing']} at the end",
                         r["kept"] == r["marked"] > 0 and r["at_bottom"] == r["overflowing"]))
+        per_char = r["heap_per_char"] if r["heap_per_char"] is not None else r["heap_total_per_char"]
+        fixed = ("" if r["heap_fixed_per_widget"] is None else
+                 f"; {r['heap_fixed_per_widget'] / 1e3:.0f} kB per widget shown, whatever its length")
         targets.append((f"browser {key}: JS heap growth <= {HEAP_BYTES_PER_CHAR:g} bytes per character shown",
-                        f"{r['heap_per_char']:.1f} B/char ({r['heap_growth'] / 1e6:+.1f} MB for {r['chars']:,})",
-                        r["heap_per_char"] <= HEAP_BYTES_PER_CHAR))
+                        f"{per_char:.1f} B/char (all: {r['heap_total_per_char']:.1f}, {r['heap_growth'] / 1e6:+.1f} MB "
+                        f"for {r['chars']:,}{fixed})", per_char <= HEAP_BYTES_PER_CHAR))
     c = results.get("c")
     if c and len(c["per_size"]) >= 2:
         lo, hi = c["per_size"][0], c["per_size"][-1]
@@ -653,7 +832,15 @@ def report(results: dict[str, dict[str, Any]], *, quick: bool, smoke: bool, chro
         targets.append((f"browser (c): apply time per batch at {hi['size']:,} characters within 25% of "
                         f"{lo['size']:,}",
                         f"{ratio:.2f}x ({hi['apply_ms']:.1f} vs {lo['apply_ms']:.1f} ms)", ratio <= FLAT))
+    if alone and len(alone["per_size"]) >= 2:
+        lo, hi = alone["per_size"][0], alone["per_size"][-1]
+        ratio = hi["apply_ms"] / lo["apply_ms"]
+        targets.append((f"browser, the widget alone: apply time per batch at {hi['size']:,} characters within 25% of "
+                        f"{lo['size']:,}", f"{ratio:.2f}x ({hi['apply_ms']:.1f} vs {lo['apply_ms']:.1f} ms)",
+                        ratio <= FLAT))
     raw = {k: {kk: vv for kk, vv in v.items()} for k, v in results.items()}
+    if alone:
+        raw["w"] = alone
     return {"markdown": md, "targets": targets, "raw": raw}
 
 
@@ -661,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes")
     ap.add_argument("--smoke", action="store_true", help="scenario (a) only, tiny")
-    ap.add_argument("--only", help="scenarios, comma-separated: a,b,c")
+    ap.add_argument("--only", help="scenarios, comma-separated: a,b,c,w (w: the widget alone, no JupyterLab)")
     ap.add_argument("--setup-extra", default="", help="code appended to each notebook's first cell (experiments)")
     ap.add_argument("--profile", metavar="PREFIX", help="also record a CPU profile of each stream: PREFIX-a.cpuprofile")
     ap.add_argument("--trace", action="store_true", help="with --profile: a Chrome trace instead (PREFIX-a.json)")
