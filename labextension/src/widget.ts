@@ -8,7 +8,8 @@
  * Speed: DOM updates are batched per animation frame, one frame for every view (inNextFrame): all views write,
  * then the panes that follow their end scroll (one layout per frame). A plain pane's text is a run of chunks of
  * about 16k characters, each grown with appendData (an append touches the last chunk only); whether a pane
- * follows its end comes from scroll events, never from reading layout in a frame (PaneView).
+ * follows its end comes from scroll events, never from reading layout in a frame (PaneView). The running views'
+ * elapsed time ticks on one timer for all of them (setTicking), its writes in that shared frame.
  *
  * The comm listener lives in `initialize` (per model), not in `render`: anywidget delivers custom
  * messages that arrive before the first view exists only to listeners attached in `initialize`.
@@ -655,7 +656,6 @@ export class StreamView {
   /** In or near the viewport (IntersectionObserver; true where there is none): else updates come OFFSCREEN_MS apart. */
   private shown = true;
   private sight: IntersectionObserver | null = null;
-  private ticker: ReturnType<typeof setInterval> | null = null;
   private unsubscribe: () => void;
   private traitHandlers: [string, () => void][] = [];
   private stopping = false;
@@ -758,8 +758,12 @@ export class StreamView {
     this.unsubscribe();
     for (const [name, fn] of this.traitHandlers) this.model.off(name, fn);
     this.traitHandlers = [];
-    if (this.ticker) clearInterval(this.ticker);
-    this.ticker = null;
+    setTicking(this, false);
+  }
+
+  /** The shared clock ticked (see setTicking): the elapsed time, if in sight. */
+  tick(): void {
+    if (this.shown && !this.disposed) this.renderStats();
   }
 
   private get<T>(name: (typeof TRAITS)[number]): T {
@@ -920,11 +924,7 @@ export class StreamView {
     if (!running) this.stopping = false;
     this.stopBtn.disabled = !running || this.stopping;
     this.stopBtn.textContent = this.stopping ? "Stopping\u2026" : "Stop";
-    if (running && !this.ticker) this.ticker = setInterval(() => this.shown && this.renderStats(), 250);
-    if (!running && this.ticker) {
-      clearInterval(this.ticker);
-      this.ticker = null;
-    }
+    setTicking(this, running);
     this.renderStats();
   }
 
@@ -1061,6 +1061,27 @@ export class StreamView {
       body.appendChild(box);
     }
     this.inspectorIncomplete = incomplete.any;
+  }
+}
+
+// ------------------------------------------------------------------------------ one clock for all
+
+/** How often a running view's elapsed time ticks. */
+export const TICK_MS = 250;
+/** The running views: one timer for all of them (not one each), whose writes go in the shared frame. */
+const ticking = new Set<StreamView>();
+let clock: ReturnType<typeof setInterval> | null = null;
+
+function setTicking(view: StreamView, on: boolean): void {
+  if (on) ticking.add(view);
+  else ticking.delete(view);
+  if (ticking.size && !clock) {
+    clock = setInterval(() => inNextFrame(() => {
+      for (const v of ticking) v.tick();
+    }), TICK_MS);
+  } else if (!ticking.size && clock) {
+    clearInterval(clock);
+    clock = null;
   }
 }
 

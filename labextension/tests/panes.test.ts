@@ -2,7 +2,7 @@
 // The pane's rendering cost: text in chunks, one frame for every view, following the end of the text without
 // reading layout in an update, views out of sight updated a few times a second.
 import { afterEach, describe, expect, it, vi } from "vitest";
-import widget, { CHUNK_CHARS, CHUNK_MAX, FIRST_CHUNK_CHARS, OFFSCREEN_MS, PaneView, inNextFrame } from "../src/widget";
+import widget, { CHUNK_CHARS, CHUNK_MAX, FIRST_CHUNK_CHARS, OFFSCREEN_MS, PaneView, TICK_MS, inNextFrame } from "../src/widget";
 
 class FakeModel {
   attrs: Record<string, any>;
@@ -323,5 +323,25 @@ describe("views out of sight", () => {
     model.deltas(["p.a", "!", false]);
     await frame();
     expect(textOf(el).textContent).toBe("hidden text!");
+  });
+});
+
+describe("the elapsed time", () => {
+  it("running views tick on one shared timer, their writes in the shared frame; none once they all end", async () => {
+    const started = vi.spyOn(globalThis, "setInterval");
+    const stopped = vi.spyOn(globalThis, "clearInterval");
+    const ticks = () => started.mock.calls.filter((c) => c[1] === TICK_MS).length;
+    const views = [mount({ started_at: Date.now() - 5_000 }), mount(), mount()];
+    expect(ticks()).toBe(1);
+    const stats = views[0].el.querySelector(".jps-stats")!;
+    const before = stats.textContent;
+    await sleep(TICK_MS * 2 + 50);
+    await frame();
+    expect(stats.textContent).not.toBe(before); // the clock ticked for it
+    for (const v of views) v.model.set("status", "done");
+    expect(stopped).toHaveBeenCalled();
+    views[0].model.set("status", "running");
+    expect(ticks()).toBe(2); // a new timer once one runs again
+    views[0].model.set("status", "done");
   });
 });
