@@ -746,6 +746,9 @@ export class StreamView {
     const shown = entries[entries.length - 1].isIntersecting;
     if (shown === this.shown) return;
     this.shown = shown;
+    // Out of sight, the running indicator stops spinning (each spinning one costs the page a style and paint pass
+    // every frame).
+    this.root.classList.toggle("jps-away", !shown);
     if (!shown || this.disposed) return;
     this.renderStats();
     // Catch up at the next frame (a job already waiting in the slow lane then finds nothing left to do).

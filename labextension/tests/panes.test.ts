@@ -307,6 +307,8 @@ describe("views out of sight", () => {
     const { model, el } = mount();
     const sight = observers.find((o) => o.el && el.contains(o.el))!;
     sight.cb([{ isIntersecting: false }]);
+    const root = el.querySelector(".jps-widget")!;
+    expect(root.classList.contains("jps-away")).toBe(true); // its running indicator stops spinning
     model.deltas(["p.a", "hidden", false]);
     await frame();
     await frame();
@@ -318,6 +320,7 @@ describe("views out of sight", () => {
     await frame();
     expect(textOf(el).textContent).toBe("hidden");
     sight.cb([{ isIntersecting: true }]); // scrolled into sight: caught up at the next frame
+    expect(root.classList.contains("jps-away")).toBe(false);
     await frame();
     expect(textOf(el).textContent).toBe("hidden text");
     model.deltas(["p.a", "!", false]);
