@@ -51,9 +51,10 @@ SIG1 = "question -> answer"
 SIG5 = "question -> a, b, c, d, e"
 
 
-SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook", "serve", "bridge")
+SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook", "serve", "browser", "bridge")
 """``bridge`` (section 9) runs only with ``--dspy``; so does section 5 (the DSPy comparison), when ``e2e`` or
-``parser`` runs (it is read against them). ``serve`` is section 10 (``_serve.py``)."""
+``parser`` runs (it is read against them). ``serve`` is section 10 (``_serve.py``), ``browser`` section 11
+(``_browser.py``: the widget in JupyterLab in Chromium; skipped without ``chromium`` and ``playwright``)."""
 
 
 class BenchmarkError(AssertionError):
@@ -1244,6 +1245,11 @@ def main(argv: list[str] | None = None) -> int:
         with ServerProcess() as server:
             section("serve", _serve.run(server, quick=quick, **({"streams": 5, "n": 50, "variants": ["serve", "inproc"]}
                                                                if args.smoke else {})))
+
+    if "browser" in sections:  # the widget in a real JupyterLab in Chromium, with its own server
+        import _browser
+
+        section("browser", _browser.run(quick=quick, smoke=args.smoke))
 
     emit("## Targets")
     emit()

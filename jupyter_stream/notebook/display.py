@@ -37,7 +37,6 @@ class WidgetDisplay:
         self.snapshot_sink = SnapshotSink(uid=self.widget.uid) if snapshot else None
         self._sinks = Sinks(self.sink, *([self.snapshot_sink] if self.snapshot_sink is not None else []))
         self._display = display
-        self._handle: Any = None
         self._snapshot_handle: Any = None
 
     def on_stop(self, callback: Any) -> None:
@@ -48,7 +47,12 @@ class WidgetDisplay:
         if self._display:
             from IPython.display import display
 
-            self._handle = display(self.widget, display_id=True)
+            # The widget's output is never updated: JupyterLab answers an update of a widget's output by building a
+            # new view (the old one's panes and their scroll are dropped, every pane is rendered again from its whole
+            # text). So its plain text (what viewers without widgets show) names the stream and no status.
+            self.widget.title = title
+            self.widget.shown_text = f"<jupyter_stream {title}>"
+            display(self.widget)
             if self.snapshot_sink is not None:  # updated at the end, also when that is after the cell (--background)
                 self._snapshot_handle = display({"text/html": pending_html(self.widget.uid)}, raw=True,
                                                 display_id=True)
@@ -59,14 +63,6 @@ class WidgetDisplay:
 
     def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
         self._sinks.finish(prediction=prediction, error=error, stopped=stopped)
-        if self._handle is not None:
-            w = self.widget
-            bundle = {
-                "text/plain": f"<jupyter_stream: {w.title} ({w.status})>",
-                "application/vnd.jupyter.widget-view+json": {
-                    "version_major": 2, "version_minor": 0, "model_id": w.model_id,
-                },
-            }
-            self._handle.update(bundle, raw=True)
+        # Only the snapshot's output is updated (see start).
         if self._snapshot_handle is not None:
             self._snapshot_handle.update({"text/html": self.snapshot_sink.html}, raw=True)

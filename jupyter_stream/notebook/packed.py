@@ -3,9 +3,10 @@
 anywidget sends a widget's ``_esm`` (and ``_css``) with every widget it opens, so the code is a fixed
 cost of each ``%%stream`` cell: 28 kB for ``static/widget.js`` + ``static/widget.css`` as they are,
 about 12 kB packed. The loader decodes the code with the browser's ``DecompressionStream``, imports the
-module the way anywidget itself does (a ``blob:`` URL), gives it the stylesheet (``useStylesheet``: each
-view adopts it into the document or shadow root it is shown in, one sheet per page, so hosts that render
-widgets in a shadow root, like marimo, get it too), then hands anywidget its default export.
+module the way anywidget itself does (a ``blob:`` URL), once per page for all widgets with the same code (kept
+on the global object by that code: anywidget would import a new copy for each widget), gives it the stylesheet
+(``useStylesheet``: each view adopts it into the document or shadow root it is shown in, one sheet per page, so
+hosts that render widgets in a shadow root, like marimo, get it too), then hands anywidget its default export.
 
 Example::
 
@@ -34,15 +35,26 @@ async function inflate(b64) {
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
   return await new Response(stream).text();
 }
-const url = URL.createObjectURL(new Blob([await inflate(JS)], { type: "text/javascript" }));
-let mod;
-try {
-  mod = await import(url);
-} finally {
-  URL.revokeObjectURL(url);
+// anywidget imports each widget's code on its own (a new module, compiled and run, per widget): every widget with
+// this same code shares the module the first one loaded (as widgets whose code anywidget imports by URL do).
+const loaded = (globalThis[Symbol.for("jupyter_stream.modules.v1")] ??= new Map());
+const key = JS + "|" + CSS;  // "|" is not in base64
+let mod = loaded.get(key);
+if (!mod) {
+  mod = (async () => {
+    const url = URL.createObjectURL(new Blob([await inflate(JS)], { type: "text/javascript" }));
+    try {
+      const m = await import(url);
+      m.useStylesheet(await inflate(CSS));
+      return m;
+    } finally {
+      URL.revokeObjectURL(url);
+    }
+  })();
+  loaded.set(key, mod);
+  mod.catch(() => loaded.delete(key));  // a failed load is tried again by the next widget
 }
-mod.useStylesheet(await inflate(CSS));
-export default mod.default;
+export default (await mod).default;
 """
 
 _FIELD_RE = re.compile(r'^const (JS|CSS) = "([A-Za-z0-9+/=]*)";$', re.M)

@@ -74,6 +74,9 @@ class StreamWidget(anywidget.AnyWidget):
         self._resync_callback: Callable[[], Any] | None = None
         self._text_source: Callable[[], list[tuple[str, str, str]]] | None = None
         """The feeding sink's (see :meth:`attach`)."""
+        self.shown_text: str | None = None
+        """The plain text of the widget's output, where it differs from ``repr`` (set by ``WidgetDisplay``: the
+        output is never updated, so it names no status that would go stale)."""
         super().__init__(**kwargs)
         self.on_msg(self._on_frontend_msg)
 
@@ -81,6 +84,12 @@ class StreamWidget(anywidget.AnyWidget):
         """What a viewer without widgets shows as plain text (a headless run's output, a terminal)."""
         title = f" {self.title}" if self.title else ""
         return f"<jupyter_stream{title}: {self.status}>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if self.shown_text is not None and bundle:
+            bundle[0]["text/plain"] = self.shown_text
+        return bundle
 
     @property
     def uid(self) -> str:

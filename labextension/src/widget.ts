@@ -5,13 +5,16 @@
  * createTextNode only; no model data ever goes through innerHTML. Markdown mode renders a safe subset
  * (see state.ts) from a tree of plain strings.
  *
- * Speed: each plain pane keeps one Text node and grows it with appendData(delta); DOM updates are
- * batched per animation frame.
+ * Speed: DOM updates are batched per animation frame, one frame for every view (inNextFrame): all views write,
+ * then the panes that follow their end scroll (one layout per frame). A plain pane's text is a run of chunks of
+ * about 16k characters, each grown with appendData (an append touches the last chunk only); whether a pane
+ * follows its end comes from scroll events, never from reading layout in a frame (PaneView). The running views'
+ * elapsed time ticks on one timer for all of them (setTicking), its writes in that shared frame.
  *
  * The comm listener lives in `initialize` (per model), not in `render`: anywidget delivers custom
  * messages that arrive before the first view exists only to listeners attached in `initialize`.
  *
- * Wire (see jupyter_stream/notebook/widget.py): the text arrives once, in `deltas` messages that also
+ * Wire (described in jupyter_stream/notebook/wire.py): the text arrives once, in `deltas` messages that also
  * carry the live stats now and then; the traits are the durable state (the `panes` snapshot with its
  * `snapshot_seq` and `stats`, refreshed at the start, on request and at the end). A model created
  * while its stream runs (a page reloaded mid-stream) asks for a snapshot at once. `prediction` and the
@@ -297,23 +300,167 @@ function pretty(value: unknown): string {
   }
 }
 
+/** The benchmark's probe (benchmarks/_browser.py sets `globalThis.__jpsPerf`); absent otherwise. */
+function perfProbe(): { frame(start: number, end: number, chars: number, longest: number): void } | undefined {
+  const p = (globalThis as any).__jpsPerf;
+  return p && typeof p.frame === "function" ? p : undefined;
+}
+
 function schedule(fn: () => void): void {
   if (typeof requestAnimationFrame === "function") requestAnimationFrame(() => fn());
   else setTimeout(fn, 16);
 }
 
+// ------------------------------------------------------------------------------ one frame for all
+
+/** A frame job: DOM writes; it may return a second step (scrolling: reads layout), run after every job's writes. */
+export type FrameJob = () => (() => void) | void;
+
+interface FrameQueue {
+  /** Run first, before any job writes: reads of the layout the last frame left. */
+  reads: (() => void)[];
+  jobs: FrameJob[];
+  queued: boolean;
+  /** Jobs of views out of sight: moved to `jobs` every OFFSCREEN_MS. */
+  slow: FrameJob[];
+  slowQueued: boolean;
+  /** What the frame's jobs appended (characters, the longest pane's length): for the benchmark's probe. */
+  chars: number;
+  longest: number;
+}
+
+/** Kept on the global object: every view of every widget, and every copy of this module, shares one animation frame
+ * (the packed loader shares one copy among the widgets with the same code; widgets of another version of the
+ * package, or loaded otherwise, run their own). Its shape is the protocol between copies: change it, change the name. */
+const FRAME_QUEUE = Symbol.for("jupyter_stream.frame-queue.v1");
+
+function frameQueue(): FrameQueue {
+  return ((globalThis as any)[FRAME_QUEUE] ??= {
+    reads: [], jobs: [], queued: false, slow: [], slowQueued: false, chars: 0, longest: 0,
+  });
+}
+
+/**
+ * Run `job` at the next animation frame, together with every other view's: first the reads (readInNextFrame), then
+ * all the jobs (DOM writes only), then the steps they return (scrolling to the end, which needs layout). So a
+ * frame lays the page out at most twice (before and after the writes), however many views it updates, where a
+ * view that wrote and then read layout by itself forced a layout each.
+ */
+export function inNextFrame(job: FrameJob, slow = false): void {
+  const q = frameQueue();
+  if (!slow) {
+    q.jobs.push(job);
+    queue(q);
+    return;
+  }
+  // Out of sight: in a frame a few times a second, all such views together.
+  q.slow.push(job);
+  if (q.slowQueued) return;
+  q.slowQueued = true;
+  setTimeout(() => {
+    q.slowQueued = false;
+    q.jobs.push(...q.slow);
+    q.slow = [];
+    queue(q);
+  }, OFFSCREEN_MS);
+}
+
+/** How often a view out of sight (IntersectionObserver) applies what arrived: 10 times a second, not per frame. */
+export const OFFSCREEN_MS = 100;
+
+/** Run `read` at the next animation frame, before any view writes: it sees the layout of the last frame. */
+export function readInNextFrame(read: () => void): void {
+  const q = frameQueue();
+  q.reads.push(read);
+  queue(q);
+}
+
+function queue(q: FrameQueue): void {
+  if (q.queued) return;
+  q.queued = true;
+  schedule(() => runFrame(q));
+}
+
+function runFrame(q: FrameQueue): void {
+  q.queued = false;
+  const reads = q.reads;
+  const jobs = q.jobs;
+  q.reads = [];
+  q.jobs = [];
+  const probe = perfProbe();
+  const t0 = probe ? performance.now() : 0;
+  for (const read of reads) {
+    try {
+      read();
+    } catch (e) {
+      console.error(e);
+    }
+  }
+  const after: (() => void)[] = [];
+  for (const job of jobs) {
+    try {
+      const next = job();
+      if (typeof next === "function") after.push(next);
+    } catch (e) {
+      console.error(e);
+    }
+  }
+  for (const next of after) {
+    try {
+      next();
+    } catch (e) {
+      console.error(e);
+    }
+  }
+  if (probe && q.chars) probe.frame(t0, performance.now(), q.chars, q.longest);
+  q.chars = q.longest = 0;
+}
+
 // ----------------------------------------------------------------------------------- panes
 
-/** One token pane. Plain mode: a single Text node grown with appendData. */
+/** Plain text is cut into chunks: a new chunk starts after a newline once a chunk holds CHUNK_CHARS characters
+ * (or anywhere at CHUNK_MAX without a newline). See PaneView. */
+export const CHUNK_CHARS = 16_384;
+export const CHUNK_MAX = 4 * CHUNK_CHARS;
+/** The first chunk, a Text node right in the pane, is short: a block chunk lays out faster. */
+export const FIRST_CHUNK_CHARS = 1_024;
+
+/** Within this many pixels of the end, a pane counts as scrolled to the end. */
+const AT_END_PX = 8;
+
+/**
+ * One token pane.
+ *
+ * Plain mode: the text is a run of chunks, each grown with appendData; the first is a Text node in the pane, the
+ * others each a `.jps-chunk` block holding one Text node. An append copies and lays out the last chunk only, never
+ * the whole text (one Text node of 1M characters made every append copy it and every frame lay it all out again),
+ * and chunks out of sight skip layout (`content-visibility: auto`). A chunk ends after a newline, so the cut
+ * never shows (a block ending in a newline shows no empty line); a text without newlines is cut every CHUNK_MAX
+ * characters (there a line may break early).
+ *
+ * Scrolling: the pane follows the end of its text while `stuck`, which only scroll events change (the reader
+ * scrolled away from the end, or back to it: checked at the next frame before any view writes); an update never
+ * reads layout to decide. `follow` scrolls, after every view's writes (see inNextFrame).
+ */
 export class PaneView {
   readonly el: HTMLElement;
   readonly textEl: HTMLElement;
+  /** Follows the end of the text (the reader has not scrolled up). */
+  stuck = true;
   private mark: HTMLElement;
-  private textNode: Text | null = null;
+  /** Plain mode: the last chunk's Text node, its length, and whether it is full (the next text starts a chunk). */
+  private chunk: Text | null = null;
+  private chunkLen = 0;
+  private chunkFull = false;
   private md: MarkdownStream | null = null;
   private mdDone: HTMLElement | null = null;
   private mdTail: HTMLElement | null = null;
   private tailDirty = false;
+  /** Frames left in which `follow` scrolls again and scroll events do not unstick: after a render from the full
+   * text, chunks laid out for the first time change the height. */
+  private settling = 0;
+  private unshown = 0;
+  private checkQueued = false;
 
   constructor(readonly pane: Pane, markdown: boolean) {
     const label = pane.predict ? `${pane.predict}.${pane.field}` : pane.field;
@@ -335,6 +482,7 @@ export class PaneView {
     this.mark.setAttribute("aria-hidden", "true");
     head.appendChild(this.mark);
     this.textEl = h("div", "jps-pane-text");
+    this.textEl.addEventListener("scroll", this.onScroll, { passive: true });
     this.el.appendChild(this.textEl);
     this.setMarkdown(markdown, "");
     this.setDone(false);
@@ -344,8 +492,9 @@ export class PaneView {
   setMarkdown(markdown: boolean, text: string): void {
     this.textEl.replaceChildren();
     this.textEl.classList.toggle("jps-md", markdown);
+    if (text) this.settling = 3;
     if (markdown) {
-      this.textNode = null;
+      this.chunk = null;
       this.md = new MarkdownStream();
       this.mdDone = h("div", "jps-md-done");
       this.mdTail = h("div", "jps-md-tail");
@@ -354,20 +503,61 @@ export class PaneView {
       this.render();
     } else {
       this.md = this.mdDone = this.mdTail = null;
-      this.textNode = document.createTextNode(text);
-      this.textEl.appendChild(this.textNode);
+      this.chunk = document.createTextNode("");
+      this.chunkLen = 0;
+      this.chunkFull = false;
+      this.textEl.appendChild(this.chunk);
+      this.append(text);
     }
   }
 
   append(text: string): void {
     if (!text) return;
-    if (this.textNode) {
-      this.textNode.appendData(text);
+    if (this.chunk) {
+      this.appendPlain(text);
     } else if (this.md) {
       const closed = this.md.feed(text);
       if (closed.length) renderBlocks(closed, this.mdDone!);
       this.tailDirty = true;
     }
+  }
+
+  /** Text, in chunks (see the class). */
+  private appendPlain(text: string): void {
+    const n = text.length;
+    let i = 0;
+    while (i < n) {
+      if (this.chunkFull) this.newChunk();
+      // This chunk may end after a newline once it holds `soft` characters, and must end at 4 * soft.
+      const soft = this.chunk!.parentNode === this.textEl ? FIRST_CHUNK_CHARS : CHUNK_CHARS;
+      const limit = i + 4 * soft - this.chunkLen;
+      const nl = text.indexOf("\n", Math.max(i, i + soft - this.chunkLen - 1));
+      let end = n;
+      let full = false;
+      if (nl >= 0 && nl < limit) {
+        end = nl + 1;
+        full = true;
+      } else if (limit <= n) {
+        end = limit;
+        full = true;
+        const c = text.charCodeAt(end - 1);
+        if (c >= 0xd800 && c <= 0xdbff && end - 1 > i) end -= 1; // never split a surrogate pair
+      }
+      end = Math.max(end, i + 1); // always progress
+      this.chunk!.appendData(i === 0 && end === n ? text : text.slice(i, end));
+      this.chunkLen += end - i;
+      this.chunkFull = full;
+      i = end;
+    }
+  }
+
+  private newChunk(): void {
+    const block = h("div", "jps-chunk");
+    this.chunk = document.createTextNode("");
+    block.appendChild(this.chunk);
+    this.textEl.appendChild(block);
+    this.chunkLen = 0;
+    this.chunkFull = false;
   }
 
   /** End of frame: re-render the open markdown block. */
@@ -377,6 +567,33 @@ export class PaneView {
     this.mdTail.replaceChildren();
     renderBlocks(this.md.tail(), this.mdTail);
   }
+
+  /**
+   * After the frame's writes: scroll to the end if the pane follows it. True while it wants to run again next
+   * frame (settling after a full render, or not shown yet).
+   */
+  follow(): boolean {
+    const el = this.textEl;
+    if (!el.isConnected) return this.settling > 0 && ++this.unshown < 120; // not shown (yet): 2 s at most
+    if (this.stuck) el.scrollTop = el.scrollHeight;
+    if (this.settling > 0) this.settling--;
+    return this.settling > 0;
+  }
+
+  /** Scrolled (by the reader, or by `follow`): whether it is at the end is read at the next frame, before any
+   * view writes (read here, it could force a layout between other handlers' writes, once per pane). */
+  private readonly onScroll = (): void => {
+    if (this.checkQueued) return;
+    this.checkQueued = true;
+    readInNextFrame(this.checkEnd);
+  };
+
+  private readonly checkEnd = (): void => {
+    this.checkQueued = false;
+    if (this.settling > 0 || !this.textEl.isConnected) return;
+    const el = this.textEl;
+    this.stuck = el.scrollHeight - el.scrollTop - el.clientHeight < AT_END_PX;
+  };
 
   setDone(done: boolean): void {
     this.el.classList.toggle("done", done);
@@ -434,7 +651,11 @@ export class StreamView {
   private appends = new Map<string, string[]>();
   private doneFlags = new Map<string, boolean>();
   private frameQueued = false;
-  private ticker: ReturnType<typeof setInterval> | null = null;
+  /** Panes whose end to show after this frame's writes. */
+  private following = new Set<PaneView>();
+  /** In or near the viewport (IntersectionObserver; true where there is none): else updates come OFFSCREEN_MS apart. */
+  private shown = true;
+  private sight: IntersectionObserver | null = null;
   private unsubscribe: () => void;
   private traitHandlers: [string, () => void][] = [];
   private stopping = false;
@@ -514,15 +735,38 @@ export class StreamView {
     on("prediction", () => this.renderPrediction());
     on("lm_calls", () => this.renderInspectorSummary());
     this.unsubscribe = controller.subscribe(this.onChanges);
+    if (typeof IntersectionObserver === "function") {
+      // A viewport's height of margin: a view about to scroll in is already up to date.
+      this.sight = new IntersectionObserver(this.onSight, { rootMargin: "100% 0px" });
+      this.sight.observe(this.root);
+    }
   }
+
+  private readonly onSight = (entries: IntersectionObserverEntry[]): void => {
+    const shown = entries[entries.length - 1].isIntersecting;
+    if (shown === this.shown) return;
+    this.shown = shown;
+    // Out of sight, the running indicator stops spinning (each spinning one costs the page a style and paint pass
+    // every frame).
+    this.root.classList.toggle("jps-away", !shown);
+    if (!shown || this.disposed) return;
+    this.renderStats();
+    // Catch up at the next frame (a job already waiting in the slow lane then finds nothing left to do).
+    if (this.frameQueued) inNextFrame(() => this.flush());
+  };
 
   dispose(): void {
     this.disposed = true;
+    this.sight?.disconnect();
     this.unsubscribe();
     for (const [name, fn] of this.traitHandlers) this.model.off(name, fn);
     this.traitHandlers = [];
-    if (this.ticker) clearInterval(this.ticker);
-    this.ticker = null;
+    setTicking(this, false);
+  }
+
+  /** The shared clock ticked (see setTicking): the elapsed time, if in sight. */
+  tick(): void {
+    if (this.shown && !this.disposed) this.renderStats();
   }
 
   private get<T>(name: (typeof TRAITS)[number]): T {
@@ -532,7 +776,7 @@ export class StreamView {
   // ---- panes
 
   private readonly onChanges = (changes: Change[]): void => {
-    if (changes[changes.length - 1]?.kind === "stats") this.renderStats();
+    if (changes[changes.length - 1]?.kind === "stats" && this.shown) this.renderStats();
     if (this.needReset) return; // the rebuild at the next frame reads the full state
     for (const c of changes) {
       switch (c.kind) {
@@ -569,40 +813,51 @@ export class StreamView {
   private queueFrame(): void {
     if (this.frameQueued) return;
     this.frameQueued = true;
-    schedule(() => this.flush());
+    inNextFrame(() => this.flush(), !this.shown);
   }
 
-  /** Apply everything queued since the last frame. */
-  flush(): void {
+  /**
+   * Apply everything queued since the last frame: DOM writes only. Returns the step that scrolls the panes that
+   * follow their end, which the frame runs after every view's writes (see inNextFrame).
+   */
+  flush(): (() => void) | undefined {
     this.frameQueued = false;
-    if (this.disposed) return;
+    if (this.disposed) return undefined;
     if (this.needReset) {
       this.needReset = false;
       this.rebuildPanes();
-      return;
-    }
-    for (const key of this.added) this.addPane(key);
-    this.added = [];
-    if (this.appends.size) {
-      const touched: [PaneView, boolean][] = [];
-      for (const key of this.appends.keys()) {
-        const view = this.panes.get(key) ?? this.addPane(key);
-        if (view) touched.push([view, atBottom(view.textEl)]);
-      }
+    } else {
+      for (const key of this.added) this.addPane(key);
+      this.added = [];
+      const q = frameQueue();
       for (const [key, parts] of this.appends) {
-        const view = this.panes.get(key);
-        if (view) view.append(parts.length === 1 ? parts[0] : parts.join(""));
+        const view = this.panes.get(key) ?? this.addPane(key);
+        if (!view) continue;
+        const text = parts.length === 1 ? parts[0] : parts.join("");
+        view.append(text);
+        view.render();
+        this.following.add(view);
+        q.chars += text.length;
+        q.longest = Math.max(q.longest, view.pane.text.length);
       }
       this.appends.clear();
-      for (const [view, stick] of touched) {
-        view.render();
-        if (stick) view.textEl.scrollTop = view.textEl.scrollHeight;
-      }
+      for (const [key, done] of this.doneFlags) this.panes.get(key)?.setDone(done);
+      this.doneFlags.clear();
+      this.renderIncomplete();
     }
-    for (const [key, done] of this.doneFlags) this.panes.get(key)?.setDone(done);
-    this.doneFlags.clear();
-    this.renderIncomplete();
+    return this.following.size ? this.scrollStep : undefined;
   }
+
+  /** After every view's writes: scroll the panes that follow their end (the first read lays the page out once). */
+  private readonly scrollStep = (): void => {
+    if (this.disposed) return;
+    let again = false;
+    for (const view of this.following) {
+      if (view.follow()) again = true;
+      else this.following.delete(view);
+    }
+    if (again) this.queueFrame();
+  };
 
   /** Text referred to by the prediction or the inspector may have arrived: render them again. */
   private renderIncomplete(): void {
@@ -642,12 +897,15 @@ export class StreamView {
     this.added = [];
     this.appends.clear();
     this.doneFlags.clear();
+    this.following.clear();
     for (const pane of this.controller.state.list()) {
       const view = this.addPane(pane.key)!;
       view.setMarkdown(!!this.get<boolean>("markdown"), pane.text);
       view.setDone(pane.done);
+      this.following.add(view); // a new pane shows the end of its text, as it did while it streamed
     }
     this.renderIncomplete();
+    if (this.following.size) this.queueFrame();
   }
 
   // ---- header, status, log, error
@@ -669,11 +927,7 @@ export class StreamView {
     if (!running) this.stopping = false;
     this.stopBtn.disabled = !running || this.stopping;
     this.stopBtn.textContent = this.stopping ? "Stopping\u2026" : "Stop";
-    if (running && !this.ticker) this.ticker = setInterval(() => this.renderStats(), 250);
-    if (!running && this.ticker) {
-      clearInterval(this.ticker);
-      this.ticker = null;
-    }
+    setTicking(this, running);
     this.renderStats();
   }
 
@@ -813,8 +1067,25 @@ export class StreamView {
   }
 }
 
-function atBottom(el: HTMLElement): boolean {
-  return el.scrollHeight - el.scrollTop - el.clientHeight < 8;
+// ------------------------------------------------------------------------------ one clock for all
+
+/** How often a running view's elapsed time ticks. */
+export const TICK_MS = 250;
+/** The running views: one timer for all of them (not one each), whose writes go in the shared frame. */
+const ticking = new Set<StreamView>();
+let clock: ReturnType<typeof setInterval> | null = null;
+
+function setTicking(view: StreamView, on: boolean): void {
+  if (on) ticking.add(view);
+  else ticking.delete(view);
+  if (ticking.size && !clock) {
+    clock = setInterval(() => inNextFrame(() => {
+      for (const v of ticking) v.tick();
+    }), TICK_MS);
+  } else if (!ticking.size && clock) {
+    clearInterval(clock);
+    clock = null;
+  }
 }
 
 // -------------------------------------------------------------------------------- anywidget
@@ -822,8 +1093,8 @@ function atBottom(el: HTMLElement): boolean {
 // ------------------------------------------------------------------------------- stylesheet
 
 let stylesheetText = "";
-/** Each widget may run its own copy of this module (anywidget imports each model's code): the sheets are
- * kept on the document, by their text, so all copies share one. */
+/** Widgets may run different copies of this module (another version of the package on the page, or code loaded
+ * without the packed loader): the sheets are kept on the document, by their text, so all copies share one. */
 const SHEETS = Symbol.for("jupyter_stream.stylesheets");
 
 function sheetFor(doc: Document): CSSStyleSheet {

@@ -130,6 +130,8 @@ def test_quickstart_streams_live_and_finishes(page, lab):
                 !!area.querySelector(`.jps-widget[data-jps-uid="${s.dataset.jpsUid}"]`)];
     })""") == [["none", 0, True]] * 6
     expect(page.get_by_text("another cell runs 2")).to_have_count(1)
+    # The six widgets run one copy of the front end's code (the packed loader shares the first one's module).
+    assert page.evaluate("globalThis[Symbol.for('jupyter_stream.modules.v1')].size") == 1
     # The six views adopted one stylesheet into the page (one sheet, adopted once), and it applies.
     assert page.evaluate("[...document.adoptedStyleSheets].filter(s => [...s.cssRules].some("
                          "r => (r.selectorText || '').includes('.jps-widget'))).length") == 1
