@@ -28,6 +28,7 @@
  */
 
 import type { AnyWidget } from "@anywidget/types";
+import type { Traits } from "./traits";
 import {
   type Block,
   type Change,
@@ -43,10 +44,13 @@ import {
   resolveText,
 } from "./state";
 
-/** The part of anywidget's model proxy we use. */
+/**
+ * The part of anywidget's model (`AnyModel<Traits>`) we use, its traits typed by `traits.ts` (the one mirror
+ * of the Python widget's traits). A trait may be missing from an old saved state: `get` may give undefined.
+ */
 export interface ModelLike {
-  get(name: string): any;
-  set(name: string, value: any): void;
+  get<K extends keyof Traits>(name: K): Traits[K] | undefined;
+  set<K extends keyof Traits>(name: K, value: Traits[K]): void;
   on(name: string, callback: (...args: any[]) => void): void;
   off(name?: string | null, callback?: ((...args: any[]) => void) | null): void;
   send(content: any, callbacks?: any, buffers?: any): void;
@@ -84,7 +88,7 @@ export class Controller {
   stats(): Stats {
     const snapshotSeq = Number(this.model.get("snapshot_seq")) || 0;
     if (this.liveStats && this.liveStatsSeq > snapshotSeq) return this.liveStats;
-    return (this.model.get("stats") as Stats | undefined) ?? {};
+    return this.model.get("stats") ?? {};
   }
 
   /** The text of a pane, for references: the longer of what the deltas and the `panes` trait hold. */
@@ -153,8 +157,8 @@ export class Controller {
   };
 
   readonly onSnapshot = (): void => {
-    const panes = this.model.get("panes") as PaneSnapshot[] | undefined;
-    const seq = this.model.get("snapshot_seq") as number | undefined;
+    const panes = this.model.get("panes");
+    const seq = this.model.get("snapshot_seq");
     // One update message that sets both traits fires two change events: apply once.
     if (panes === this.snapshotRef && seq === this.snapshotSeqRef) return;
     this.snapshotRef = panes;
@@ -168,7 +172,7 @@ export class Controller {
     if (full.filled) {
       // Filled in from the deltas: set locally (not sent back), so the saved widget state holds the text.
       // This fires change:panes again, with the full panes.
-      this.model.set("panes", full.panes);
+      this.model.set("panes", [...full.panes]);
       return;
     }
     const res = this.state.applySnapshot(panes ?? [], seq ?? 0);
@@ -604,20 +608,6 @@ export class PaneView {
 
 // ------------------------------------------------------------------------------------ view
 
-const TRAITS = [
-  "title",
-  "model_name",
-  "status",
-  "status_message",
-  "status_log",
-  "error",
-  "markdown",
-  "started_at",
-  "stats",
-  "prediction",
-  "lm_calls",
-] as const;
-
 /** One rendering of the widget. */
 export class StreamView {
   readonly root: HTMLElement;
@@ -769,8 +759,8 @@ export class StreamView {
     if (this.shown && !this.disposed) this.renderStats();
   }
 
-  private get<T>(name: (typeof TRAITS)[number]): T {
-    return this.model.get(name) as T;
+  private get<K extends keyof Traits>(name: K): Traits[K] | undefined {
+    return this.model.get(name);
   }
 
   // ---- panes
@@ -873,7 +863,7 @@ export class StreamView {
     if (existing) return existing;
     const pane = this.controller.state.get(key);
     if (!pane) return undefined;
-    const view = new PaneView(pane, !!this.get<boolean>("markdown"));
+    const view = new PaneView(pane, !!this.get("markdown"));
     this.panes.set(key, view);
     let group = this.groups.get(pane.predict);
     if (!group) {
@@ -900,7 +890,7 @@ export class StreamView {
     this.following.clear();
     for (const pane of this.controller.state.list()) {
       const view = this.addPane(pane.key)!;
-      view.setMarkdown(!!this.get<boolean>("markdown"), pane.text);
+      view.setMarkdown(!!this.get("markdown"), pane.text);
       view.setDone(pane.done);
       this.following.add(view); // a new pane shows the end of its text, as it did while it streamed
     }
@@ -911,17 +901,17 @@ export class StreamView {
   // ---- header, status, log, error
 
   private renderHeader(): void {
-    this.titleEl.textContent = this.get<string>("title") || "stream";
-    const model = this.get<string>("model_name") || "";
+    this.titleEl.textContent = this.get("title") || "stream";
+    const model = this.get("model_name") || "";
     this.modelEl.textContent = model;
     this.modelEl.hidden = !model;
   }
 
   private renderStatus(): void {
-    const status = this.get<string>("status") || "idle";
+    const status = this.get("status") || "idle";
     this.root.dataset.status = status;
     this.stateEl.textContent = status;
-    const message = this.get<string>("status_message") || "";
+    const message = this.get("status_message") || "";
     this.messageEl.textContent = message;
     const running = status === "running";
     if (!running) this.stopping = false;
@@ -934,8 +924,8 @@ export class StreamView {
   private renderStats(): void {
     const stats = this.controller.stats();
     let elapsed: number | null = null;
-    const startedAt = this.get<number>("started_at");
-    if (this.get<string>("status") === "running" && typeof startedAt === "number" && startedAt > 0) {
+    const startedAt = this.get("started_at");
+    if (this.get("status") === "running" && typeof startedAt === "number" && startedAt > 0) {
       // Tick locally from the start time; never show less than the kernel's own count (clock skew).
       const local = (Date.now() - startedAt) / 1000;
       const kernel = typeof stats.elapsed === "number" ? stats.elapsed : 0;
@@ -945,7 +935,7 @@ export class StreamView {
   }
 
   private renderLog(): void {
-    const log = (this.get<string[]>("status_log") ?? []).map(String);
+    const log = (this.get("status_log") ?? []).map(String);
     if (log.length < this.logCount) {
       this.logList.replaceChildren();
       this.logCount = 0;
@@ -957,7 +947,7 @@ export class StreamView {
   }
 
   private renderError(): void {
-    const error = this.get<string>("error") || "";
+    const error = this.get("error") || "";
     this.errorEl.textContent = error;
     this.errorEl.hidden = !error;
   }
@@ -984,7 +974,7 @@ export class StreamView {
   }
 
   private renderPrediction(): void {
-    const pred = this.get<{ fields?: Record<string, unknown>; usage?: unknown }>("prediction") ?? {};
+    const pred = this.get("prediction") ?? {};
     const fields = pred.fields && typeof pred.fields === "object" ? pred.fields : {};
     const body = this.predictionBody;
     body.replaceChildren();
@@ -1007,7 +997,7 @@ export class StreamView {
   }
 
   private renderInspectorSummary(): void {
-    const calls = this.get<unknown[]>("lm_calls") ?? [];
+    const calls = this.get("lm_calls") ?? [];
     this.inspectorSummary.textContent = `Prompt inspector (${calls.length} LM call${calls.length === 1 ? "" : "s"})`;
     this.inspectorEl.hidden = calls.length === 0;
     this.inspectorDirty = true;
@@ -1016,7 +1006,7 @@ export class StreamView {
 
   private renderInspector(): void {
     this.inspectorDirty = false;
-    const calls = (this.get<any[]>("lm_calls") ?? []).filter((c) => c && typeof c === "object");
+    const calls = (this.get("lm_calls") ?? []).filter((c) => c && typeof c === "object");
     const body = this.inspectorBody;
     body.replaceChildren();
     const incomplete = { any: false };
@@ -1188,6 +1178,6 @@ const widget = {
 };
 
 // Compile-time check against anywidget's own contract (types only; nothing is bundled).
-widget satisfies AnyWidget;
+widget satisfies AnyWidget<Traits>;
 
 export default widget;
