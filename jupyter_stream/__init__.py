@@ -18,6 +18,7 @@ from ._exceptions import (
     JupyterStreamError,
     ListenerError,
     LMError,
+    RecordingError,
     SignatureError,
     StreamError,
     StreamTimeoutError,
@@ -31,6 +32,10 @@ from ._program import ChainOfThought, Module, Predict, Tool
 from .settings import configure, context
 from ._signatures import InputField, OutputField, Signature
 from ._terminal import TextRenderer
+from ._runs import Run, runs
+from ._recording import Replay, record, replay
+from ._recording import load as load_recording
+from ._diff import diff
 from .streaming import (
     LMRequest,
     LMResponse,
@@ -67,6 +72,9 @@ __all__ = [
     "OutputField",
     "Predict",
     "Prediction",
+    "RecordingError",
+    "Replay",
+    "Run",
     "Signature",
     "SignatureError",
     "StatusMessage",
@@ -84,7 +92,12 @@ __all__ = [
     "asgi_app",
     "configure",
     "context",
+    "diff",
     "load_ipython_extension",
+    "load_recording",
+    "record",
+    "replay",
+    "runs",
     "settings",
     "show",
     "stream",

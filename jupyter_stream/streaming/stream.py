@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from typing import Any
 
 from .. import _programs as programs
+from .. import _runs
 from .. import settings as _settings
 from .._exceptions import ListenerError, UsageError
 from .._runtime import UNSET as _UNSET
@@ -131,6 +132,8 @@ class Stream:
         self._run = programs.runner(runs)  # captures a DSPy program's settings now, as ``snapshot`` does ours
         self.limits = resolve_limits(timeout=timeout, stream_timeout=stream_timeout, timeout_profile=timeout_profile)
         self.snapshot = _settings.current()
+        self.capture = _runs.capture(kind="stream", title=_runs.title_of(program, self.predictor_name),
+                                     inputs={**self.inputs, **opts}, snapshot=self.snapshot)
         self.provider = status_message_provider or StatusMessageProvider()
         self.lm_events = lm_events
         self.prediction: Any = None
@@ -160,7 +163,8 @@ class Stream:
             return (prediction,)
 
         inputs = {**self.inputs, **self.opts}
-        return drive(make_call, lambda: self._run(**inputs), self.limits, snapshot=self.snapshot, finish=finish)
+        return drive(make_call, lambda: self._run(**inputs), self.limits, snapshot=self.snapshot, finish=finish,
+                     capture=self.capture)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         self._start()
