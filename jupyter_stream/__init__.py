@@ -119,7 +119,7 @@ def show(source, /, **kwargs):  # pragma: no cover - exercised in a real kernel
 def asgi_app(program, /, **kwargs):
     """An ASGI app serving ``program``'s fields as Server-Sent Events (``POST /stream``, ``GET /stream``,
     ``POST /predict``, a page at ``/``): ``js.asgi_app(program, max_concurrency=32, token=None,
-    cors_origins=())``. Needs ``pip install 'jupyter_stream[serve]'``; the README's serve section has the routes and options.
+    cors_origins=(), keep_runs=False)``. Needs ``pip install 'jupyter_stream[serve]'``; the README's serve section has the routes and options.
     """
     try:
         from ._serve import asgi_app as _asgi_app

@@ -309,12 +309,14 @@ def recording(recorder: Recorder) -> Iterator[None]:
 class Capture:
     """What a stream knows of its run when it is created (made by :func:`capture`): started once per run."""
 
-    __slots__ = ("kind", "title", "inputs", "settings", "keep", "recorders")
+    __slots__ = ("kind", "title", "inputs", "settings", "keep", "recorders", "run")
 
     def __init__(self, kind: str, title: str, inputs: dict[str, Any], settings: dict[str, Any], keep: bool,
                  recorders: tuple[Recorder, ...]) -> None:
         self.kind, self.title, self.inputs, self.settings = kind, title, inputs, settings
         self.keep, self.recorders = keep, recorders
+        self.run: Run | None = None
+        """The run, once it ended."""
 
     def start(self) -> Tape:
         """The run begins."""
@@ -395,6 +397,7 @@ class Tape:
             prediction=prediction, error=error, lm_calls=self.calls, events=self.events,
         )
         run.size = size_of(run)
+        cap.run = run
         if cap.keep:
             runs.add(run)
         for recorder in cap.recorders:
@@ -447,58 +450,81 @@ def title_of(program: Any, predictor_name: str | None = None) -> str:
     return f"{name}({sig})" if isinstance(sig, str) else name
 
 
-_ATOMS = (str, bytes, bytearray, int, float, complex, bool, type(None))
+_ATOMS = frozenset({str, bytes, bytearray, int, float, complex, bool, type(None)})
+_CONTAINERS = frozenset({list, tuple, set, frozenset, deque})
 
 
 def size_of(obj: Any) -> int:
     """The bytes ``obj`` holds, by ``sys.getsizeof`` over it and everything it contains: dicts, lists, tuples,
-    sets, strings, objects with ``__slots__`` or ``__dict__`` (events, predictions, exceptions, the run's
-    records); each object counted once. Classes, functions and modules are not followed.
+    sets, strings, and the run's own objects (events, predictions, LM calls, exceptions, the client's typed
+    chunks), through their ``__slots__`` and ``__dict__``; each object counted once. Other objects (an LM or a
+    user's object among the inputs) count alone, without what they refer to.
 
     >>> size_of("x" * 1000) >= 1000, size_of(["x" * 1000] * 3) < 2 * size_of("x" * 1000)
     (True, True)
     """
     seen: set[int] = set()
+    add = seen.add
     total = 0
     stack = [obj]
+    pop, push, extend = stack.pop, stack.append, stack.extend
     getsizeof = sys.getsizeof
     while stack:
-        o = stack.pop()
+        o = pop()
         i = id(o)
         if i in seen:
             continue
-        seen.add(i)
+        add(i)
         total += getsizeof(o)
-        if isinstance(o, _ATOMS):
+        t = type(o)
+        if t in _ATOMS:
             continue
-        if isinstance(o, dict):
-            stack.extend(o.keys())
-            stack.extend(o.values())
-        elif isinstance(o, (list, tuple, set, frozenset, deque)):
-            stack.extend(o)
-        elif _follows(o):
+        if t is dict:
+            extend(o.keys())
+            extend(o.values())
+        elif t in _CONTAINERS:
+            extend(o)
+        else:
+            fields = _fields_of(t)
+            if fields is None:
+                continue
             d = getattr(o, "__dict__", None)
-            if isinstance(d, dict):
-                stack.append(d)
-            for cls in type(o).__mro__:
-                for slot in getattr(cls, "__slots__", ()):
-                    if slot != "__weakref__" and slot != "__dict__":
-                        v = getattr(o, slot, None)
-                        if v is not None:
-                            stack.append(v)
+            if d is not None:
+                push(d)
+            for name in fields:
+                v = getattr(o, name, None)
+                if v is not None:
+                    push(v)
             if isinstance(o, BaseException):
-                stack.append(o.args)
+                push(o.args)
     return total
 
 
-def _follows(o: Any) -> bool:
-    """Whether :func:`size_of` counts what ``o`` holds: the run's own objects (events, predictions, records),
-    exceptions and the client's typed chunks; anything else (an LM, a user's object) counts alone."""
-    if isinstance(o, BaseException):
-        return True
-    cls = type(o)
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _fields_of(cls: type) -> tuple[str, ...] | None:
+    """The slots :func:`size_of` follows in objects of ``cls`` (``()``: only its ``__dict__``), or None when it
+    counts them alone: the run's own objects (events, predictions, records), exceptions and the client's typed
+    chunks are followed; anything else (an LM, a user's object) is not."""
+    try:
+        return _FIELDS[cls]
+    except KeyError:
+        pass
     module = cls.__module__ or ""
-    return (module.startswith("jupyter_stream") and not hasattr(cls, "request_params")) or module.startswith("openai.types")
+    follows = (issubclass(cls, BaseException) or module.startswith("openai.types")
+               or (module.startswith("jupyter_stream") and not hasattr(cls, "request_params")))
+    fields: tuple[str, ...] | None = None
+    if follows:
+        names: list[str] = []
+        for c in cls.__mro__:
+            slots = getattr(c, "__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                if name not in ("__weakref__", "__dict__"):
+                    names.append(name)
+        fields = tuple(names)
+    _FIELDS[cls] = fields
+    return fields
 
 
 def _human(n: int) -> str:

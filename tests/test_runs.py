@@ -42,6 +42,7 @@ def test_a_run_is_kept_with_its_inputs_settings_messages_reply_and_prediction(lm
     assert repr(run).startswith("<Run #") and "ok: Predict(question -> answer)" in repr(run)
     assert "1 LM call to test-model" in repr(run) and "\n" not in repr(run)
     assert list(js.runs) == [run] and js.runs[0:5] == [run]
+    assert s.run is run  # the stream knows its own run (the notebook's "diff with the previous run")
 
 
 async def test_streamify_runs_are_kept_too(lm, server):

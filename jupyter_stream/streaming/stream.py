@@ -145,6 +145,12 @@ class Stream:
         self._agen: weakref.ref[Any] | None = None
         self._sync: weakref.ref[Generator[Any, None, None]] | None = None
 
+    @property
+    def run(self) -> Any:
+        """This stream's :class:`~jupyter_stream.Run` once it ended (also ``js.runs[-1]`` then), else None; None
+        too when nothing keeps runs (``js.runs.limit(max_runs=0)`` and no recording)."""
+        return self.capture.run if self.capture is not None else None
+
     def __repr__(self) -> str:
         what = self.predictor_name or type(self.program).__name__
         return f"<Stream of {what} ({'started' if self._agen else 'not started'})>"
