@@ -51,9 +51,10 @@ SIG1 = "question -> answer"
 SIG5 = "question -> a, b, c, d, e"
 
 
-SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook", "serve", "bridge")
+SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook", "serve", "bridge", "replay")
 """``bridge`` (section 9) runs only with ``--dspy``; so does section 5 (the DSPy comparison), when ``e2e`` or
-``parser`` runs (it is read against them). ``serve`` is section 10 (``_serve.py``)."""
+``parser`` runs (it is read against them). ``serve`` is section 10 (``_serve.py``), ``replay`` section 11
+(``_replay.py``: replay at speed 0 and the run history's memory)."""
 
 
 class BenchmarkError(AssertionError):
@@ -1230,6 +1231,10 @@ def main(argv: list[str] | None = None) -> int:
                 import _memory
 
                 section("memory", _memory.run(server, quick=quick))
+            if "replay" in sections:
+                import _replay
+
+                section("replay", _replay.run(server, quick=quick, smoke=args.smoke))
         finally:
             bench.close()
 
