@@ -45,9 +45,11 @@ def _program() -> Any:
     return js.streamify(js.Predict(SIG1), stream_listeners=[js.StreamListener("answer")])
 
 
-async def _answer(events: Any) -> tuple[float, str]:
+async def _answer(make: Any) -> tuple[float, str]:
+    """The time from ``make()`` (what makes the stream: the call, or the replay with its file's parse) to the last
+    event, and the joined ``answer`` chunks."""
     t0 = time.perf_counter()
-    parts = [e.chunk async for e in events if type(e) is js.StreamResponse]
+    parts = [e.chunk async for e in make() if type(e) is js.StreamResponse]
     return time.perf_counter() - t0, "".join(parts)
 
 
@@ -67,27 +69,28 @@ def run(server: Any, *, quick: bool, smoke: bool = False) -> dict[str, Any]:
     try:
         with js.context(lm=lm):
             def live() -> float:
-                took, got = runner.run(_answer(program(question="Write a long answer about streaming.")))
+                took, got = runner.run(_answer(lambda: program(question="Write a long answer about streaming.")))
                 check("(r0) live", got, want)
                 return took
 
             st_live = measure(live, repeats)
             with js.record(path):
                 gen = program(question="Write a long answer about streaming.")
-            runner.run(_answer(gen))
+            runner.run(_answer(lambda: gen))
         size = os.path.getsize(path)
 
         def replay_file() -> float:
-            took, got = runner.run(_answer(js.replay(path, speed=0)))
+            took, got = runner.run(_answer(lambda: js.replay(path, speed=0)))
             check("(r1) replay", got, want)
             return took
 
         (loaded,) = js.load_recording(path)
-        if len(loaded.events or ()) < n:
-            raise BenchmarkError(f"the recording holds {len(loaded.events or ())} events, expected >= {n}")
+        deltas = len(loaded.lm_calls[0].deltas or ())
+        if deltas != n:
+            raise BenchmarkError(f"the recording holds {deltas} raw deltas, expected {n}")
 
         def replay_run() -> float:
-            took, got = runner.run(_answer(js.replay(loaded, speed=0)))
+            took, got = runner.run(_answer(lambda: js.replay(loaded, speed=0)))
             check("(r2) replay", got, want)
             return took
 
@@ -104,7 +107,7 @@ def run(server: Any, *, quick: bool, smoke: bool = False) -> dict[str, Any]:
         base = tracemalloc.get_traced_memory()[0]
         with js.context(lm=js.LM("bench", base_url=server.url, api_key="x", cache=False, history_size=1)):
             for _ in range(n_runs):
-                _took, got = runner.run(_answer(program(question="Write a long answer about streaming.")))
+                _took, got = runner.run(_answer(lambda: program(question="Write a long answer about streaming.")))
                 check("history run", got, small.expected["answer"])
         gc.collect()
         grown = tracemalloc.get_traced_memory()[0] - base

@@ -31,11 +31,14 @@ import contextvars
 import dataclasses
 import json
 import os
+from json.encoder import encode_basestring
 import threading
 import time
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
+
+from jiter import from_json  # an openai dependency: parses bytes, no str round trip
 
 from . import _runs
 from ._exceptions import (
@@ -80,7 +83,7 @@ class RecordingFile:
     def write(self, run: _runs.Run) -> None:
         """Append one ended run (the history's :class:`~jupyter_stream._runs.Recorder` duty)."""
         with self._lock:
-            text = "".join(_line(obj) for obj in _run_lines(run, self.runs))
+            text = "".join(obj if type(obj) is str else _line(obj) for obj in _run_lines(run, self.runs))
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(text)
             self.runs += 1
@@ -142,7 +145,7 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def _run_lines(run: _runs.Run, index: int) -> Generator[dict[str, Any], None, None]:
+def _run_lines(run: _runs.Run, index: int) -> Generator[dict[str, Any] | str, None, None]:
     yield {"type": "run", "run": index, "label": run.label, "kind": run.kind, "title": run.title,
            "started_at": run.started_at, "inputs": run.inputs, "settings": run.settings}
     for c in run.lm_calls:
@@ -150,8 +153,12 @@ def _run_lines(run: _runs.Run, index: int) -> Generator[dict[str, Any], None, No
                "params": c.params, "messages": c.messages, "started": c.started, "ttft": c.ttft,
                "duration": c.duration, "raw": c.raw, "reasoning": c.reasoning, "usage": c.usage, "cached": c.cached,
                "error": c.error, "deltas": c.deltas or [], "reasoning_deltas": c.reasoning_deltas or []}
+    chunk_line = _chunk_line(index)
     for t, event in run.events or ():
-        yield {"type": "event", "run": index, "t": t, **_event_fields(event)}
+        if type(event) is StreamResponse:
+            yield chunk_line(t, event)  # the most frequent line, written without a dict
+        else:
+            yield {"type": "event", "run": index, "t": t, **_event_fields(event)}
     error = None
     if run.error is not None:
         e = run.error
@@ -161,6 +168,21 @@ def _run_lines(run: _runs.Run, index: int) -> Generator[dict[str, Any], None, No
             error.update(limit=e.limit, seconds=e.seconds)
     yield {"type": "end", "run": index, "status": run.status, "duration": run.duration,
            "prediction": _prediction_fields(run.prediction), "error": error}
+
+
+def _chunk_line(index: int) -> Any:
+    """``chunk_line(t, event)``: a chunk event's line, as ``json.dumps`` of its dict would write it."""
+    head = f'{{"type": "event", "run": {index}, "t": '
+    esc = encode_basestring
+    names: dict[str, str] = {}
+
+    def chunk_line(t: float, e: StreamResponse) -> str:
+        p = names.get(e.predict_name) or names.setdefault(e.predict_name, esc(e.predict_name))
+        f = names.get(e.signature_field_name) or names.setdefault(e.signature_field_name, esc(e.signature_field_name))
+        return (f'{head}{float(t)!r}, "kind": "chunk", "predict": {p}, "field": {f}, "chunk": {esc(e.chunk)}, '
+                f'"last": {"true" if e.is_last_chunk else "false"}, "call": {int(e.call_id)}}}\n')
+
+    return chunk_line
 
 
 def _prediction_fields(p: Any) -> dict[str, Any] | None:
@@ -216,7 +238,7 @@ class _Reader:
 
     def runs(self, *, partial_ok: bool) -> list[_runs.Run]:
         try:
-            f = self.path.open("r", encoding="utf-8")
+            f = self.path.open("rb")
         except FileNotFoundError:
             raise RecordingError(f"no recording at {str(self.path)!r}: the file does not exist "
                                  f"(make one with `with js.record({str(self.path)!r}):`)") from None
@@ -230,12 +252,9 @@ class _Reader:
             for text in f:
                 self.n += 1
                 try:
-                    obj = json.loads(text)
-                except ValueError as e:
-                    if not text.endswith("\n"):
-                        raise self.fail("the line is cut short: the file is truncated "
-                                        "(was the process writing it stopped?)") from None
-                    raise self.fail(f"not JSON ({getattr(e, 'msg', e)}); a recording holds one JSON object a line") from None
+                    obj = from_json(text)
+                except ValueError:
+                    obj = self.slow_json(text)
                 if not isinstance(obj, dict):
                     raise self.fail(f"a JSON {type(obj).__name__}, not an object")
                 if self.n == 1:
@@ -256,9 +275,11 @@ class _Reader:
                     calls[c.call_id] = c
                     open_run.lm_calls.append(c)
                 elif kind == "event":
-                    event = self.event(obj)
+                    t, event = self.chunk(obj) if obj.get("kind") == "chunk" else (None, None)
+                    if event is None:  # another kind, or a chunk line with a problem to name
+                        event, t = self.event(obj), self.need(obj, "t", (int, float))
                     if event is not None:
-                        open_run.events.append((self.need(obj, "t", (int, float)), event))  # type: ignore[union-attr]
+                        open_run.events.append((t, event))  # type: ignore[union-attr]
                 else:
                     self.end(obj, open_run)
                     out.append(open_run)
@@ -271,6 +292,30 @@ class _Reader:
                 "the file is truncated (was the process writing it stopped?)"
             )
         return out
+
+    def slow_json(self, text: bytes) -> Any:
+        """A line the fast parser refused, parsed again to say what is wrong with it."""
+        try:
+            return json.loads(text.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise self.fail(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except ValueError as e:
+            if not text.endswith(b"\n"):
+                raise self.fail("the line is cut short: the file is truncated "
+                                "(was the process writing it stopped?)") from None
+            raise self.fail(f"not JSON ({getattr(e, 'msg', e)}); a recording holds one JSON object a line") from None
+
+    def chunk(self, obj: dict[str, Any]) -> tuple[Any, StreamResponse | None]:
+        """A ``chunk`` event line, the most frequent, checked in one pass; ``(None, None)`` if anything is off."""
+        try:
+            t, e = obj["t"], StreamResponse(obj["predict"], obj["field"], obj["chunk"], obj["last"], obj["call"])
+        except KeyError:
+            return None, None
+        if (type(t) not in _NUMBERS or type(e.chunk) is not str or type(e.predict_name) is not str
+                or type(e.signature_field_name) is not str or type(e.is_last_chunk) is not bool
+                or type(e.call_id) is not int):
+            return None, None
+        return t, e
 
     def header(self, obj: dict[str, Any]) -> None:
         if obj.get("type") != "header" or obj.get("format") != FORMAT:
@@ -304,8 +349,15 @@ class _Reader:
         )
 
     def deltas(self, obj: dict[str, Any], key: str) -> list[tuple[float, str]]:
-        out = []
-        for d in self.need(obj, key, list):
+        raw = self.need(obj, key, list)
+        try:
+            pairs = [(t, text) for t, text in raw]
+        except (TypeError, ValueError):
+            pairs = None
+        if pairs is not None and all(type(t) in _NUMBERS and type(text) is str for t, text in pairs):
+            return pairs
+        out = []  # name the first bad one
+        for d in raw:
             if not (isinstance(d, list) and len(d) == 2 and isinstance(d[0], (int, float)) and isinstance(d[1], str)):
                 raise self.fail(f"each of {key!r} should be [seconds, text], got {d!r:.60}")
             out.append((d[0], d[1]))
@@ -350,7 +402,9 @@ class _Reader:
         run.prediction = self.prediction({"type": "end", **p}) if p is not None else None
         e = self.need(obj, "error", dict, optional=True)
         run.error = _error(e) if e is not None else None
-        run.size = _runs.size_of(run)
+
+
+_NUMBERS = frozenset({int, float})
 
 
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -379,10 +433,7 @@ def load(path: str | os.PathLike[str], *, partial_ok: bool = False) -> list[_run
     """
     if not isinstance(path, (str, os.PathLike)):
         raise UsageError(f"a recording is a file path, got {type(path).__name__}")
-    try:
-        return _Reader(Path(path)).runs(partial_ok=partial_ok)
-    except UnicodeDecodeError as e:
-        raise RecordingError(f"{str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start}): not a recording") from None
+    return _Reader(Path(path)).runs(partial_ok=partial_ok)
 
 
 # ------------------------------------------------------------------------------------------------ replay

@@ -144,7 +144,8 @@ class Run:
     events: list[tuple[float, Any]] | None = None
     """Recorded runs only: every event the consumer received, as ``(seconds since the run began, event)``."""
     size: int = 0
-    """The memory the run holds, in bytes (see :func:`size_of`), measured when it ended."""
+    """The memory the run holds, in bytes (see :func:`size_of`), measured when it ended (0 for a run read from
+    a recording: it is in no history; ``size_of(run)`` measures it)."""
 
     @property
     def ttft(self) -> float | None:
@@ -396,7 +397,7 @@ class Tape:
             status="stopped" if stopped else "error" if error is not None else "ok",
             prediction=prediction, error=error, lm_calls=self.calls, events=self.events,
         )
-        run.size = size_of(run)
+        run.size = size_of(run, events=self.events)
         cap.run = run
         if cap.keep:
             runs.add(run)
@@ -454,21 +455,41 @@ _ATOMS = frozenset({str, bytes, bytearray, int, float, complex, bool, type(None)
 _CONTAINERS = frozenset({list, tuple, set, frozenset, deque})
 
 
-def size_of(obj: Any) -> int:
+def size_of(obj: Any, *, events: list[tuple[float, Any]] | None = None) -> int:
     """The bytes ``obj`` holds, by ``sys.getsizeof`` over it and everything it contains: dicts, lists, tuples,
     sets, strings, and the run's own objects (events, predictions, LM calls, exceptions, the client's typed
     chunks), through their ``__slots__`` and ``__dict__``; each object counted once. Other objects (an LM or a
     user's object among the inputs) count alone, without what they refer to.
 
+    ``events``: a recorded run's ``(time, event)`` list, which ``obj`` holds: its field chunks (nearly all of
+    it, and each its own) are counted in one pass (the list, each pair, time, event and text), the rest as above.
+
     >>> size_of("x" * 1000) >= 1000, size_of(["x" * 1000] * 3) < 2 * size_of("x" * 1000)
     (True, True)
     """
+    getsizeof = sys.getsizeof
     seen: set[int] = set()
+    total = 0
+    if events is not None:
+        seen.add(id(events))
+        total += getsizeof(events)
+        others = []
+        for pair in events:
+            e = pair[1]
+            if type(e).__name__ == "StreamResponse":
+                total += getsizeof(pair) + getsizeof(pair[0]) + getsizeof(e) + getsizeof(e.chunk)
+            else:
+                others.append(pair)
+        total += size_of(others) - getsizeof(others)
+    return total + _walk(obj, seen)
+
+
+def _walk(obj: Any, seen: set[int]) -> int:
     add = seen.add
     total = 0
     stack = [obj]
-    pop, push, extend = stack.pop, stack.append, stack.extend
     getsizeof = sys.getsizeof
+    pop, push, extend = stack.pop, stack.append, stack.extend
     while stack:
         o = pop()
         i = id(o)

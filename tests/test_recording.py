@@ -335,3 +335,22 @@ def test_a_replay_stops_when_the_consumer_leaves(recording):
         return first
 
     assert isinstance(asyncio.run(main_()), js.LMRequest)
+
+
+def test_a_chunk_line_of_the_wrong_type_names_the_line_and_the_field(recording):
+    lines = recording.read_text("utf-8").splitlines(keepends=True)
+    n = next(i for i, line in enumerate(lines) if '"kind": "chunk"' in line)
+
+    def edit(lines):
+        obj = json.loads(lines[n])
+        obj["last"] = "yes"
+        return [*lines[:n], json.dumps(obj) + "\n", *lines[n + 1:]]
+
+    _rewrite(recording, edit)
+    _fails(recording, rf"line {n + 1}: 'last' of a 'event' line should be bool, not str")
+
+
+def test_a_file_that_is_not_utf8_names_the_line(recording):
+    with recording.open("ab") as f:
+        f.write(b'{"type": "run", "title": "\xff"}\n')
+    _fails(recording, r"line \d+: not UTF-8 text")
