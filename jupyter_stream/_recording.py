@@ -448,8 +448,8 @@ class Replay:
 
     def __init__(self, run: _runs.Run, *, speed: float = 1.0) -> None:
         if run.events is None:
-            raise UsageError(f"run {run.label} was not recorded (only runs inside `with js.record(path):` keep "
-                             "their events): record it, then replay the file")
+            raise UsageError(f"run {run.label} kept no events (runs keep them inside `with js.record(path):`, or "
+                             "all of them after js.runs.limit(events=True)): record it, then replay the file")
         self.run = run
         self.speed = speed
         self.title = run.title

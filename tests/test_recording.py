@@ -188,8 +188,21 @@ def test_the_demo_server_serves_a_recorded_call_again(tmp_path, lm, server):
 def test_a_history_run_that_was_not_recorded_cannot_be_replayed(lm, server):
     server.script(ANSWER)
     list(js.stream(js.Predict("question -> answer"), None, {"question": "q"}))
-    with pytest.raises(js.UsageError, match=r"was not recorded .*record it, then replay the file"):
+    with pytest.raises(js.UsageError, match=r"kept no events .*js.runs.limit\(events=True\)\): record it, then "):
         js.replay(js.runs[-1])
+
+
+def test_with_events_kept_any_run_of_the_history_replays(lm, server):
+    saved = js.runs.events
+    js.runs.limit(events=True)
+    try:
+        server.script(ANSWER)
+        events = list(js.stream(js.ChainOfThought("question -> answer"), None, {"question": "q"}))
+    finally:
+        js.runs.limit(events=saved)
+    run = js.runs[-1]
+    assert list(js.replay(run, speed=0)) == events and run.size > 0
+    assert [d for _t, d in run.lm_calls[0].deltas] and "".join(d for _t, d in run.lm_calls[0].deltas) == ANSWER
 
 
 # ------------------------------------------------------------------------------------------- the CLI

@@ -17,9 +17,9 @@ LONG = "[[ ## answer ## ]]\n" + " ".join(f"w{i}" for i in range(400)) + "\n\n[[ 
 @pytest.fixture(autouse=True)
 def history():
     js.runs.clear()
-    before = (js.runs.max_runs, js.runs.max_bytes)
+    before = (js.runs.max_runs, js.runs.max_bytes, js.runs.events)
     yield js.runs
-    js.runs.limit(max_runs=before[0], max_bytes=before[1])
+    js.runs.limit(max_runs=before[0], max_bytes=before[1], events=before[2])
     js.runs.clear()
 
 
@@ -115,6 +115,8 @@ def test_max_runs_0_turns_the_history_off_and_nothing_is_captured(lm, server):
 def test_bad_limits_are_one_usage_error(bad):
     with pytest.raises(js.UsageError, match=r"js.runs.limit\(max_runs=...\) takes an int >= 0"):
         js.runs.limit(max_runs=bad)
+    with pytest.raises(js.UsageError, match=r"js.runs.limit\(events=...\) takes True or False"):
+        js.runs.limit(events=1)
 
 
 def test_an_index_out_of_the_history_says_how_many_runs_it_holds():
