@@ -401,7 +401,7 @@ class CallWatch:
         tape = call.tape
         if tape is not None:
             kept = self._kept = tape.lm_start(call_id, name, model, messages)
-            if kept.deltas is not None:  # a recorded run: each raw delta with its time
+            if kept.deltas is not None:  # the run keeps its events (recorded): each raw delta with its time
                 self.on_content = tape.timed(kept.deltas, self.on_content)
                 self.on_reasoning = tape.timed(kept.reasoning_deltas, self.on_reasoning)  # type: ignore[arg-type]
 
