@@ -51,10 +51,11 @@ SIG1 = "question -> answer"
 SIG5 = "question -> a, b, c, d, e"
 
 
-SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook", "serve", "browser", "bridge")
+SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook", "serve", "browser", "replay", "bridge")
 """``bridge`` (section 9) runs only with ``--dspy``; so does section 5 (the DSPy comparison), when ``e2e`` or
 ``parser`` runs (it is read against them). ``serve`` is section 10 (``_serve.py``), ``browser`` section 11
-(``_browser.py``: the widget in JupyterLab in Chromium; skipped without ``chromium`` and ``playwright``)."""
+(``_browser.py``: the widget in JupyterLab in Chromium; skipped without ``chromium`` and ``playwright``),
+``replay`` section 12 (``_replay.py``: replay at speed 0 and the run history's memory)."""
 
 
 class BenchmarkError(AssertionError):
@@ -1231,6 +1232,10 @@ def main(argv: list[str] | None = None) -> int:
                 import _memory
 
                 section("memory", _memory.run(server, quick=quick))
+            if "replay" in sections:
+                import _replay
+
+                section("replay", _replay.run(server, quick=quick, smoke=args.smoke))
         finally:
             bench.close()
 

@@ -18,6 +18,7 @@ from ._exceptions import (
     JupyterStreamError,
     ListenerError,
     LMError,
+    RecordingError,
     SignatureError,
     StreamError,
     StreamTimeoutError,
@@ -32,6 +33,10 @@ from ._program import ChainOfThought, Module, Predict, Tool
 from .settings import configure, context
 from ._signatures import InputField, OutputField, Signature
 from ._terminal import TextRenderer
+from ._runs import Run, runs
+from ._recording import Replay, record, replay
+from ._recording import load as load_recording
+from ._diff import diff
 from .streaming import (
     LMRequest,
     LMResponse,
@@ -70,6 +75,9 @@ __all__ = [
     "OutputField",
     "Predict",
     "Prediction",
+    "RecordingError",
+    "Replay",
+    "Run",
     "Signature",
     "SignatureError",
     "StatusMessage",
@@ -91,7 +99,12 @@ __all__ = [
     "compare",
     "configure",
     "context",
+    "diff",
     "load_ipython_extension",
+    "load_recording",
+    "record",
+    "replay",
+    "runs",
     "settings",
     "show",
     "stream",
@@ -113,7 +126,7 @@ def show(source, /, **kwargs):  # pragma: no cover - exercised in a real kernel
 def asgi_app(program, /, **kwargs):
     """An ASGI app serving ``program``'s fields as Server-Sent Events (``POST /stream``, ``GET /stream``,
     ``POST /predict``, a page at ``/``): ``js.asgi_app(program, max_concurrency=32, token=None,
-    cors_origins=())``. Needs ``pip install 'jupyter_stream[serve]'``; the README's serve section has the routes and options.
+    cors_origins=(), keep_runs=False)``. Needs ``pip install 'jupyter_stream[serve]'``; the README's serve section has the routes and options.
     """
     try:
         from ._serve import asgi_app as _asgi_app

@@ -3,6 +3,7 @@
     $ jupyter-stream run "question -> reasoning, answer" --input question="Why is the sky blue?"
     $ jupyter-stream run my_app:program --input question="Why is the sky blue?"   # a program of yours (or DSPy's)
     $ jupyter-stream run "question -> answer" --input question="Why?" --compare model=gpt-4o-mini,gpt-4.1-mini
+    $ jupyter-stream replay run.jsonl --speed 2                                   # a recording, again
     $ jupyter-stream demo-lm --port 8765
 """
 
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="require 'Authorization: Bearer <token>', the token being this environment variable's value")
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="allow browser pages from this origin (repeatable; none by default)")
+    replay = sub.add_parser("replay", help="play a recording again (js.record), with its timing, without a model")
+    replay.add_argument("file", help="a recording (JSON Lines written by `with js.record(FILE):`)")
+    replay.add_argument("--speed", type=float, default=1.0, help="1: the recorded pace, 2: twice as fast, 0: at once")
+    replay.add_argument("--run", type=int, help="only this run of the file (0: the first, -1: the last; default: all)")
+    replay.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     demo = sub.add_parser("demo-lm", help="run the demo OpenAI-compatible server")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8765)
@@ -96,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "serve":
         return _serve(args)
+
+    if args.command == "replay":
+        return _replay(args)
 
     import jupyter_stream as js
     from jupyter_stream import _programs as programs
@@ -223,6 +232,39 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"jupyter-stream: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """``jupyter-stream replay FILE``: each recorded run through the terminal renderer, at its recorded pace."""
+    import jupyter_stream as js
+
+    try:
+        runs = js.load_recording(args.file)
+        if args.run is not None:
+            replays = [js.replay(args.file, speed=args.speed, run=args.run)]
+        else:
+            replays = [js.replay(run, speed=args.speed) for run in runs]
+    except js.UsageError as e:
+        print(f"jupyter-stream: {e}", file=sys.stderr)
+        return 2
+    color = {"auto": None, "always": True, "never": False}[args.color]
+    status = 0
+    for replay in replays:
+        run = replay.run
+        print(f"· replay of {run.label}: {run.title} on {run.model or 'an unknown model'}", file=sys.stderr, flush=True)
+        renderer = js.TextRenderer(sys.stdout, color=color)
+        try:
+            for event in replay:
+                renderer.handle(event)
+        except KeyboardInterrupt:
+            renderer.finish(stopped=True)
+            return 130
+        except js.JupyterStreamError as e:  # the recorded run's own error, again
+            renderer.finish(error=e)
+            status = 1
+            continue
+        renderer.finish(stopped=run.status == "stopped")
+    return status
 
 
 def _program(args: argparse.Namespace, target: str) -> Any:

@@ -7,7 +7,8 @@ The hierarchy::
     │   ├── SignatureError               a malformed signature string or class
     │   ├── InputError                   a missing, unknown or ill-typed input
     │   ├── ListenerError                a listener for a field no predictor (or several) has
-    │   └── ConfigurationError           no LM, an unknown adapter, a bad option value
+    │   ├── ConfigurationError           no LM, an unknown adapter, a bad option value
+    │   └── RecordingError               a recording file missing, malformed, truncated or of a newer schema
     └── StreamError (RuntimeError)       a failure while the program ran; carries what had arrived
         ├── LMError                      the model server failed: HTTP error, dropped connection, bad SSE
         ├── AdapterParseError            the reply could not be parsed into the output fields
@@ -36,6 +37,7 @@ __all__ = [
     "JupyterStreamError",
     "LMError",
     "ListenerError",
+    "RecordingError",
     "SignatureError",
     "StreamError",
     "StreamTimeoutError",
@@ -65,6 +67,11 @@ class ListenerError(UsageError):
 
 class ConfigurationError(UsageError):
     """Settings are missing or invalid: no LM, an unknown adapter, an invalid option value."""
+
+
+class RecordingError(UsageError):
+    """A recording cannot be read: the file is missing, a line is malformed, the file is truncated, or it was
+    written with a newer schema version. The message names the file, the line and what is wrong."""
 
 
 class StreamError(JupyterStreamError, RuntimeError):

@@ -40,6 +40,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from . import _programs as programs
+from . import _runs
 from . import settings as _settings
 from ._exceptions import JupyterStreamError, UsageError
 from ._prediction import is_prediction
@@ -50,8 +51,11 @@ __all__ = ["asgi_app"]
 
 
 def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = None,
-             cors_origins: list[str] | tuple[str, ...] = ()) -> Starlette:
-    """An ASGI app streaming ``program`` (a native or DSPy program) over HTTP; see the module docs."""
+             cors_origins: list[str] | tuple[str, ...] = (), keep_runs: bool = False) -> Starlette:
+    """An ASGI app streaming ``program`` (a native or DSPy program) over HTTP; see the module docs.
+
+    ``keep_runs``: keep the requests' runs in ``js.runs`` (off by default: they are other people's inputs).
+    """
     if not programs.is_program(program):
         raise UsageError(f"asgi_app needs a program (Module, Predict, or a DSPy module), got {type(program).__name__}")
     if not isinstance(max_concurrency, int) or max_concurrency < 1:
@@ -94,7 +98,7 @@ def asgi_app(program: Any, *, max_concurrency: int = 32, token: str | None = Non
         return inputs_of(values)
 
     def events(inputs: dict[str, Any]) -> Any:
-        with _settings.use(snapshot):
+        with _settings.use(snapshot), _runs.keeping(keep_runs):
             return stream(program, None, inputs, timeout_profile="streaming")
 
     async def sse(inputs: dict[str, Any]) -> Response:

@@ -40,3 +40,17 @@ def test_the_compare_example_prints_each_variant_then_the_diff():
     assert [line for line in lines if line.startswith("adapter=")] == ["adapter=chat", "adapter=json", "adapter=xml"]
     assert "── answer: adapter=chat → adapter=json ──" in lines
     assert "[-" in proc.stdout and "{+" in proc.stdout
+
+
+def test_the_history_and_replay_example_runs_on_the_demo_lm(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env["JUPYTER_STREAM_DEMO_RATE"] = "0"
+    proc = subprocess.run([sys.executable, "-c", _block_after("## History, diff, record and replay")],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    first, *rest = proc.stdout.splitlines()
+    assert first.startswith("<Run #2 ok: Predict(question -> answer) in ") and first.endswith("1 LM call to demo>")
+    text = "\n".join(rest)
+    assert "prompt, LM call 1 (self), message 1 (system):" in text
+    assert any(line.lstrip().startswith("+") and line.endswith("Answer with a full sentence.") for line in rest)
+    assert (tmp_path / "capital.jsonl").exists() and "Capital of France?" in text

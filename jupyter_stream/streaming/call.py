@@ -21,6 +21,7 @@ from .._callbacks import BaseCallback
 from .events import LMRequest, LMResponse, StatusMessage, StreamResponse
 
 if TYPE_CHECKING:
+    from .._runs import LMCall, Tape
     from .listener import StreamListener
     from .status import StatusMessageProvider
 
@@ -282,6 +283,8 @@ class StreamCall:
         self.lm_events = lm_events
         self.lm_calls = 0
         self.cancelled = False
+        self.tape: Tape | None = None
+        """The run's tape when the run is kept (history or recording; set by ``drive``): LM calls report to it."""
         self.in_flight: dict[int, tuple[Any, Any, Any, str]] = {}
         """LM calls in flight: ``id -> (record, adapter, signature, predict_name)``, for partial text on errors."""
         self._pending: set[concurrent.futures.Future[Any]] = set()
@@ -374,7 +377,7 @@ class CallWatch:
     """
 
     __slots__ = ("_call", "call_id", "predict_name", "on_content", "on_reasoning", "on_chunk", "_fields", "_model",
-                 "_messages")
+                 "_messages", "_kept")
 
     def __init__(self, call: StreamCall, predictor: Any, call_id: int, *, adapter: Any, signature: Any, model: str,
                  messages: list[dict[str, Any]], record: Any, native_reasoning: str = "reasoning") -> None:
@@ -384,16 +387,23 @@ class CallWatch:
         self.on_reasoning: Callable[[str], None] | None = None
         self.on_chunk: Callable[[dict[str, Any]], None] | None = None
         self._fields: FieldFeed | None = None
+        self._kept: LMCall | None = None
         call.in_flight[call_id] = (record, adapter, signature, name)
         if call.lm_events:
             call.emit(LMRequest(name, model, messages, call_id))
         if call.passthrough:
             self.on_chunk = _passthrough(call.emit)
-            return
-        router = call.router_for(predictor, signature.output_fields, call_id, native_reasoning)
-        if router is not None:
-            self._fields = FieldFeed(router, adapter.field_parser(signature), native_reasoning)
-            self.on_content, self.on_reasoning = self._fields.content, self._fields.reasoning
+        else:
+            router = call.router_for(predictor, signature.output_fields, call_id, native_reasoning)
+            if router is not None:
+                self._fields = FieldFeed(router, adapter.field_parser(signature), native_reasoning)
+                self.on_content, self.on_reasoning = self._fields.content, self._fields.reasoning
+        tape = call.tape
+        if tape is not None:
+            kept = self._kept = tape.lm_start(call_id, name, model, messages)
+            if kept.deltas is not None:  # the run keeps its events (recorded): each raw delta with its time
+                self.on_content = tape.timed(kept.deltas, self.on_content)
+                self.on_reasoning = tape.timed(kept.reasoning_deltas, self.on_reasoning)  # type: ignore[arg-type]
 
     def close(self, *, cached: bool) -> None:
         if self._fields is not None:
@@ -402,6 +412,8 @@ class CallWatch:
     def done(self, record: Any, *, error: BaseException | None = None) -> None:
         call = self._call
         call.in_flight.pop(self.call_id, None)
+        if self._kept is not None:
+            call.tape.lm_end(self._kept, record, error)  # type: ignore[union-attr]
         if error is None and call.lm_events:
             call.emit(LMResponse(self.predict_name, self._model, record.text, record.reasoning, record.usage,
                                  record.ttft, record.duration, record.cached, self.call_id))

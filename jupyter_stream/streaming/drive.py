@@ -14,7 +14,7 @@ import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-from .. import _observer
+from .. import _observer, _runs
 from .. import settings as _settings
 from .._exceptions import StreamError, StreamTimeoutError
 from .._runtime import Limits
@@ -34,14 +34,22 @@ async def drive(
     *,
     snapshot: _settings.Settings | None = None,
     finish: Callable[[StreamCall, Any], Iterable[Any]] = lambda _call, value: (value,),
+    capture: _runs.Capture | None = None,
 ) -> AsyncIterator[Any]:
     """Run ``run()`` as a task inside a new call; yield its events, then ``finish(call, return value)``.
 
     The call is made when iteration starts (on the loop that iterates), so the generator itself can be
     created anywhere, e.g. in a thread that hands it to :func:`apply_sync_streaming`.
+
+    ``capture`` (from :func:`jupyter_stream._runs.capture`, made when the stream was created): the run is
+    kept (history, recordings). Its tape takes the LM calls from the call's watches and, when the run is
+    recorded, each event here; it ends with the run's outcome, whichever way the run ends.
     """
     loop = asyncio.get_running_loop()
     call = make_call(loop)
+    tape = call.tape = capture.start() if capture is not None else None
+    keep = tape.event if tape is not None and tape.events is not None else None
+    left: BaseException | None = None
     ctx = contextvars.copy_context()
     _observer.install(call, ctx)
     if snapshot is not None:
@@ -75,6 +83,8 @@ async def drive(
                 break
             if item is _DEADLINE:
                 raise _timeout(call, "timeout", limits.timeout)
+            if keep is not None:
+                keep(item)
             yield item
         if task.cancelled():
             raise asyncio.CancelledError()
@@ -82,19 +92,41 @@ async def drive(
         if exc is not None:
             raise attach_partial(call, exc)
         for item in finish(call, task.result()):
+            if keep is not None:
+                keep(item)
             yield item
+    except BaseException as e:
+        left = e
+        raise
     finally:
         if deadline_handle is not None:
             deadline_handle.cancel()
-        if not task.done():
-            call.cancel_pending()
-            task.cancel()
-            try:
-                await asyncio.shield(_settle(task))
-            except asyncio.CancelledError:
-                # The consumer itself is being cancelled: still let the task finish its cleanup.
-                await _settle(task)
-                raise
+        try:
+            if not task.done():
+                call.cancel_pending()
+                task.cancel()
+                try:
+                    await asyncio.shield(_settle(task))
+                except asyncio.CancelledError:
+                    # The consumer itself is being cancelled: still let the task finish its cleanup.
+                    await _settle(task)
+                    raise
+        finally:
+            if tape is not None:
+                _end(tape, task, left)
+
+
+def _end(tape: _runs.Tape, task: asyncio.Task[Any], left: BaseException | None) -> None:
+    """End the run's tape with its outcome: ``left`` is what made the consumer's loop leave, if anything."""
+    done_ok = task.done() and not task.cancelled() and task.exception() is None
+    if left is not None and not isinstance(left, (GeneratorExit, asyncio.CancelledError)):
+        tape.end(error=left)
+    elif done_ok:
+        tape.end(prediction=task.result())
+    elif task.done() and not task.cancelled() and left is None:
+        tape.end(error=task.exception())
+    else:
+        tape.end(stopped=True)
 
 
 async def _settle(task: asyncio.Task[Any]) -> None:

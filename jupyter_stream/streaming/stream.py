@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from .. import _programs as programs
+from .. import _runs
 from .. import settings as _settings
 from .._exceptions import ListenerError, UsageError
 from .._runtime import UNSET as _UNSET
@@ -132,10 +133,18 @@ class Stream(RunsOnce):
         self._run = programs.runner(runs)  # captures a DSPy program's settings now, as ``snapshot`` does ours
         self.limits = resolve_limits(timeout=timeout, stream_timeout=stream_timeout, timeout_profile=timeout_profile)
         self.snapshot = _settings.current()
+        self.capture = _runs.capture(kind="stream", title=_runs.title_of(program, self.predictor_name),
+                                     inputs={**self.inputs, **opts}, snapshot=self.snapshot)
         self.provider = status_message_provider or StatusMessageProvider()
         self.lm_events = lm_events
         self.prediction: Any = None
         self.call: StreamCall | None = None
+
+    @property
+    def run(self) -> Any:
+        """This stream's :class:`~jupyter_stream.Run` once it ended (also ``js.runs[-1]`` then), else None; None
+        too when nothing keeps runs (``js.runs.limit(max_runs=0)`` and no recording)."""
+        return self.capture.run if self.capture is not None else None
 
     def __repr__(self) -> str:
         what = self.predictor_name or type(self.program).__name__
@@ -155,7 +164,8 @@ class Stream(RunsOnce):
             return (prediction,)
 
         inputs = {**self.inputs, **self.opts}
-        return drive(make_call, lambda: self._run(**inputs), self.limits, snapshot=self.snapshot, finish=finish)
+        return drive(make_call, lambda: self._run(**inputs), self.limits, snapshot=self.snapshot, finish=finish,
+                     capture=self.capture)
 
     async def __aenter__(self) -> Stream:
         return self

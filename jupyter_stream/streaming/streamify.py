@@ -24,6 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from typing import Any
 
 from .. import _programs as programs
+from .. import _runs
 from .. import settings as _settings
 from .._runtime import UNSET as _UNSET
 from .._runtime import resolve_limits, submit_tracked, wait_cancelled
@@ -66,6 +67,7 @@ def streamify(
         find_predictor_for_stream_listeners(program, listeners)
     names = {id(p): n for n, p in programs.named_predictors(program)}
     provider = status_message_provider or StatusMessageProvider()
+    title = _runs.title_of(program)
     # A native runner is made once (a wrong program fails here); a DSPy program's is made per call, so
     # that its settings are captured when the stream is created, not when it is read.
     fixed = None if programs.dspy_bridge(program) else programs.runner(program, is_async_program=is_async_program)
@@ -101,7 +103,10 @@ def streamify(
         # The settings (LM, adapter, callbacks) in force now, when the stream is created, are the ones it
         # runs with, however late it is read (an ASGI server reads it after the handler returned).
         snapshot = _settings.current()
-        return drive(make_call, lambda: runner(*args, **kwargs), limits, snapshot=snapshot, finish=finish)
+        capture = _runs.capture(kind="streamify", title=title, snapshot=snapshot,
+                                inputs={**kwargs, "args": list(args)} if args else kwargs)
+        return drive(make_call, lambda: runner(*args, **kwargs), limits, snapshot=snapshot, finish=finish,
+                     capture=capture)
 
     async_streamer.program = program  # type: ignore[attr-defined] - lets %%stream find the program
     if async_streaming:
