@@ -22,7 +22,7 @@ Example::
     >>> {label: pred.answer for label, pred in result.items()}
     {'model=small': 'Paris is the capital.', 'model=large': 'Paris is a big city.'}
     >>> result.diff.fields[0].added
-    ['a', 'big', 'city.']
+    ['a', 'big', 'city']
     >>> js.configure(lm=None); server.stop()
 """
 

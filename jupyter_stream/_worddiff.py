@@ -9,9 +9,9 @@ Words are compared with :mod:`difflib` (whitespace kept as it was, so the text r
     ...                        "model=b": js.Prediction(answer="Paris is a city.")})
     >>> print(diff)
     ── answer: model=a → model=b ──
-    Paris is [-the capital.-]{+a city.+}
+    Paris is [-the capital-]{+a city+}.
     >>> diff.fields[0].removed, diff.fields[0].added
-    (['the', 'capital.'], ['a', 'city.'])
+    (['the', 'capital'], ['a', 'city'])
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ._terminal import inert
 
 __all__ = ["FieldDiff", "PredictionDiff", "word_ops"]
 
-_TOKENS = re.compile(r"\s+|\S+")
+_TOKENS = re.compile(r"\s+|\w+|[^\w\s]")  # words, spaces and each punctuation mark
 
 
 def word_ops(a: str, b: str) -> list[tuple[str, str]]:

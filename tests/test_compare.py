@@ -339,11 +339,11 @@ def test_the_word_diff_names_the_changed_word():
                            "c": js.Prediction(answer="The sea is blue.", note="same")})
     answer_b, answer_c, note_b, _ = diff.fields
     assert (answer_b.field, answer_b.a, answer_b.b) == ("answer", "a", "b")
-    assert answer_b.removed == ["blue."] and answer_b.added == ["grey."]
+    assert answer_b.removed == ["blue"] and answer_b.added == ["grey"]
     assert answer_c.removed == ["sky"] and answer_c.added == ["sea"]
     assert not note_b.changed and diff.changed
     text = str(diff)
-    assert "The sky is [-blue.-]{+grey.+}" in text and "(the same)" in text
+    assert "The sky is [-blue-]{+grey+}." in text and "(the same)" in text
 
 
 def test_the_diff_is_inert_text_in_a_terminal_and_escaped_html():
@@ -383,7 +383,7 @@ def test_cli_compare_prints_the_variants_one_after_the_other_then_the_diff(serve
     assert first < second < diff
     assert "Paris is the capital." in out[first:second] and "Paris is a big city." in out[second:diff]
     assert out[first:second].count(" tokens in ") == 1 and out[second:diff].count(" tokens in ") == 1
-    assert "Paris is [-the capital.-]{+a big city.+}" in out[diff:]
+    assert "Paris is [-the capital-]{+a big city+}." in out[diff:]
     assert sorted((r["model"], r["temperature"]) for r in server.requests) == [("large", 0.3), ("small", 0.3)]
     assert "SECRET" not in out + proc.stderr and "Traceback" not in proc.stderr
 
