@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import re
 import shlex
 import sys
@@ -28,6 +30,7 @@ from IPython.core.error import UsageError as IPyUsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 
 from .. import _programs as programs, _runtime as runtime
+from .. import _recording
 from .. import settings as _settings
 from .._exceptions import JupyterStreamError, StreamError, UsageError
 from .._prediction import Prediction
@@ -59,6 +62,9 @@ __all__ = ["StreamMagics", "load_ipython_extension", "parse_body", "unload_ipyth
 @magic_arguments.argument("--background", action="store_true",
                           help="return at once; the stream goes on while other cells run")
 @magic_arguments.argument("--text", action="store_true", help="plain-text output instead of the widget")
+@magic_arguments.argument("--record", metavar="FILE",
+                          help="write this run (its events and raw deltas, timed) to FILE, JSON Lines; play it again "
+                               "with js.show(js.replay(FILE)) or `jupyter-stream replay FILE`")
 @magic_arguments.argument("--no-snapshot", action="store_true",
                           help="no static HTML copy of the result when the stream ends (saves sending the text a "
                                "second time; GitHub/nbviewer then show no result)")
@@ -183,7 +189,9 @@ class _CellRun:
             bridge.options(model=args.model, adapter=args.adapter, temperature=args.temperature, cache=not args.no_cache)
             if bridge is not None else _settings.context()
         )
-        with _settings.context(**ctx), dspy_options:
+        # A recording is bound when the stream is made (the file is written when the run ends, --background too).
+        recording = _recording.record(os.path.expanduser(args.record)) if args.record else contextlib.nullcontext()
+        with _settings.context(**ctx), dspy_options, recording:
             if self.streamified is not None and not args.predictor:
                 # A streamified callable keeps its own listeners and status provider.
                 self.stream = self.streamified(**self.inputs)

@@ -23,6 +23,7 @@ from .. import _programs as programs
 from .. import settings as _settings
 from .._exceptions import UsageError
 from .._program import Predict
+from .._recording import Replay
 from ..streaming.sink import pour
 from ..streaming.stream import Stream, stream
 from .display import WidgetDisplay
@@ -36,6 +37,8 @@ def _events(source: Any, inputs: dict[str, Any]) -> tuple[AsyncIterable[Any], st
     model = lm.model if lm is not None else "demo LM"
     if isinstance(source, Stream):
         return source, source.predictor_name or type(source.program).__name__, model
+    if isinstance(source, Replay):  # a recorded run, played again: its own title and model
+        return source, source.title, source.model
     if programs.is_program(source):  # ours or a DSPy module
         s = stream(source, None, inputs, lm_events=True, timeout_profile="streaming")
         bridge = programs.dspy_bridge(source)
@@ -47,7 +50,8 @@ def _events(source: Any, inputs: dict[str, Any]) -> tuple[AsyncIterable[Any], st
     if hasattr(source, "__aiter__"):
         return source, "stream", model
     raise UsageError(
-        f"show() takes a program, a Stream, a streamified callable or an async iterable of events, got {type(source).__name__}"
+        f"show() takes a program, a Stream, a replay (js.replay), a streamified callable or an async iterable of "
+        f"events, got {type(source).__name__}"
     )
 
 

@@ -263,3 +263,37 @@ def test_a_server_failure_fails_the_cell_with_the_error_in_one_line(kernel, slow
     assert content["status"] == "error" and content["ename"] == "LMError"
     assert content["traceback"] == ["LMError: the stream failed (shown above)"]
     assert stream_text(msgs).count("error: LMError") == 1
+
+
+def test_a_recorded_show_replays_in_a_fresh_kernel_with_no_lm_and_no_network(kernel, slow_server, tmp_path):
+    """``with js.record(FILE)`` around ``js.show(...)``, then ``js.show(js.replay(FILE, speed=0))`` in a new kernel
+    that has no LM configured and cannot open a connection: the widget shows the recorded run again."""
+    _, kc = kernel
+    slow_server.reset()
+    slow_server.script("[[ ## answer ## ]]\nrecorded in one kernel\n\n[[ ## completed ## ]]")
+    path = tmp_path / "shown.jsonl"
+    code = f"with js.record({str(path)!r}):\n    view = js.show(js.Predict('question -> answer'), question='q')\n"
+    reply, _ = execute(kc, code + "    await view")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    requests = len(slow_server.requests)
+
+    km2, kc2 = start_kernel(slow_server.url, magic=False)
+    try:
+        code = (
+            "import socket\n"
+            "def _refuse(*args, **kwargs):\n    raise OSError('no network in this test')\n"
+            "socket.socket.connect = _refuse\nsocket.socket.connect_ex = _refuse\nsocket.create_connection = _refuse\n"
+            "js.configure(lm=None)\n"
+            f"replayed = js.show(js.replay({str(path)!r}, speed=0))\nawait replayed\n"
+            "w = replayed.widget\n"
+            "print(repr((w.title, w.model_name, w.status, replayed.prediction.answer, [p['text'] for p in w.panes])))"
+        )
+        reply, msgs = execute(kc2, code)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        shown = ast.literal_eval(stream_text(msgs).strip().splitlines()[-1])
+        assert shown == ("Predict(question -> answer)", "kernel-test", "done", "recorded in one kernel",
+                         ["recorded in one kernel"])
+        assert widget_deltas(msgs), "the replay streamed no delta batch into the widget"
+    finally:
+        stop_kernel(km2, kc2)
+    assert len(slow_server.requests) == requests  # the replay asked no server

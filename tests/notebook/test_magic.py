@@ -143,3 +143,23 @@ def test_a_server_failure_is_the_error_itself_shown_once(ip, lm, server, capsys)
     out = capsys.readouterr().out
     assert out.count("error: LMError") == 1  # the text output shows it, once
     assert info.value._render_traceback_() == ["LMError: the stream failed (shown above)"]
+
+
+def test_record_writes_the_run_and_replay_plays_it_without_a_server(ip, lm, server, capsys, tmp_path):
+    server.script("[[ ## answer ## ]]\nRecorded answer.\n\n[[ ## completed ## ]]")
+    path = tmp_path / "cell.jsonl"
+    ip.run_cell_magic("stream", f'"question -> answer" --text --record {path}', "What is recorded?\n")
+    capsys.readouterr()
+    (run,) = js.load_recording(path)
+    assert run.inputs == {"question": "What is recorded?"} and run.prediction["answer"] == "Recorded answer."
+    asked = len(server.requests)
+    chunks = [e.chunk for e in js.replay(path, speed=0) if isinstance(e, js.StreamResponse)]
+    assert "".join(chunks) == "Recorded answer."
+    assert len(server.requests) == asked  # the replay asked no server
+
+
+def test_record_to_a_path_that_cannot_be_written_is_one_line_and_no_request(ip, lm, server, tmp_path):
+    with pytest.raises(IPyUsageError) as info:
+        ip.run_cell_magic("stream", f'"question -> answer" --text --record {tmp_path}/no/such/dir/x.jsonl', "q\n")
+    assert "cannot write the recording" in str(info.value) and "\n" not in str(info.value).strip()
+    assert server.requests == []
