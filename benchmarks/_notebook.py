@@ -20,7 +20,7 @@ Every run checks its output and raises :class:`BenchmarkError` on a mismatch: fo
 batches on the wire must have consecutive ``seq`` numbers and join to the start of the expected text, the
 one ``panes`` snapshot on the wire (the final update, at the last batch's ``seq``; by reference when the
 stand-in front end's ``hello`` came first: the batches plus its ``tail``, and its length) and the widget in
-the kernel must hold all of it, the final display must carry the HTML snapshot unless ``--no-snapshot``, the final ``prediction`` and the inspector's raw reply (sent by reference to
+the kernel must hold all of it, the snapshot's own output must be updated with the HTML snapshot unless ``--no-snapshot`` (the widget's output never), the final ``prediction`` and the inspector's raw reply (sent by reference to
 the pane) must resolve to the text and to the exact reply, and ``--out`` must hold the prediction; for the
 naive baseline every token must have produced one ``value`` update, the last one the full text.
 """
@@ -607,9 +607,15 @@ def check_ours_wire(
     if len(calls) != 1 or not calls[0].get("done"):
         raise BenchmarkError(f"{label}: the inspector's LM calls are {calls!r:.300}")
     check(f"{label}: the inspector's raw reply (resolved)", resolve(calls[0]["raw"], panes), reply)
+    # Only the snapshot's own output is updated at the end (an update of the widget's output makes JupyterLab
+    # build a new view); with --no-snapshot nothing is.
     displays = [m.content["data"] for m in msgs if m.msg_type == "update_display_data"]
-    if not displays or ("text/html" in displays[-1]) != snapshot:
-        raise BenchmarkError(f"{label}: the final display {'lacks' if snapshot else 'has'} the HTML snapshot")
+    if any("application/vnd.jupyter.widget-view+json" in d for d in displays):
+        raise BenchmarkError(f"{label}: the widget's own output was updated")
+    if snapshot and (not displays or "text/html" not in displays[-1]):
+        raise BenchmarkError(f"{label}: the final display lacks the HTML snapshot")
+    if not snapshot and any("text/html" in d for d in displays):
+        raise BenchmarkError(f"{label}: an HTML snapshot was sent with --no-snapshot")
     return comm_id, seqs[-1]
 
 

@@ -69,15 +69,24 @@ def test_interrupting_a_sync_call_cancels_the_request(kc, slow_server):
 
 
 def test_nest_asyncio2_would_leave_the_request_running(kc, slow_server):
-    """The measurement that ruled nest-asyncio2 out for the sync API (kept as a test)."""
-    code = (
-        "import asyncio, nest_asyncio2\n"
-        "nest_asyncio2.apply()\n"
-        "lm = js.settings.current().lm\n"
-        "asyncio.get_event_loop().run_until_complete(lm.acall('q'))\n"
-    )
-    reply, _ = _interrupt_during(kc, slow_server, code)
-    assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] == "KeyboardInterrupt"
-    assert slow_server.wait_idle(10.0)
-    assert slow_server.stream_closed_early == 0  # the request ran on to its end after the interrupt
+    """The measurement that ruled nest-asyncio2 out for the sync API (kept as a test): an interrupt of a nested
+    ``run_until_complete`` does not reliably cancel the request. Where the KeyboardInterrupt lands decides: in
+    the loop's wait it leaves the task (and its request) running to the end; inside the task's own step (rarer)
+    it ends the task. So of three interrupts, at least one request must run on; ours are cancelled every time
+    (``test_interrupting_a_sync_call_cancels_the_request``)."""
+    ran_on = 0
+    for _ in range(3):
+        code = (
+            "import asyncio, nest_asyncio2\n"
+            "nest_asyncio2.apply()\n"
+            "lm = js.settings.current().lm\n"
+            # A strong reference to the task, so the garbage collector cannot end it (and its request) either.
+            "task = asyncio.ensure_future(lm.acall('q'))\n"
+            "asyncio.get_event_loop().run_until_complete(task)\n"
+        )
+        reply, _ = _interrupt_during(kc, slow_server, code)
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert slow_server.wait_idle(10.0)
+        ran_on += slow_server.stream_closed_early == 0  # the request ran on to its end after the interrupt
+    assert ran_on >= 1
