@@ -68,7 +68,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -83,7 +82,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from run import BenchmarkError, print_section, table  # noqa: E402
+from run import BenchmarkError, free_port, print_section, table  # noqa: E402
 
 __all__ = ["BenchmarkError", "run"]
 
@@ -291,12 +290,6 @@ def missing() -> list[str]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1), "utf-8")
@@ -322,7 +315,7 @@ class Lab:
         _write_json(settings / "notebook-extension" / "tracker.jupyterlab-settings", {"windowingMode": windowing})
         _write_json(settings / "apputils-extension" / "notification.jupyterlab-settings",
                     {"fetchNews": "false", "checkForUpdates": False})
-        port, self.token = _free_port(), secrets.token_hex(16)
+        port, self.token = free_port(), secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = base / "jupyterlab.log"
         self._log = open(self.log_path, "wb")

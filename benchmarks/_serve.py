@@ -55,7 +55,6 @@ import gc
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -69,7 +68,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from _concurrency import _RESULT, WARM_QUESTION, _pct
-from run import QUESTION, SIG1, BenchmarkError, check, fmt_s, print_section, table, workload
+from run import QUESTION, SIG1, BenchmarkError, check, fmt_s, free_port, print_section, table, workload
 
 TARGET_RATIO = 1.5
 MAX_CONCURRENCY = 200
@@ -418,12 +417,6 @@ def inproc_worker(lm_url: str, streams: int, n: int, warm_n: int, profile: str |
 
 
 # ------------------------------------------------------------------------------------------- parent
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Served:
     """An HTTP server process on a free loopback port: ``python -m jupyter_stream serve "question -> answer"``
     answered by ``lm_url`` (``kind="serve"``), or the floor app (``kind="floor"``)."""
@@ -432,7 +425,7 @@ class Served:
                  clock: str = "cpu") -> None:
         import httpx
 
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.err = tempfile.TemporaryFile(mode="w+")
         me = [sys.executable, os.path.abspath(__file__)]

@@ -22,6 +22,7 @@ import gc
 import json
 import importlib.metadata as _md
 import os
+import socket
 import platform
 import random
 import statistics
@@ -56,6 +57,13 @@ SECTIONS = ("e2e", "parser", "ttft", "concurrency", "memory", "notebook", "serve
 ``parser`` runs (it is read against them). ``serve`` is section 10 (``_serve.py``), ``browser`` section 11
 (``_browser.py``: the widget in JupyterLab in Chromium; skipped without ``chromium`` and ``playwright``),
 ``replay`` section 12 (``_replay.py``: replay at speed 0 and the run history's memory)."""
+
+
+def free_port() -> int:
+    """A free loopback TCP port (for a server a section starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class BenchmarkError(AssertionError):

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _served import free_port
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,11 +39,6 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
         timeout=timeout,
     )
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------- run

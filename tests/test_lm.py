@@ -5,9 +5,9 @@ Every request goes through the real ``openai`` client over HTTP + SSE to :class:
 
 from __future__ import annotations
 
-import socket
 
 import pytest
+from _served import free_port
 
 import jupyter_stream._lm as lm_mod
 
@@ -24,11 +24,6 @@ def make_lm(server, model: str = "test-model", **kw) -> js.LM:
     opts.update(kw)
     return js.LM(model, **opts)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_no_key(*objects) -> None:

@@ -3,49 +3,15 @@
 // reading layout in an update, views out of sight updated a few times a second.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import widget, { CHUNK_CHARS, CHUNK_MAX, FIRST_CHUNK_CHARS, OFFSCREEN_MS, PaneView, TICK_MS, inNextFrame } from "../src/widget";
+import { FakeModel } from "./fake_model";
 
-class FakeModel {
-  attrs: Record<string, any>;
-  handlers = new Map<string, Set<(...a: any[]) => void>>();
-  constructor(attrs: Record<string, any> = {}) {
-    this.attrs = {
-      _uid: Math.random().toString(36).slice(2), title: "predict", model_name: "m", status: "running",
-      status_message: "", status_log: [], error: "", markdown: false, started_at: Date.now(), stats: {},
-      panes: [], snapshot_seq: 0, prediction: {}, lm_calls: [], ...attrs,
-    };
-  }
-  get(name: string) {
-    return this.attrs[name];
-  }
-  set(name: string, value: any) {
-    this.attrs[name] = value;
-    this.trigger(`change:${name}`);
-  }
-  on(name: string, cb: (...a: any[]) => void) {
-    if (!this.handlers.has(name)) this.handlers.set(name, new Set());
-    this.handlers.get(name)!.add(cb);
-  }
-  off(name?: string | null, cb?: ((...a: any[]) => void) | null) {
-    if (!name) return this.handlers.clear();
-    if (!cb) return this.handlers.delete(name);
-    this.handlers.get(name)?.delete(cb);
-  }
-  send() {}
-  trigger(name: string, ...args: any[]) {
-    for (const cb of [...(this.handlers.get(name) ?? [])]) cb(...args);
-  }
-  seq = 0;
-  deltas(...items: [string, string, boolean][]) {
-    this.trigger("msg:custom", { type: "deltas", seq: ++this.seq, items }, []);
-  }
-}
 
 const frame = () => new Promise<void>((r) => requestAnimationFrame(() => r()));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const cleanups: (() => void)[] = [];
 
 function mount(attrs: Record<string, any> = {}) {
-  const model = new FakeModel(attrs);
+  const model = new FakeModel({ status: "running", ...attrs });
   const disposeInit = widget.initialize({ model });
   const el = document.createElement("div");
   document.body.appendChild(el);

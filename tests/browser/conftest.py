@@ -24,7 +24,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _served import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "notebooks" / "01_quickstart.ipynb"
@@ -190,12 +190,6 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
 # ---------------------------------------------------------------------------------- JupyterLab
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1), "utf-8")
@@ -304,7 +298,7 @@ def lab(_requirements, tmp_path_factory):
         {"fetchNews": "false", "checkForUpdates": False},
     )
 
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = base / "jupyterlab.log"
     log = open(log_path, "wb")

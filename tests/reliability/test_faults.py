@@ -11,12 +11,12 @@ on the fixture's LM, so the socket picture before/after isolates exactly the con
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from _served import free_port
 from _reliability import (
     baseline,
     close_pools,  # noqa: F401
@@ -43,11 +43,6 @@ CHAT = f"[[ ## answer ## ]]\n{ANSWER}\n\n[[ ## completed ## ]]"
 K = 9  # deltas before the fault: "[[", " ##", " answer", " ##", " ]]", "\n", "Paris", " is", " the"
 AT_K = "Paris is the"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
