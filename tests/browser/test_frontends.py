@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from _served import free_port
 
 from .conftest import (
-    FRONTEND_ANSWERS, TEST_NOTEBOOKS, _ci, _free_port, _write_json, docs_screenshot, isolated_env, recorded_page,
+    FRONTEND_ANSWERS, TEST_NOTEBOOKS, _ci, _write_json, docs_screenshot, isolated_env, recorded_page,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,7 +151,7 @@ def test_voila_shows_the_results_and_streams_background_cells_live(request, brow
     home = tmp_path / "home"
     home.mkdir()
     _write_json(tmp_path / "frontends.ipynb", TEST_NOTEBOOKS["frontends.ipynb"])
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     args = [sys.executable, "-m", "voila", "frontends.ipynb", "--no-browser", f"--port={port}",
             "--Voila.ip=127.0.0.1"]
@@ -201,7 +202,7 @@ def test_marimo_streams_live_styled_with_show_and_mo_ui_anywidget(request, brows
     home = tmp_path / "home"
     home.mkdir()
     (tmp_path / "app.py").write_text(MARIMO_APP.format(answer=FRONTEND_ANSWERS[0]), "utf-8")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     args = [sys.executable, "-m", "marimo", "run", "app.py", "--headless", "--host", "127.0.0.1", f"--port={port}",
             "--no-token"]
