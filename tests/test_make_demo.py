@@ -103,6 +103,20 @@ def _http(method: str, url: str) -> tuple[int, str]:
         return e.code, e.read().decode("utf-8", "replace")
 
 
+def _first_answer(url: str, *, within: float = 30.0) -> tuple[int, str]:
+    """GET ``url`` once the server listens. jupyter_server (2.21) prints its URL before its event loop
+    binds the port (``io_loop.add_callback(self._bind_http_server)``), so the first connection can be
+    refused for a moment; a refusal that lasts ``within`` seconds is raised."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return _http("GET", url)
+        except urllib.error.URLError as e:
+            if not isinstance(e.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _stop_group(proc: subprocess.Popen) -> bool:
     """End what is left of make's process group; True if anything was left."""
     leftover = False
@@ -178,7 +192,7 @@ def _make_demo(base: Path, name: str, user: pwd.struct_passwd) -> Run:
             else:
                 time.sleep(0.2)
         if run.lab_url is not None:
-            run.http["status"] = _http("GET", f"{run.lab_url}/api/status")
+            run.http["status"] = _first_answer(f"{run.lab_url}/api/status")
             run.http["lab"] = _http("GET", f"{run.lab_url}/lab")
             run.http["notebook"] = _http("GET", f"{run.lab_url}/api/contents/{Path(NOTEBOOK).name}?content=0")
             t2 = time.monotonic()
