@@ -92,7 +92,11 @@ class CompareTextRenderer:
             self.file.write("\n" + self._style("═══ diff ═══", "1;35") + "\n" + str(item.diff) + "\n")
             self.file.flush()
 
-    def finish(self, *, stopped: bool = False) -> None:
-        """End the output: ``stopped`` marks the variant being shown as stopped."""
-        if stopped and self._shown < len(self.labels):
-            self._renderer.finish(stopped=True)
+    def start(self, *, title: str, model: str) -> None:
+        """Nothing to write before the first variant's heading (a :class:`~jupyter_stream.streaming.Sink`)."""
+
+    def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
+        """End the output: ``stopped`` (or an ``error`` that ended the whole comparison) marks the variant being
+        shown. ``prediction`` is unused: each variant's is written when it ends."""
+        if (stopped or error is not None) and self._shown < len(self.labels):
+            self._renderer.finish(stopped=stopped, error=error)

@@ -15,6 +15,7 @@ out (the text then goes over the wire once, in the widget's deltas; viewers with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..streaming.sink import Sinks
@@ -25,16 +26,19 @@ __all__ = ["WidgetDisplay"]
 
 class WidgetDisplay:
     """A sink (``start``/``handle``/``finish``/``on_stop``) that shows a live widget in the current cell, and
-    its static snapshot beside it when the stream ends (see the module docs)."""
+    its static snapshot beside it when the stream ends (see the module docs). ``variants``: the ``(label,
+    model)`` of each variant when it shows a :class:`~jupyter_stream.Comparison` (a column each)."""
 
-    def __init__(self, *, markdown: bool = False, display: bool = True, snapshot: bool = True) -> None:
+    def __init__(self, *, markdown: bool = False, display: bool = True, snapshot: bool = True,
+                 variants: Sequence[tuple[str, str]] = ()) -> None:
         from .sink import WidgetSink
         from .widget import StreamWidget
 
         self.widget = StreamWidget()
         self.widget.markdown = markdown
         self.sink = WidgetSink(self.widget)
-        self.snapshot_sink = SnapshotSink(uid=self.widget.uid) if snapshot else None
+        self.snapshot_sink = SnapshotSink(uid=self.widget.uid, variants=variants) if snapshot else None
+        self.variants = list(variants)
         self._sinks = Sinks(self.sink, *([self.snapshot_sink] if self.snapshot_sink is not None else []))
         self._display = display
         self._snapshot_handle: Any = None
@@ -56,7 +60,9 @@ class WidgetDisplay:
             if self.snapshot_sink is not None:  # updated at the end, also when that is after the cell (--background)
                 self._snapshot_handle = display({"text/html": pending_html(self.widget.uid)}, raw=True,
                                                 display_id=True)
-        self._sinks.start(title=title, model=model)
+        self.sink.start(title=title, model=model, variants=self.variants)
+        if self.snapshot_sink is not None:
+            self.snapshot_sink.start(title=title, model=model)
 
     def handle(self, event: Any) -> None:
         self._sinks.handle(event)

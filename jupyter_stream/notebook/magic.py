@@ -34,6 +34,8 @@ from .. import _recording
 from .. import settings as _settings
 from .._exceptions import JupyterStreamError, StreamError, UsageError
 from .._prediction import Prediction
+from .._compare import Comparison
+from .._compare_text import CompareTextRenderer
 from .._program import Module, Predict
 from ..streaming.sink import pour
 from ..streaming.stream import stream
@@ -65,6 +67,10 @@ __all__ = ["StreamMagics", "load_ipython_extension", "parse_body", "unload_ipyth
 @magic_arguments.argument("--record", metavar="FILE",
                           help="write this run (its events and raw deltas, timed) to FILE, JSON Lines; play it again "
                                "with js.show(js.replay(FILE)) or `jupyter-stream replay FILE`")
+@magic_arguments.argument("--compare", metavar="SPEC",
+                          help="run variants side by side, a column each, with a word diff of the predictions at the end: "
+                               "model=a,b | adapter=chat,json | temperature=0,0.7 | instructions={a},{b} | lm={a},{b} | "
+                               "program={p} (2 to 8; `_`/--out then hold {label: prediction or exception})")
 @magic_arguments.argument("--no-snapshot", action="store_true",
                           help="no static HTML copy of the result when the stream ends (saves sending the text a "
                                "second time; GitHub/nbviewer then show no result)")
@@ -151,6 +157,10 @@ class _CellRun:
         target = " ".join(args.program)
         self.args, self.ns = args, ns
         self.streamified = None
+        self.variants: list[tuple[str, str]] = []
+        if args.compare is not None and args.session:
+            raise UsageError("--session cannot be used with --compare: a session has one history, and each variant "
+                             "would answer it differently; compare single turns, or drop --compare")
         if "->" in target:
             self.program: Any = Predict(target)
             self.title = target
@@ -192,7 +202,16 @@ class _CellRun:
         # A recording is bound when the stream is made (the file is written when the run ends, --background too).
         recording = _recording.record(os.path.expanduser(args.record)) if args.record else contextlib.nullcontext()
         with _settings.context(**ctx), dspy_options, recording:
-            if self.streamified is not None and not args.predictor:
+            if args.compare is not None:
+                # The variants are made here, inside the cell's settings: what a variant does not set, it inherits.
+                self.stream = Comparison(
+                    run_target, self.inputs, variants=args.compare, namespace=ns,
+                    base=None if "->" in target else target, listen=args.listen, stream_timeout=args.stream_timeout,
+                    timeout=args.timeout if args.timeout is not None else runtime.UNSET,
+                    timeout_profile=args.profile or ("streaming" if args.timeout is None else None),
+                )
+                self.variants = [(label, self.stream.models[label]) for label in self.stream.labels]
+            elif self.streamified is not None and not args.predictor:
                 # A streamified callable keeps its own listeners and status provider.
                 self.stream = self.streamified(**self.inputs)
             else:
@@ -204,6 +223,8 @@ class _CellRun:
                 )
             lm = ctx.get("lm") or _settings.current().lm
             self.model = bridge.model_name() if bridge is not None else lm.model if lm is not None else "demo LM"
+            if self.variants:
+                self.model = f"{len(self.variants)} variants"
 
     async def run(self, sink: Any, shell: Any) -> Any:
         """Pour the stream into ``sink`` (a Sink); returns the prediction (None when stopped)."""
@@ -224,6 +245,8 @@ class _CellRun:
             if stopped:
                 return None
             raise
+        if self.variants:  # a comparison: {label: prediction or exception}, with .stats and .diff
+            prediction = self.stream.result
         self._store(prediction, shell)
         return prediction
 
@@ -245,10 +268,12 @@ def _lm_for(args: argparse.Namespace) -> Any:
 
 def _make_sink(job: _CellRun, shell: Any) -> Any:
     if job.args.text or not _has_widgets(shell):
+        if job.variants:
+            return CompareTextRenderer([label for label, _ in job.variants], sys.stdout)
         return TextRenderer(sys.stdout)
     from .display import WidgetDisplay
 
-    return WidgetDisplay(markdown=job.args.markdown, snapshot=not job.args.no_snapshot)
+    return WidgetDisplay(markdown=job.args.markdown, snapshot=not job.args.no_snapshot, variants=job.variants)
 
 
 def _has_widgets(shell: Any) -> bool:

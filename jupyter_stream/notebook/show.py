@@ -2,7 +2,8 @@
 
 ``show(program, **inputs)`` displays the widget and streams into it on the kernel's loop: the cell
 returns at once and the widget fills while the kernel is idle. It accepts a program (Module or
-Predict), a :class:`~jupyter_stream.Stream`, a streamified callable, or any async iterable of events.
+Predict), a :class:`~jupyter_stream.Stream`, a :class:`~jupyter_stream.Comparison` (a column per variant), a
+replay, a streamified callable, or any async iterable of events.
 ``await view`` waits for the prediction; ``view.stop()`` cancels. ``markdown=True`` renders the panes as
 Markdown; ``snapshot=False`` leaves out the static HTML copy the cell gets at the end (for viewers without
 widgets), so the text crosses the wire once.
@@ -21,6 +22,7 @@ from typing import Any
 
 from .. import _programs as programs
 from .. import settings as _settings
+from .._compare import Comparison
 from .._exceptions import UsageError
 from .._program import Predict
 from .._recording import Replay
@@ -39,6 +41,8 @@ def _events(source: Any, inputs: dict[str, Any]) -> tuple[AsyncIterable[Any], st
         return source, source.predictor_name or type(source.program).__name__, model
     if isinstance(source, Replay):  # a recorded run, played again: its own title and model
         return source, source.title, source.model
+    if isinstance(source, Comparison):  # a column per variant
+        return source, "compare", f"{len(source.labels)} variants"
     if programs.is_program(source):  # ours or a DSPy module
         s = stream(source, None, inputs, lm_events=True, timeout_profile="streaming")
         bridge = programs.dspy_bridge(source)
@@ -50,7 +54,7 @@ def _events(source: Any, inputs: dict[str, Any]) -> tuple[AsyncIterable[Any], st
     if hasattr(source, "__aiter__"):
         return source, "stream", model
     raise UsageError(
-        f"show() takes a program, a Stream, a replay (js.replay), a streamified callable or an async iterable of "
+        f"show() takes a program, a Stream, a Comparison, a replay (js.replay), a streamified callable or an async iterable of "
         f"events, got {type(source).__name__}"
     )
 
@@ -62,7 +66,8 @@ class ShownStream:
         self, events: AsyncIterable[Any], *, title: str, model: str, markdown: bool = False, display: bool = True,
         snapshot: bool = True,
     ) -> None:
-        self.display = WidgetDisplay(markdown=markdown, display=display, snapshot=snapshot)
+        variants = [(label, events.models[label]) for label in events.labels] if isinstance(events, Comparison) else []
+        self.display = WidgetDisplay(markdown=markdown, display=display, snapshot=snapshot, variants=variants)
         self.widget = self.display.widget
         self.prediction: Any = None
         self.error: BaseException | None = None
@@ -76,6 +81,8 @@ class ShownStream:
     async def _run(self) -> Any:
         try:
             self.prediction = await pour(self._events, self.display, title=self._title, model=self._model, started=True)
+            if isinstance(self._events, Comparison):  # {label: prediction or exception}
+                self.prediction = self._events.result
         except asyncio.CancelledError:
             return None
         except Exception as e:  # shown in the widget; also kept on the view

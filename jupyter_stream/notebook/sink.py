@@ -29,16 +29,115 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._compare import CompareResult, VariantDone, VariantEvent
 from .._prediction import is_prediction
 from ..streaming.events import LMRequest, LMResponse, PaneLabels, StatusMessage, StreamResponse
 from .throttle import TIMERS, Throttle
 from .widget import EMPTY_STATS, StreamWidget
-from .wire import _len16
+from .wire import VARIANT_SEP, _len16
 
 __all__ = ["WidgetSink", "pretty"]
+
+
+class _Lane:
+    """What one status line counts (O(1) per event): the whole stream, or one variant of a comparison, which
+    also has its own pane labels, status, message, error and prediction."""
+
+    __slots__ = ("label", "model", "labels", "t0", "first_chunk_at", "chunks", "chunks_at_usage", "usage_tokens",
+                 "saw_usage", "lm_ttft", "call_model", "prediction", "status", "error", "message", "stats_dirty")
+
+    def __init__(self, t0: float, label: str = "", model: str = "") -> None:
+        self.label, self.model = label, model
+        self.labels = PaneLabels()
+        self.t0 = t0
+        self.first_chunk_at: float | None = None
+        self.chunks = 0
+        self.chunks_at_usage = 0
+        self.usage_tokens = 0
+        self.saw_usage = False
+        self.lm_ttft: float | None = None
+        self.call_model = ""
+        self.prediction: dict[str, Any] | None = None
+        self.status = "running"
+        self.error = ""
+        self.message = ""
+        self.stats_dirty = False
+
+    @property
+    def tokens(self) -> int:
+        """LM usage where known, else the number of chunks with text."""
+        return self.usage_tokens + (self.chunks - self.chunks_at_usage)
+
+    def chunk(self, now: float) -> None:
+        self.chunks += 1
+        if self.first_chunk_at is None:
+            self.first_chunk_at = now
+        self.stats_dirty = True
+
+    def response(self, ev: LMResponse) -> None:
+        """An LM call ended: its usage replaces the chunks counted for it."""
+        n = _completion_tokens(ev.usage)
+        if n is not None:
+            self.usage_tokens += n
+            self.saw_usage = True
+        else:
+            self.usage_tokens += self.chunks - self.chunks_at_usage
+        self.chunks_at_usage = self.chunks
+        if self.lm_ttft is None and ev.ttft is not None:
+            self.lm_ttft = float(ev.ttft)
+        if ev.model and not self.call_model:
+            self.call_model = str(ev.model)
+        self.stats_dirty = True
+
+    def predicted(self, prediction: Any) -> None:
+        """Keep ``prediction`` as shown (``{"fields", "usage"}``); its usage counts when no call reported any."""
+        if hasattr(prediction, "items"):
+            try:
+                items = list(prediction.items())
+            except TypeError:
+                items = []
+        else:
+            items = [("value", prediction)]
+        fields = {str(name): pretty(value) for name, value in items}
+        usage: Any = {}
+        get_usage = getattr(prediction, "get_lm_usage", None)
+        if callable(get_usage):
+            try:
+                usage = _jsonable(get_usage() or {})
+            except Exception:  # noqa: BLE001 - usage is optional
+                usage = {}
+        if not self.saw_usage and isinstance(usage, dict):
+            counts = [_completion_tokens(u) for u in usage.values()]
+            if counts and all(c is not None for c in counts):
+                self.usage_tokens = sum(c for c in counts if c is not None)
+                self.chunks_at_usage = self.chunks
+                self.saw_usage = True
+                self.stats_dirty = True
+        self.prediction = {"fields": fields, "usage": usage if isinstance(usage, dict) else {}}
+
+    def stats(self, now: float) -> dict[str, Any]:
+        elapsed = max(0.0, now - self.t0)
+        tokens = self.tokens
+        ttft = self.lm_ttft
+        if ttft is None and self.first_chunk_at is not None:
+            ttft = self.first_chunk_at - self.t0
+        generating = elapsed - ttft if ttft is not None else elapsed
+        rate = tokens / generating if tokens and generating >= 0.05 else None
+        return {
+            "elapsed": round(elapsed, 3),
+            "tokens": tokens,
+            "tokens_per_s": round(rate, 2) if rate is not None else None,
+            "ttft": round(ttft, 3) if ttft is not None else None,
+        }
+
+    def state(self, now: float) -> dict[str, Any]:
+        """This variant's entry of the ``variants`` trait."""
+        return {"label": self.label, "model": self.model or self.call_model, "status": self.status,
+                "error": self.error, "message": self.message, "stats": self.stats(now),
+                "prediction": self.prediction or {}}
 
 
 class _Pane:
@@ -159,14 +258,19 @@ class WidgetSink:
 
     # ------------------------------------------------------------------------------ public API
 
-    def start(self, *, title: str | None = None, model: str | None = None, markdown: bool | None = None) -> None:
-        """Begin a stream: status "running", ``started_at`` now, empty panes (also when reusing a widget)."""
+    def start(self, *, title: str | None = None, model: str | None = None, markdown: bool | None = None,
+              variants: Sequence[tuple[str, str]] | None = None) -> None:
+        """Begin a stream: status "running", ``started_at`` now, empty panes (also when reusing a widget).
+
+        ``variants``: ``(label, model)`` of each variant of a comparison (a :class:`~jupyter_stream.Comparison`'s
+        ``labels`` and ``models``): the widget then shows a column per variant, fed by ``VariantEvent``s."""
         with self._lock:
             self._reset()
             self._started = True
             self._finished = False
             now = self._clock()
-            self._t0 = now
+            self._whole = _Lane(now)
+            self._lanes = {label: _Lane(now, label, vmodel) for label, vmodel in (variants or ())}
             self._last_snapshot = now
             w = self.widget
             w.attach(resync=self._on_resync, texts=self._live_texts)
@@ -186,6 +290,8 @@ class WidgetSink:
                 w.stats = dict(EMPTY_STATS)
                 w.prediction = {}
                 w.lm_calls = []
+                w.variants = [lane.state(now) for lane in self._lanes.values()]
+                w.diff = []
                 # An empty snapshot at the current seq clears the panes of a reused widget.
                 w.panes = []
                 w.snapshot_seq = w.last_seq
@@ -195,22 +301,38 @@ class WidgetSink:
         """Feed one event: StreamResponse, StatusMessage, LMRequest, LMResponse or the final Prediction.
 
         Other types are ignored. Starts the sink if ``start`` was not called. The Prediction is kept
-        (its usage counts at once) and shown by ``finish``.
+        (its usage counts at once) and shown by ``finish``. A comparison's ``VariantEvent`` (one of those
+        events, of one variant), ``VariantDone`` and ``CompareResult`` (the diff, shown by ``finish``) go to
+        the variants' columns (see ``start``).
         """
         if type(event) is StreamResponse:  # the hot path
-            self._on_chunk(event)
-        elif isinstance(event, StreamResponse):
-            self._on_chunk(event)
+            self._on_chunk(event, self._whole)
+        elif type(event) is VariantEvent:
+            lane = self._lanes.get(event.variant)
+            if lane is not None:
+                self._on_event(event.event, lane)
+        elif type(event) is VariantDone:
+            self._on_variant_done(event)
+        elif isinstance(event, CompareResult):
+            with self._lock:
+                self._diff = [{"field": f.field, "a": f.a, "b": f.b, "ops": [list(op) for op in f.ops]}
+                              for f in event.diff.fields]
+        else:
+            self._on_event(event, self._whole)
+
+    def _on_event(self, event: Any, lane: _Lane) -> None:
+        if isinstance(event, StreamResponse):
+            self._on_chunk(event, lane)
         elif isinstance(event, StatusMessage):
-            self._on_status(event)
+            self._on_status(event, lane)
         elif isinstance(event, LMRequest):
-            self._on_request(event)
+            self._on_request(event, lane)
         elif isinstance(event, LMResponse):
-            self._on_response(event)
+            self._on_response(event, lane)
         elif is_prediction(event):  # ours, or a DSPy program's own dspy.Prediction
             with self._lock:
                 self._ensure_started()
-                self._set_prediction(event)
+                lane.predicted(event)
 
     __call__ = handle
 
@@ -234,18 +356,25 @@ class WidgetSink:
                 error, stopped = None, True
             status = "error" if error is not None else "stopped" if stopped else "done"
             if prediction is not None:
-                self._set_prediction(prediction)
+                self._whole.predicted(prediction)
             if status == "done":
                 for pane in self._panes.values():
                     pane.done = True
+            for lane in self._lanes.values():
+                if lane.status == "running":
+                    lane.status = "stopped" if status == "stopped" else status
             now = self._clock()
             w = self.widget
             with w.hold_sync():
                 self._snapshot_locked(now, by_ref=w.views_seen)
                 if self._calls_dirty:
                     self._set_calls()
-                if self._prediction is not None:
-                    w.prediction = self._prediction
+                if self._variants_dirty:
+                    self._set_variants(now)
+                if self._whole.prediction is not None:
+                    w.prediction = self._whole.prediction
+                if self._diff:
+                    w.diff = self._diff
                 if error is not None:
                     w.error = f"{type(error).__name__}: {error}"
                 w.status = status
@@ -265,13 +394,19 @@ class WidgetSink:
     @property
     def tokens(self) -> int:
         """Tokens so far: LM usage where known, else the number of chunks with text."""
-        return self._usage_tokens + (self._chunks - self._chunks_at_usage)
+        return self._whole.tokens
 
     @property
     def stats(self) -> dict[str, Any]:
         """The live stats (the ``stats`` trait holds them as of the last snapshot)."""
         with self._lock:
-            return self._stats(self._clock()) if self._started else dict(EMPTY_STATS)
+            return self._whole.stats(self._clock()) if self._started else dict(EMPTY_STATS)
+
+    def variant_stats(self) -> dict[str, dict[str, Any]]:
+        """The live stats of each variant of a comparison, by label."""
+        with self._lock:
+            now = self._clock()
+            return {label: lane.stats(now) for label, lane in self._lanes.items()}
 
     def texts(self) -> dict[str, str]:
         """The full text of each pane, by key, in display order."""
@@ -282,26 +417,20 @@ class WidgetSink:
 
     def _reset(self) -> None:
         self._panes: dict[str, _Pane] = {}
-        self._labels = PaneLabels()
         self._pending: dict[str, list[Any]] = {}
         self._total_chars = 0
-        self._t0 = self._clock()
+        self._whole = _Lane(self._clock())
+        self._lanes: dict[str, _Lane] = {}
+        self._diff: list[dict[str, Any]] = []
         self.throttle.restart()
         self._last_snapshot = float("-inf")
         self._snapshot_chars = 0
-        self._first_chunk_at: float | None = None
-        self._chunks = 0
-        self._chunks_at_usage = 0
-        self._usage_tokens = 0
-        self._saw_usage = False
-        self._lm_ttft: float | None = None
         self._stats_dirty = False
         self._last_stats_sent = float("-inf")
         self._status_log: list[str] = []
         self._lm_calls: list[dict[str, Any]] = []
         self._calls_dirty = False
-        self._call_model = ""
-        self._prediction: dict[str, Any] | None = None
+        self._variants_dirty = False
 
     def _ensure_started(self) -> None:
         if not self._started:
@@ -311,14 +440,21 @@ class WidgetSink:
         with self._lock:
             return [(p.key, p.predict, p.text()) for p in self._panes.values()]
 
-    def _on_chunk(self, ev: StreamResponse) -> None:
+    def _group(self, lane: _Lane, predict_name: str, call_id: int) -> str:
+        """The pane group of an LM call: its label ("react[2]": one per call), after its variant's label and
+        VARIANT_SEP in a comparison."""
+        label = lane.labels(predict_name, call_id)
+        return f"{lane.label}{VARIANT_SEP}{label}" if lane is not self._whole else label
+
+    def _on_chunk(self, ev: StreamResponse, lane: _Lane) -> None:
         with self._lock:
             if not self._started:
                 self.start(title=ev.predict_name)
+                lane = self._whole
             if self._finished:
                 return
             now = self._clock()
-            predict = self._labels(ev.predict_name, ev.call_id)  # one pane per LM call ("react[2]")
+            predict = self._group(lane, ev.predict_name, ev.call_id)
             key = f"{predict}.{ev.signature_field_name}" if predict else ev.signature_field_name
             pane = self._panes.get(key)
             if pane is None:
@@ -330,36 +466,41 @@ class WidgetSink:
             if chunk:
                 pane.parts.append(chunk)
                 pend[0].append(chunk)
-                self._chunks += 1
                 self._total_chars += len(chunk)
-                if self._first_chunk_at is None:
-                    self._first_chunk_at = now
+                self._whole.chunk(now)
+                if lane is not self._whole:
+                    lane.chunk(now)
             if ev.is_last_chunk and not pane.done:
                 pane.done = True
                 pend[1] = True
             self._stats_dirty = True
             self._maybe_flush(now)
 
-    def _on_status(self, ev: StatusMessage) -> None:
+    def _on_status(self, ev: StatusMessage, lane: _Lane) -> None:
         with self._lock:
             self._ensure_started()
             message = str(ev.message)
-            self._status_log.append(message)
+            self._status_log.append(message if lane is self._whole else f"{lane.label}: {message}")
             if len(self._status_log) > 500:
                 del self._status_log[: len(self._status_log) - 500]
+            if lane is not self._whole:  # a comparison's: with the next batch, within the message budget
+                lane.message = message
+                self._variants_dirty = True
+                self._maybe_flush(self._clock())
+                return
             w = self.widget
             with w.hold_sync():
                 w.status_message = message
                 w.status_log = list(self._status_log)
             self.throttle.note_sent(self._clock())
 
-    def _on_request(self, ev: LMRequest) -> None:
+    def _on_request(self, ev: LMRequest, lane: _Lane) -> None:
         with self._lock:
             self._ensure_started()
             entry = {
                 "call_id": ev.call_id,
                 "predict": ev.predict_name,
-                "group": self._labels(ev.predict_name, ev.call_id),
+                "group": self._group(lane, ev.predict_name, ev.call_id),
                 "model": ev.model,
                 "messages": _jsonable(list(ev.messages or [])),
                 "raw": "",
@@ -371,15 +512,20 @@ class WidgetSink:
                 "done": False,
             }
             self._lm_calls.append(entry)
+            if lane is not self._whole:  # a comparison's: with the next batch, within the message budget
+                entry["variant"] = lane.label
+                self._calls_dirty = True
+                self._maybe_flush(self._clock())
+                return
             self._calls_dirty = False  # this update carries every call, a finished one too
             w = self.widget
             with w.hold_sync():
-                if not w.model_name and ev.model:
+                if not w.model_name and ev.model and lane is self._whole:
                     w.model_name = str(ev.model)
                 w.lm_calls = list(self._lm_calls)
             self.throttle.note_sent(self._clock())
 
-    def _on_response(self, ev: LMResponse) -> None:
+    def _on_response(self, ev: LMResponse, lane: _Lane) -> None:
         with self._lock:
             self._ensure_started()
             index = None
@@ -391,7 +537,7 @@ class WidgetSink:
             entry = {
                 "call_id": ev.call_id,
                 "predict": ev.predict_name,
-                "group": self._labels(ev.predict_name, ev.call_id),
+                "group": self._group(lane, ev.predict_name, ev.call_id),
                 "model": ev.model,
                 "messages": [] if index is None else self._lm_calls[index]["messages"],
                 "raw": ev.raw or "",
@@ -402,6 +548,8 @@ class WidgetSink:
                 "cached": bool(ev.cached),
                 "done": True,
             }
+            if lane is not self._whole:
+                entry["variant"] = lane.label
             # A new dict (not an in-place edit) so the trait sees the change; sent with the next flush
             # (or the next update, or the end), after the deltas holding the text its reply refers to.
             if index is None:
@@ -409,51 +557,42 @@ class WidgetSink:
             else:
                 self._lm_calls[index] = entry
             self._calls_dirty = True
-            # Tokens: this call's usage replaces the chunks counted for it.
-            n = _completion_tokens(ev.usage)
-            if n is not None:
-                self._usage_tokens += n
-                self._saw_usage = True
-            else:
-                self._usage_tokens += self._chunks - self._chunks_at_usage
-            self._chunks_at_usage = self._chunks
-            if self._lm_ttft is None and ev.ttft is not None:
-                self._lm_ttft = float(ev.ttft)
+            self._whole.response(ev)
+            if lane is not self._whole:
+                lane.response(ev)
             self._stats_dirty = True
-            if ev.model and not self._call_model:
-                self._call_model = str(ev.model)
             self._maybe_flush(self._clock())
 
-    def _set_prediction(self, prediction: Any) -> None:
-        if hasattr(prediction, "items"):
-            try:
-                items = list(prediction.items())
-            except TypeError:
-                items = []
-        else:
-            items = [("value", prediction)]
-        fields = {str(name): pretty(value) for name, value in items}
-        usage: Any = {}
-        get_usage = getattr(prediction, "get_lm_usage", None)
-        if callable(get_usage):
-            try:
-                usage = _jsonable(get_usage() or {})
-            except Exception:  # noqa: BLE001 - usage is optional
-                usage = {}
-        if not self._saw_usage and isinstance(usage, dict):
-            counts = [_completion_tokens(u) for u in usage.values()]
-            if counts and all(c is not None for c in counts):
-                self._usage_tokens = sum(c for c in counts if c is not None)
-                self._chunks_at_usage = self._chunks
-                self._saw_usage = True
-                self._stats_dirty = True
-        self._prediction = {"fields": fields, "usage": usage if isinstance(usage, dict) else {}}
+    def _on_variant_done(self, end: VariantDone) -> None:
+        with self._lock:
+            self._ensure_started()
+            lane = self._lanes.get(end.variant)
+            if lane is None or self._finished:
+                return
+            if end.error is not None:
+                lane.status, lane.error = "error", f"{type(end.error).__name__}: {end.error}"
+            else:
+                lane.status = "done"
+                if end.prediction is not None:
+                    lane.predicted(end.prediction)
+            # With the next batch, after the text it showed, within the message budget.
+            self._variants_dirty = True
+            self._maybe_flush(self._clock())
+
+    def _variant_states(self, now: float) -> list[dict[str, Any]]:
+        return [lane.state(now) for lane in self._lanes.values()]
+
+    def _set_variants(self, now: float) -> None:
+        """Set ``variants`` and ``status_log`` (a comparison's statuses): call inside ``hold_sync``."""
+        self._variants_dirty = False
+        self.widget.variants = self._variant_states(now)
+        self.widget.status_log = list(self._status_log)
 
     # ---- flushing
 
     def _next_flush_in(self, now: float) -> float | None:
         """Seconds until the next flush may go out (<= 0: now), or None when there is nothing to send."""
-        if self._pending or self._calls_dirty:
+        if self._pending or self._calls_dirty or self._variants_dirty:
             ready_in = 0.0
         elif self._stats_dirty:
             ready_in = self._last_stats_sent + self.stats_interval - now
@@ -474,14 +613,17 @@ class WidgetSink:
         self.throttle.disarm()
         stats = None
         if self._stats_dirty and (force or now - self._last_stats_sent >= self.stats_interval):
-            stats = self._stats(now)
+            stats = self._whole.stats(now)
             self._stats_dirty = False
             self._last_stats_sent = now
         self._send_deltas(stats)
         self.throttle.flushed(now)
-        if self._calls_dirty:
+        if self._calls_dirty or self._variants_dirty:  # one update, after the batch whose text they refer to
             with self.widget.hold_sync():
-                self._set_calls()
+                if self._calls_dirty:
+                    self._set_calls()
+                if self._variants_dirty:
+                    self._set_variants(now)
         if (
             self.snapshot_interval is not None
             and now - self._last_snapshot >= self.snapshot_interval
@@ -498,8 +640,8 @@ class WidgetSink:
         """Set ``lm_calls`` (and ``model_name`` if it is still empty): call inside ``hold_sync``."""
         self._calls_dirty = False
         w = self.widget
-        if not w.model_name and self._call_model:
-            w.model_name = self._call_model
+        if not w.model_name and self._whole.call_model and not self._lanes:
+            w.model_name = self._whole.call_model
         w.lm_calls = list(self._lm_calls)
 
     def _send_deltas(self, stats: dict[str, Any] | None = None) -> None:
@@ -513,6 +655,12 @@ class WidgetSink:
         msg: dict[str, Any] = {"type": "deltas", "seq": w.next_seq(), "items": items}
         if stats is not None:
             msg["stats"] = stats
+            if self._lanes:  # a comparison: each variant's status line too
+                now = self._clock()
+                msg["vstats"] = {label: lane.stats(now) for label, lane in self._lanes.items()
+                                 if lane.status == "running" or lane.stats_dirty}
+                for lane in self._lanes.values():
+                    lane.stats_dirty = False
         w.send(msg)
 
     def _snapshot_locked(self, now: float, *, by_ref: bool = False) -> None:
@@ -540,26 +688,13 @@ class WidgetSink:
             w.snapshot_seq = w.last_seq
             w.panes = panes
             w.final_by_ref = None if wire is None else (w.panes, wire)
-            w.stats = self._stats(now)
+            w.stats = self._whole.stats(now)
+            if self._lanes:
+                self._set_variants(now)
         self._stats_dirty = False
         self._last_stats_sent = now
         self._last_snapshot = now
         self._snapshot_chars = self._total_chars
-
-    def _stats(self, now: float) -> dict[str, Any]:
-        elapsed = max(0.0, now - self._t0)
-        tokens = self.tokens
-        ttft = self._lm_ttft
-        if ttft is None and self._first_chunk_at is not None:
-            ttft = self._first_chunk_at - self._t0
-        generating = elapsed - ttft if ttft is not None else elapsed
-        rate = tokens / generating if tokens and generating >= 0.05 else None
-        return {
-            "elapsed": round(elapsed, 3),
-            "tokens": tokens,
-            "tokens_per_s": round(rate, 2) if rate is not None else None,
-            "ttft": round(ttft, 3) if ttft is not None else None,
-        }
 
     def _on_resync(self) -> None:
         """A view missed some batches, or was created mid-stream: a fresh snapshot now."""

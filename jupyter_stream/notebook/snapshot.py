@@ -21,10 +21,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._compare import CompareResult, VariantDone, VariantEvent
 from .._prediction import is_prediction
 from ..streaming.events import LMResponse, PaneLabels, StatusMessage, StreamResponse
 
-__all__ = ["SnapshotSink", "pending_html", "render_html"]
+__all__ = ["SnapshotSink", "pending_html", "render_compare_html", "render_html"]
 
 _STYLE = (
     "font-family:var(--jp-ui-font-family,system-ui,sans-serif);border:1px solid var(--jp-border-color2,#ddd);"
@@ -117,6 +118,39 @@ def render_html(
     return "".join(parts)
 
 
+def render_compare_html(*, title: str, uid: str = "", status: str = "done", columns: Sequence[Mapping[str, Any]] = (),
+                        diff_html: str = "", error: str = "") -> str:
+    """A comparison as one escaped HTML fragment: a column per variant (``columns``: ``label``, ``model``,
+    ``status``, ``line`` (its stats), ``error``, ``panes`` (``[(name, text)]``), ``prediction``), then the word
+    diff (``diff_html``: :meth:`~jupyter_stream._worddiff.PredictionDiff._repr_html_`, escaped there)."""
+    parts = [_hide_beside_widget(uid)] if uid else []
+    parts.append(f'<div class="jps-snapshot jps-snapshot-compare" data-jps-uid="{_e(uid)}" style="{_STYLE}">')
+    parts.append(f"<div><b>{_e(title)}</b> · {len(columns)} variants · <i>{_e(status)}</i></div>")
+    if error:
+        parts.append(f'<pre style="{_PRE};color:var(--jp-error-color1,#c00)">{_e(error)}</pre>')
+    parts.append(f'<div style="display:grid;grid-template-columns:repeat({max(1, len(columns))},minmax(0,1fr));gap:10px">')
+    for col in columns:
+        parts.append('<div class="jps-snapshot-variant" style="min-width:0">')
+        head = f"<b>{_e(col.get('label', ''))}</b>"
+        if col.get("model"):
+            head += f" · {_e(col['model'])}"
+        head += f" · <i>{_e(col.get('status', ''))}</i>"
+        parts.append(f"<div>{head}</div>")
+        if col.get("line"):
+            parts.append(f'<div style="opacity:.75;font-size:90%">{_e(col["line"])}</div>')
+        for name, text in col.get("panes", ()):
+            parts.append(f'<div style="margin-top:6px;opacity:.75;font-size:90%">{_e(name)}</div>')
+            parts.append(f'<pre style="{_PRE}">{_e(text)}</pre>')
+        if col.get("error"):
+            parts.append(f'<pre style="{_PRE};color:var(--jp-error-color1,#c00)">{_e(col["error"])}</pre>')
+        parts.append("</div>")
+    parts.append("</div>")
+    if diff_html:
+        parts.append(f"<details open><summary>Diff</summary>{diff_html}</details>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
 class SnapshotSink:
     """A :class:`~jupyter_stream.streaming.sink.Sink` that keeps what a stream showed and renders it as the
     static snapshot when it finishes (:attr:`html`): the panes' text, the last status message, the stats
@@ -131,9 +165,13 @@ class SnapshotSink:
     True
     """
 
-    def __init__(self, *, uid: str = "") -> None:
+    def __init__(self, *, uid: str = "", variants: Sequence[tuple[str, str]] = ()) -> None:
         self.uid = uid
         self.html = ""
+        # A comparison (see WidgetSink.start): each variant's model, panes ({key: parts}), pane labels and end.
+        self._variants = {label: (model, {}, PaneLabels()) for label, model in variants}
+        self._ends: dict[str, VariantDone] = {}
+        self._diff_html = ""
         self._labels = PaneLabels()
         self._parts: dict[str, list[str]] = {}
         self._title = self._model = self._message = ""
@@ -148,7 +186,22 @@ class SnapshotSink:
         self._t0 = time.perf_counter()
 
     def handle(self, event: Any) -> None:
-        if isinstance(event, StreamResponse):
+        if type(event) is VariantEvent:
+            variant = self._variants.get(event.variant)
+            inner = event.event
+            if variant is not None and isinstance(inner, StreamResponse):
+                _, panes, labels = variant
+                key = labels.key(inner.predict_name, inner.call_id, inner.signature_field_name)
+                parts = panes.get(key)
+                if parts is None:
+                    parts = panes[key] = []
+                if inner.chunk:
+                    parts.append(inner.chunk)
+        elif type(event) is VariantDone:
+            self._ends[event.variant] = event
+        elif isinstance(event, CompareResult):
+            self._diff_html = event.diff._repr_html_()
+        elif isinstance(event, StreamResponse):
             parts = self._parts.get(key := self._labels.key(event.predict_name, event.call_id, event.signature_field_name))
             if parts is None:
                 parts = self._parts[key] = []
@@ -169,6 +222,11 @@ class SnapshotSink:
     def finish(self, *, prediction: Any = None, error: BaseException | None = None, stopped: bool = False) -> None:
         pred = prediction if prediction is not None else self._prediction
         status = "error" if error is not None else "stopped" if stopped else "done"
+        if self._variants:
+            self.html = render_compare_html(
+                uid=self.uid, title=self._title, status=status, columns=self._columns(status),
+                diff_html=self._diff_html, error=f"{type(error).__name__}: {error}" if error is not None else "")
+            return
         fields = dict(pred.items()) if pred is not None and error is None and not stopped else None
         panes = [{"key": key, "text": "".join(parts)} for key, parts in self._parts.items()]
         stats = {"tokens": self._usage_tokens if self._usage_tokens is not None else self._chunks,
@@ -176,3 +234,19 @@ class SnapshotSink:
         self.html = render_html(uid=self.uid, title=self._title, model=self._model, status=status,
                                 status_message=self._message, panes=panes, prediction=fields,
                                 error=f"{type(error).__name__}: {error}" if error is not None else "", stats=stats)
+
+    def _columns(self, status: str) -> list[dict[str, Any]]:
+        columns = []
+        for label, (model, panes, _) in self._variants.items():
+            end = self._ends.get(label)
+            col: dict[str, Any] = {"label": label, "model": model,
+                                   "panes": [(key, "".join(parts)) for key, parts in panes.items()]}
+            if end is None:
+                col["status"] = "stopped" if status in ("done", "stopped") else status
+            else:
+                col["status"] = "error" if end.error is not None else "done"
+                col["line"] = end.stats.line()
+                if end.error is not None:
+                    col["error"] = f"{type(end.error).__name__}: {end.error}"
+            columns.append(col)
+        return columns

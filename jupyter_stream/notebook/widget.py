@@ -30,7 +30,8 @@ EMPTY_STATS: dict[str, Any] = {"elapsed": 0.0, "tokens": 0, "tokens_per_s": None
 
 
 class StreamWidget(anywidget.AnyWidget):
-    """Shows one stream: header, status line, per-field token panes, prediction, prompt inspector, Stop.
+    """Shows one stream: header, status line, per-field token panes, prediction, prompt inspector, Stop; or a
+    comparison of variants, a column each (``variants``), with the word diff of their predictions (``diff``).
 
     ``on_stop(callback)`` registers a callable (no arguments) run when the Stop button is clicked.
     ``messages_sent``/``bytes_sent`` count the custom messages sent (and their JSON payload bytes);
@@ -55,6 +56,8 @@ class StreamWidget(anywidget.AnyWidget):
     snapshot_seq = t.Int(0).tag(sync=True)
     prediction = t.Dict().tag(sync=True, to_json=_prediction_to_json)
     lm_calls = t.List(t.Dict()).tag(sync=True, to_json=_lm_calls_to_json)
+    variants = t.List(t.Dict()).tag(sync=True)
+    diff = t.List(t.Dict()).tag(sync=True)
 
     @t.default("_uid")
     def _default_uid(self) -> str:

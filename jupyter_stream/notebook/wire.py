@@ -33,6 +33,17 @@ a late view starts from) and are refreshed only at the start, on a view's reques
   grows). The Python values (``widget.prediction``, ``widget.lm_calls``) always hold the full text;
   :func:`resolve_text` turns the synced form back into text.
 
+A comparison (``%%stream --compare``, :class:`~jupyter_stream.Comparison`) is one widget with a column per
+variant, on the same protocol: a pane's group (``predict``) is the variant's label, :data:`VARIANT_SEP`,
+then the call's label (``"model=a\x1freact[2]"``, key ``"model=a\x1freact[2].answer"``; a bare predictor's
+panes are ``"model=a\x1f.answer"``), and an ``lm_calls`` entry names its ``variant``; the ``variants``
+trait lists ``{label, model, status, error, message, stats, prediction}`` per variant (set at the start,
+on a variant's status message and end, and with every snapshot), a deltas message that carries
+``stats`` also carries ``vstats`` (``{label: stats}`` of the variants still running), and ``diff``
+(``[{field, a, b, ops: [[op, text], ...]}]``, ``op`` one of ``=``, ``-``, ``+``: the word diff of each
+variant's prediction against the first's) is set at the end. Outside a comparison ``variants`` and
+``diff`` stay empty.
+
 Held messages: an LM call whose prompt messages exceed :data:`HELD_MESSAGES` characters syncs a
 preview of them (each content cut, with ``cut``: the characters left out; the call has ``held``: the
 whole messages' characters); the front end asks for them with ``{"type": "messages", "call_id": id}``
@@ -54,7 +65,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .widget import StreamWidget
 
-__all__ = ["HELD_MESSAGES", "PANE_REF", "resolve_text"]
+__all__ = ["HELD_MESSAGES", "PANE_REF", "VARIANT_SEP", "resolve_text"]
+
+VARIANT_SEP = "\x1f"
+"""Between a variant's label and the rest of a pane's group in a comparison (see the module docstring)."""
 
 PANE_REF = "$pane"
 """The key of a reference to a pane's text in the synced form of ``prediction`` and ``lm_calls``."""

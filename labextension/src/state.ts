@@ -28,6 +28,8 @@ export interface DeltaMessage {
   seq: number;
   items: DeltaItem[];
   stats?: Stats;
+  /** In a comparison, with `stats`: the stats of each variant still running, by label. */
+  vstats?: Record<string, Stats>;
 }
 
 /** One pane as the view shows it. */
@@ -63,6 +65,16 @@ const REASONING_FIELDS = new Set(["reasoning", "reasoning_content", "thinking"])
 
 export function isReasoningField(field: string): boolean {
   return REASONING_FIELDS.has(field);
+}
+
+/** Between a variant's label and the rest of a pane's group in a comparison (wire.py: VARIANT_SEP). */
+export const VARIANT_SEP = "\x1f";
+
+/** A pane group of a comparison, `"model=a\x1freact[2]"` -> `{variant: "model=a", group: "react[2]"}`; outside
+ * one, `{variant: null, group}`. */
+export function splitVariant(predict: string): { variant: string | null; group: string } {
+  const i = predict.indexOf(VARIANT_SEP);
+  return i < 0 ? { variant: null, group: predict } : { variant: predict.slice(0, i), group: predict.slice(i + 1) };
 }
 
 /** `"step.generate.answer"` -> `{predict: "step.generate", field: "answer"}` (split on the last dot). */

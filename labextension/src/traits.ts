@@ -46,6 +46,8 @@ export interface PromptMessage {
 /** One LM call in the prompt inspector. */
 export interface LMCall {
   call_id: number;
+  /** The variant of a comparison that made the call. */
+  variant?: string;
   predict?: string;
   group?: string;
   model?: string;
@@ -69,6 +71,25 @@ export interface PredictionState {
 
 export type Status = "idle" | "running" | "done" | "stopped" | "error";
 
+/** One variant of a comparison: a column of its own (wire.py: "A comparison"). */
+export interface VariantState {
+  label: string;
+  model?: string;
+  status?: Status;
+  error?: string;
+  message?: string;
+  stats?: Stats;
+  prediction?: PredictionState;
+}
+
+/** One field of one variant against the first variant: `ops` are `[op, text]`, op `=`, `-` or `+`. */
+export interface FieldDiff {
+  field: string;
+  a: string;
+  b: string;
+  ops: Array<[string, string]>;
+}
+
 /** Every synced trait of `StreamWidget`, by its Python name. */
 export interface Traits {
   _uid: string;
@@ -85,4 +106,6 @@ export interface Traits {
   snapshot_seq: number;
   prediction: PredictionState;
   lm_calls: LMCall[];
+  variants: VariantState[];
+  diff: FieldDiff[];
 }

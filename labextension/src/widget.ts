@@ -28,7 +28,7 @@
  */
 
 import type { AnyWidget } from "@anywidget/types";
-import type { Traits } from "./traits";
+import type { FieldDiff, Traits, VariantState } from "./traits";
 import {
   type Block,
   type Change,
@@ -42,6 +42,8 @@ import {
   StreamState,
   formatStats,
   resolveText,
+  splitVariant,
+  VARIANT_SEP,
 } from "./state";
 
 /**
@@ -71,6 +73,8 @@ export class Controller {
   private liveStats: Stats | null = null;
   private liveStatsSeq = -Infinity;
   private newestSeq = -Infinity;
+  /** A comparison's live stats per variant (the newest batch that carried each). */
+  private liveVariantStats = new Map<string, Stats>();
 
   constructor(readonly model: ModelLike) {
     this.onSnapshot();
@@ -89,6 +93,12 @@ export class Controller {
     const snapshotSeq = Number(this.model.get("snapshot_seq")) || 0;
     if (this.liveStats && this.liveStatsSeq > snapshotSeq) return this.liveStats;
     return this.model.get("stats") ?? {};
+  }
+
+  /** A variant's stats: live while it runs, else those of the `variants` trait (its end). */
+  variantStats(variant: VariantState): Stats {
+    const live = this.liveVariantStats.get(variant.label);
+    return variant.status === "running" && live ? live : (variant.stats ?? live ?? {});
   }
 
   /** The text of a pane, for references: the longer of what the deltas and the `panes` trait hold. */
@@ -150,6 +160,11 @@ export class Controller {
       if (msg.stats && typeof msg.stats === "object") {
         this.liveStats = msg.stats as Stats;
         this.liveStatsSeq = seq;
+        if (msg.vstats && typeof msg.vstats === "object") {
+          for (const [label, stats] of Object.entries(msg.vstats as Record<string, Stats>)) {
+            this.liveVariantStats.set(label, stats);
+          }
+        }
         res.changes.push({ kind: "stats" });
       }
     }
@@ -467,7 +482,8 @@ export class PaneView {
   private checkQueued = false;
 
   constructor(readonly pane: Pane, markdown: boolean) {
-    const label = pane.predict ? `${pane.predict}.${pane.field}` : pane.field;
+    const group = splitVariant(pane.predict).group; // in a comparison the column names the variant
+    const label = group ? `${group}.${pane.field}` : pane.field;
     let head: HTMLElement;
     if (pane.reasoning) {
       const details = h("details", "jps-pane jps-reasoning");
@@ -608,6 +624,39 @@ export class PaneView {
 
 // ------------------------------------------------------------------------------------ view
 
+/** The header of one variant's column in a comparison, and the variant as last synced. */
+interface VariantColumn {
+  index: number;
+  variant: VariantState;
+  head: HTMLElement;
+  model: HTMLElement;
+  state: HTMLElement;
+  message: HTMLElement;
+  stats: HTMLElement;
+  error: HTMLElement;
+}
+
+function makeColumn(variant: VariantState, index: number): VariantColumn {
+  const head = h("div", "jps-variant");
+  head.dataset.variant = variant.label;
+  head.style.gridRow = "1";
+  head.style.gridColumn = String(index + 1);
+  const title = h("div", "jps-variant-head");
+  const model = h("span", "jps-model");
+  title.append(h("span", "jps-variant-label", variant.label), model);
+  const line = h("div", "jps-status jps-variant-status");
+  const indicator = h("span", "jps-indicator");
+  indicator.setAttribute("aria-hidden", "true");
+  const state = h("span", "jps-state");
+  const message = h("span", "jps-status-message");
+  const stats = h("span", "jps-stats");
+  line.append(indicator, state, message, stats);
+  const error = h("div", "jps-error");
+  error.setAttribute("role", "alert");
+  head.append(title, line, error);
+  return { index, variant, head, model, state, message, stats, error };
+}
+
 /** One rendering of the widget. */
 export class StreamView {
   readonly root: HTMLElement;
@@ -635,6 +684,15 @@ export class StreamView {
 
   private panes = new Map<string, PaneView>();
   private groups = new Map<string, HTMLElement>();
+  /** A comparison (the `variants` trait): a grid, a column per variant under its header, a row per pane group and
+   * field (`rows`: "group.field" -> grid row), so the same field of every variant sits side by side. */
+  private columns = new Map<string, VariantColumn>();
+  private columnKey = "";
+  private rows = new Map<string, number>();
+  private lastRowGroup = "";
+  private nextRow = 2;
+  private diffEl: HTMLDetailsElement;
+  private diffBody: HTMLElement;
   // Work queued for the next frame.
   private needReset = false;
   private added: string[] = [];
@@ -696,8 +754,14 @@ export class StreamView {
     this.inspectorEl.addEventListener("toggle", () => {
       if (this.inspectorEl.open && this.inspectorDirty) this.renderInspector();
     });
+    this.diffEl = h("details", "jps-diff");
+    this.diffEl.open = true;
+    this.diffEl.appendChild(h("summary", undefined, "Diff"));
+    this.diffBody = h("div", "jps-diff-body");
+    this.diffEl.appendChild(this.diffBody);
 
-    this.root.append(header, status, this.logEl, this.errorEl, this.panesEl, this.predictionEl, this.inspectorEl);
+    this.root.append(header, status, this.logEl, this.errorEl, this.panesEl, this.diffEl, this.predictionEl,
+      this.inspectorEl);
     el.classList.add("jps-host");
     el.replaceChildren(this.root);
 
@@ -707,6 +771,8 @@ export class StreamView {
     this.renderError();
     this.renderPrediction();
     this.renderInspectorSummary();
+    this.renderVariants();
+    this.renderDiff();
     this.rebuildPanes();
 
     const on = (name: string, fn: () => void) => {
@@ -724,6 +790,8 @@ export class StreamView {
     on("markdown", () => this.rebuildPanes());
     on("prediction", () => this.renderPrediction());
     on("lm_calls", () => this.renderInspectorSummary());
+    on("variants", () => this.renderVariants());
+    on("diff", () => this.renderDiff());
     this.unsubscribe = controller.subscribe(this.onChanges);
     if (typeof IntersectionObserver === "function") {
       // A viewport's height of margin: a view about to scroll in is already up to date.
@@ -865,6 +933,12 @@ export class StreamView {
     if (!pane) return undefined;
     const view = new PaneView(pane, !!this.get("markdown"));
     this.panes.set(key, view);
+    const { variant, group: callGroup } = splitVariant(pane.predict);
+    const column = variant === null ? undefined : this.columns.get(variant);
+    if (column) {
+      this.placeInGrid(view, column, callGroup);
+      return view;
+    }
     let group = this.groups.get(pane.predict);
     if (!group) {
       group = h("div", "jps-group");
@@ -878,12 +952,36 @@ export class StreamView {
     return view;
   }
 
+  /** A comparison's pane: in its variant's column, on the row of its group and field (made when first seen). */
+  private placeInGrid(view: PaneView, column: VariantColumn, group: string): void {
+    const rowKey = `${group}.${view.pane.field}`;
+    let row = this.rows.get(rowKey);
+    if (row === undefined) {
+      if (group && group !== this.lastRowGroup) {
+        const label = h("div", "jps-group-label jps-row-label", group);
+        label.style.gridRow = String(this.nextRow++);
+        label.style.gridColumn = "1 / -1";
+        this.panesEl.appendChild(label);
+      }
+      this.lastRowGroup = group;
+      row = this.nextRow++;
+      this.rows.set(rowKey, row);
+    }
+    view.el.style.gridRow = String(row);
+    view.el.style.gridColumn = String(column.index + 1);
+    this.panesEl.appendChild(view.el);
+  }
+
   /** Rebuild every pane from the state (snapshot reset, markdown switch, first render). */
   private rebuildPanes(): void {
     this.panes.clear();
     this.groups.clear();
     this.panesEl.replaceChildren();
     this.panesEl.dataset.groups = "0";
+    this.rows.clear();
+    this.lastRowGroup = "";
+    this.nextRow = 2;
+    for (const column of this.columns.values()) this.panesEl.appendChild(column.head);
     this.added = [];
     this.appends.clear();
     this.doneFlags.clear();
@@ -932,6 +1030,73 @@ export class StreamView {
       elapsed = Math.max(local, kernel);
     }
     this.statsEl.textContent = formatStats(stats, elapsed);
+    for (const column of this.columns.values()) {
+      const v = column.variant;
+      const own = this.controller.variantStats(v);
+      const ownElapsed = v.status === "running" && elapsed !== null
+        ? Math.max(elapsed, typeof own.elapsed === "number" ? own.elapsed : 0) : null;
+      column.stats.textContent = formatStats(own, ownElapsed);
+    }
+  }
+
+  // ---- a comparison: columns and diff
+
+  private variants(): VariantState[] {
+    const list = this.get("variants");
+    return Array.isArray(list) ? list.filter((v) => v && typeof v === "object" && typeof v.label === "string") : [];
+  }
+
+  /** The variants' column headers (label, model, status, message, stats, error); a new set of variants rebuilds
+   * the grid. */
+  private renderVariants(): void {
+    const variants = this.variants();
+    this.root.classList.toggle("jps-compare", variants.length > 0);
+    const key = variants.map((v) => v.label).join(VARIANT_SEP);
+    if (key !== this.columnKey) {
+      this.columnKey = key;
+      this.columns.clear();
+      variants.forEach((v, index) => this.columns.set(v.label, makeColumn(v, index)));
+      this.panesEl.style.gridTemplateColumns = variants.length ? `repeat(${variants.length}, minmax(0, 1fr))` : "";
+      this.rebuildPanes();
+    }
+    for (const v of variants) {
+      const column = this.columns.get(v.label);
+      if (!column) continue;
+      column.variant = v;
+      const status = v.status || "idle";
+      column.head.dataset.status = status;
+      column.state.textContent = status;
+      column.model.textContent = v.model || "";
+      column.model.hidden = !v.model;
+      column.message.textContent = v.message || "";
+      column.error.textContent = v.error || "";
+      column.error.hidden = !v.error;
+    }
+    this.renderStats();
+    this.renderPrediction();
+  }
+
+  /** The word diff of the variants' predictions (set at the end): kept words as text, `del`/`ins` around the rest. */
+  private renderDiff(): void {
+    const diff = (this.get("diff") ?? []).filter((d): d is FieldDiff => !!d && typeof d === "object" && Array.isArray(d.ops));
+    this.diffBody.replaceChildren();
+    for (const d of diff) {
+      const row = h("div", "jps-diff-field");
+      row.dataset.field = String(d.field);
+      row.appendChild(h("div", "jps-field-name", `${d.field}: ${d.a} \u2192 ${d.b}`));
+      const text = h("pre", "jps-diff-text");
+      const changed = d.ops.some((op) => op[0] !== "=");
+      if (!changed) text.appendChild(h("i", undefined, "the same"));
+      else for (const [op, part] of d.ops) {
+        const value = String(part ?? "");
+        if (op === "-") text.appendChild(h("del", undefined, value));
+        else if (op === "+") text.appendChild(h("ins", undefined, value));
+        else text.appendChild(document.createTextNode(value));
+      }
+      row.appendChild(text);
+      this.diffBody.appendChild(row);
+    }
+    this.diffEl.hidden = diff.length === 0;
   }
 
   private renderLog(): void {
@@ -974,6 +1139,10 @@ export class StreamView {
   }
 
   private renderPrediction(): void {
+    if (this.columns.size) {
+      this.renderVariantPredictions();
+      return;
+    }
     const pred = this.get("prediction") ?? {};
     const fields = pred.fields && typeof pred.fields === "object" ? pred.fields : {};
     const body = this.predictionBody;
@@ -996,6 +1165,36 @@ export class StreamView {
     this.predictionEl.hidden = names.length === 0;
   }
 
+  /** A comparison's predictions: a row per field, a value per variant (in the columns' order). */
+  private renderVariantPredictions(): void {
+    const variants = this.variants();
+    const body = this.predictionBody;
+    body.replaceChildren();
+    const names: string[] = [];
+    for (const v of variants) {
+      for (const name of Object.keys(v.prediction?.fields ?? {})) if (!names.includes(name)) names.push(name);
+    }
+    for (const name of names) {
+      const row = h("div", "jps-field");
+      row.dataset.field = name;
+      row.appendChild(h("div", "jps-field-name", name));
+      const values = h("div", "jps-variant-values");
+      values.style.gridTemplateColumns = `repeat(${variants.length}, minmax(0, 1fr))`;
+      for (const v of variants) {
+        const fields = v.prediction?.fields ?? {};
+        const cell = h("div", "jps-variant-value");
+        cell.dataset.variant = v.label;
+        cell.append(h("div", "jps-variant-label", v.label),
+          h("pre", "jps-field-value", name in fields ? pretty(fields[name]) : "\u2014"));
+        values.appendChild(cell);
+      }
+      row.appendChild(values);
+      body.appendChild(row);
+    }
+    this.predictionIncomplete = false;
+    this.predictionEl.hidden = names.length === 0;
+  }
+
   private renderInspectorSummary(): void {
     const calls = this.get("lm_calls") ?? [];
     this.inspectorSummary.textContent = `Prompt inspector (${calls.length} LM call${calls.length === 1 ? "" : "s"})`;
@@ -1013,7 +1212,7 @@ export class StreamView {
     for (const call of calls) {
       const box = h("div", "jps-call");
       box.dataset.callId = String(call.call_id ?? "");
-      const bits = [`#${call.call_id ?? "?"}`, String(call.predict ?? ""), String(call.model ?? "")];
+      const bits = [`#${call.call_id ?? "?"}`, String(call.variant ?? ""), String(call.predict ?? ""), String(call.model ?? "")];
       if (typeof call.ttft === "number") bits.push(`TTFT ${call.ttft.toFixed(2)} s`);
       if (typeof call.duration === "number" && call.duration > 0) bits.push(`${call.duration.toFixed(2)} s`);
       if (call.cached) bits.push("cached");

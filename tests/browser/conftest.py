@@ -70,6 +70,15 @@ RELOAD_RATE = 25
 SAVED_ANSWER = " ".join(f"saved{i}" for i in range(60))
 SAVED_INPUT = "Save me. "
 FRONTEND_ANSWERS = (" ".join(f"sky{i}" for i in range(120)), " ".join(f"sea{i}" for i in range(120)))
+# The compare test's three models and what each answers (about 3 s each at DEMO_RATE).
+COMPARE_ANSWERS = {
+    "gpt-4o-mini": ("Sunlight scatters off the small molecules of the air, blue light most of all.",
+                    "Rayleigh scattering: the air scatters blue light more than red."),
+    "gpt-4.1-mini": ("Air molecules scatter short wavelengths far more than long ones.",
+                     "Rayleigh scattering: the air scatters short blue waves more than red ones."),
+    "o4-mini": ("Blue light has a short wavelength; scattering grows as the wavelength shrinks.",
+                "Because the air scatters blue light more strongly than red."),
+}
 # A long essay for the Stop test: at 20 tokens/s it would stream for about half a minute.
 ESSAY = " ".join(f"Paragraph {i}: tea was traded, taxed, smuggled and argued about for centuries." for i in range(40))
 
@@ -174,6 +183,25 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
         "                       Fault('status', status=400, body={'error': {'message': 'bad request'}}))",
         '%%stream "question -> answer" --markdown\nShow me everything.',
         '%%stream "question -> answer"\nAnd fail.',
+    ),
+    # A comparison of three models (one widget, a column each, the diff at the end), then one of three slow
+    # variants stopped by its one Stop button, then the count of the requests the Stop closed.
+    "compare.ipynb": _notebook(
+        "%load_ext jupyter_stream\n"
+        "import jupyter_stream as js\n"
+        "from jupyter_stream.demo import Reply, shared_server\n"
+        "server = shared_server()\n"
+        "js.configure(lm=js.LM('gpt-4o-mini', base_url=server.url, api_key='demo', cache=False))\n"
+        f"for model, (reasoning, answer) in {COMPARE_ANSWERS!r}.items():\n"
+        "    server.script(f'[[ ## reasoning ## ]]\\n{reasoning}\\n\\n[[ ## answer ## ]]\\n{answer}\\n\\n"
+        "[[ ## completed ## ]]', model=model)\n"
+        "for model in ('slow-a', 'slow-b', 'slow-c'):\n"
+        f"    server.script(Reply(content='[[ ## essay ## ]]\\n' + {ESSAY!r} + '\\n\\n[[ ## completed ## ]]', "
+        "token_rate=20), model=model)",
+        '%%stream "question -> reasoning, answer" --compare model=gpt-4o-mini,gpt-4.1-mini,o4-mini --out cmp\n'
+        "Why is the sky blue?",
+        '%%stream "question -> essay" --compare model=slow-a,slow-b,slow-c\nWrite about the history of tea.',
+        "server.wait_idle(10)\nprint('closed early:', server.stream_closed_early)",
     ),
     # Markup in the model's reply, in plain and in Markdown panes.
     "hostile.ipynb": _notebook(

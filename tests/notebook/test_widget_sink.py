@@ -695,3 +695,96 @@ def test_small_prompt_messages_sync_whole():
     sink.finish()
     synced = [u["lm_calls"] for u in w.updates if "lm_calls" in u][-1][0]
     assert synced["messages"] == msgs and "held" not in synced
+
+
+# ------------------------------------------------------------------------------ a comparison
+
+
+def _variant(label: str, ev):
+    from jupyter_stream import VariantEvent
+
+    return VariantEvent(label, ev)
+
+
+def test_a_comparison_keeps_one_message_budget_for_all_its_variants():
+    """Four variants streaming at once through one widget: every message (batches, stats, trait updates) counts
+    against one budget, so the widget stays within max_messages_per_s in total, not per variant."""
+    w = CapturingWidget()
+    clock = FakeClock()
+    sent: list[float] = []
+    sent_custom: list[float] = []
+
+    def record(msg, buffers=None, _s=w._send):
+        sent.append(clock.now)
+        if msg.get("method") == "custom":
+            sent_custom.append(clock.now)
+        return _s(msg, buffers)
+
+    w._send = record
+    sink = WidgetSink(w, flush_interval=1 / 25, max_messages_per_s=25, timer="none", clock=clock)
+    labels = ["model=a", "model=b", "model=c", "model=d"]
+    sink.start(title="compare", model="4 variants", variants=[(label, label[6:]) for label in labels])
+    for i in range(4000):  # 2 s: each variant a chunk every 2 ms, a status message now and then
+        label = labels[i % 4]
+        sink.handle(_variant(label, chunk("answer", f"{i} ", call_id=10 + i % 4)))
+        if i % 500 < 4:
+            sink.handle(_variant(label, StatusMessage(f"{label} at {i}")))
+        clock.now += 0.0005
+    batches = sent_custom
+    for t in batches:  # a batch goes out only while the last second holds fewer than 25 messages...
+        assert sum(1 for u in sent if t - 1.0 < u <= t) <= 25, t
+    for t in sent:  # ...and status updates, never held back, keep the total within the issue's 30 a second
+        assert sum(1 for u in sent if t - 1.0 < u <= t) <= 30, t
+    assert len(batches) >= 30  # about 20 a second: it streamed all along
+    texts = w.joined()
+    assert set(texts) == {f"{label}\x1fpredict.answer" for label in labels}
+    for j, label in enumerate(labels):  # each column holds its own variant's text, in order
+        expected = "".join(f"{i} " for i in range(j, 4000, 4))
+        key = f"{label}\x1fpredict.answer"
+        assert sink.texts()[key] == expected and expected.startswith(texts[key])
+    vstats = [p["vstats"] for p in w.deltas() if "vstats" in p]
+    assert vstats and all(set(v) == set(labels) for v in vstats)
+    assert all(v[label]["tokens"] <= 1000 for v in vstats for label in labels)
+    assert [v["message"] for v in w.variants] == [f"{label} at {3500 + j}" for j, label in enumerate(labels)]
+    assert w.status_log[-4:] == [f"{label}: {label} at {3500 + j}" for j, label in enumerate(labels)]
+    assert sink.variant_stats()["model=a"]["tokens"] == 1000 and sink.stats["tokens"] == 4000
+
+
+def test_a_comparison_ends_each_variant_in_its_column_and_the_diff_at_the_end():
+    from jupyter_stream import Prediction as P
+    from jupyter_stream._compare import CompareResult, VariantDone, VariantStats
+
+    w = CapturingWidget()
+    sink = WidgetSink(w, timer="none")
+    sink.start(title="compare", model="2 variants", variants=[("model=a", "a"), ("model=b", "b")])
+    assert [v["status"] for v in w.variants] == ["running", "running"] and w.diff == []
+    sink.handle(_variant("model=a", LMRequest("predict", "a", [{"role": "user", "content": "Q?"}], call_id=7)))
+    sink.handle(_variant("model=a", chunk("answer", "<b>Paris</b> is the capital.", True, call_id=7)))
+    sink.handle(_variant("model=b", chunk("answer", "Lyon", call_id=8)))
+    pred_a = P(answer="<b>Paris</b> is the capital.")
+    sink.handle(VariantDone("model=a", pred_a, None, VariantStats(started=0.0)))
+    assert [v["status"] for v in w.variants] == ["running", "running"]  # held for the next batch (the budget)
+    sink.flush()
+    assert [v["status"] for v in w.variants] == ["done", "running"]
+    assert w.joined()["model=a\x1fpredict.answer"] == "<b>Paris</b> is the capital."  # its text went out before its end
+    sink.handle(VariantDone("model=b", None, RuntimeError("HTTP 400"), VariantStats(started=0.0)))
+    result = CompareResult({"model=a": pred_a, "model=b": RuntimeError("HTTP 400")}, {})
+    sink.handle(result)
+    assert w.diff == []  # set by finish, with the final snapshot
+    sink.finish()
+    a, b = w.variants
+    assert (a["status"], a["prediction"]["fields"], a["model"]) == ("done", {"answer": "<b>Paris</b> is the capital."}, "a")
+    assert (b["status"], b["error"]) == ("error", "RuntimeError: HTTP 400")
+    assert w.status == "done" and w.prediction == {}
+    assert [c["variant"] for c in w.lm_calls] == ["model=a"] and w.lm_calls[0]["group"] == "model=a\x1fpredict"
+    assert {p["key"]: p["predict"] for p in w.panes} == {"model=a\x1fpredict.answer": "model=a\x1fpredict",
+                                                          "model=b\x1fpredict.answer": "model=b\x1fpredict"}
+
+
+def test_a_stopped_comparison_marks_its_running_variants_stopped():
+    w = CapturingWidget()
+    sink = WidgetSink(w, timer="none")
+    sink.start(title="compare", variants=[("x", "m1"), ("y", "m2")])
+    sink.handle(_variant("x", chunk("answer", "part", call_id=1)))
+    sink.finish(stopped=True)
+    assert w.status == "stopped" and [v["status"] for v in w.variants] == ["stopped", "stopped"]
