@@ -730,12 +730,9 @@ def test_a_comparison_keeps_one_message_budget_for_all_its_variants():
         if i % 500 < 4:
             sink.handle(_variant(label, StatusMessage(f"{label} at {i}")))
         clock.now += 0.0005
-    batches = sent_custom
-    for t in batches:  # a batch goes out only while the last second holds fewer than 25 messages...
+    for t in sent:  # the variants' statuses ride with the batches: every message counts against one budget
         assert sum(1 for u in sent if t - 1.0 < u <= t) <= 25, t
-    for t in sent:  # ...and status updates, never held back, keep the total within the issue's 30 a second
-        assert sum(1 for u in sent if t - 1.0 < u <= t) <= 30, t
-    assert len(batches) >= 30  # about 20 a second: it streamed all along
+    assert len(sent_custom) >= 30  # batches all along (about 20 a second)
     texts = w.joined()
     assert set(texts) == {f"{label}\x1fpredict.answer" for label in labels}
     for j, label in enumerate(labels):  # each column holds its own variant's text, in order
