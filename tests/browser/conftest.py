@@ -38,6 +38,7 @@ from _served import free_port
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "notebooks" / "01_quickstart.ipynb"
 DSPY_NOTEBOOK = ROOT / "notebooks" / "02_dspy.ipynb"
+RECORDINGS = ROOT / "notebooks" / "recordings"  # the quickstart's replay cell plays recordings/sky.jsonl
 ARTIFACTS = ROOT / "test-artifacts"
 
 DEMO_RATE = "60"  # tokens/s of the demo LM in the kernels: slow enough to watch the panes fill
@@ -281,6 +282,13 @@ class Lab:
         )
 
 
+def copy_quickstart(folder: Path) -> None:
+    """The quickstart into ``folder`` with the recordings its replay cell reads (a path relative to the
+    notebook's folder, the kernel's working directory)."""
+    shutil.copy(QUICKSTART, folder / QUICKSTART.name)
+    shutil.copytree(RECORDINGS, folder / RECORDINGS.name)
+
+
 def isolated_env(home: Path) -> dict[str, str]:
     """The environment of a Jupyter server (or any host) under test: HOME, Jupyter, IPython and XDG dirs all
     in ``home``, no API key, the demo LM at ``DEMO_RATE``, this Python's scripts first on PATH."""
@@ -312,7 +320,7 @@ def lab(_requirements, tmp_path_factory):
     home, notebooks, workspaces = base / "home", base / "notebooks", base / "workspaces"
     for d in (home, notebooks, workspaces):
         d.mkdir()
-    shutil.copy(QUICKSTART, notebooks / QUICKSTART.name)
+    copy_quickstart(notebooks)
     shutil.copy(DSPY_NOTEBOOK, notebooks / DSPY_NOTEBOOK.name)
     for name, nb in TEST_NOTEBOOKS.items():
         _write_json(notebooks / name, nb)

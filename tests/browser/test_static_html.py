@@ -5,20 +5,21 @@ come from a CDN, cannot load; nbclient saved the widget state, so the exported p
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import QUICKSTART, docs_screenshot, recorded_page
+import jupyter_stream as js
+
+from .conftest import QUICKSTART, RECORDINGS, copy_quickstart, docs_screenshot, recorded_page
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, _requirements) -> Path:
     """The quickstart executed and exported by nbconvert with its default settings (demo LM, full speed)."""
     folder = tmp_path_factory.mktemp("static-html")
-    shutil.copy(QUICKSTART, folder / QUICKSTART.name)
+    copy_quickstart(folder)
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     env["JUPYTER_STREAM_DEMO_RATE"] = "0"
     proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--execute", QUICKSTART.name],
@@ -41,7 +42,7 @@ def test_every_finished_stream_shows_offline(request, browser, exported):
         streams = [cells.nth(i) for i in range(cells.count())
                    if "%%stream" in cells.nth(i).locator(".jp-InputArea").inner_text()
                    or "js.show(" in cells.nth(i).locator(".jp-InputArea").inner_text()]
-        assert len(streams) == 6
+        assert len(streams) == 7
         shown = 0
         for cell in streams:
             source = cell.locator(".jp-InputArea").inner_text()
@@ -52,9 +53,14 @@ def test_every_finished_stream_shows_offline(request, browser, exported):
             expect(snapshot).to_contain_text("done")
             assert len(snapshot.locator("pre").first.inner_text().strip()) > 20, source
             shown += 1
-        assert shown == 5
+        assert shown == 6
         sky = streams[0].locator(".jps-snapshot")
         expect(sky).to_contain_text("reasoning")
         expect(sky).to_contain_text("answer")
+        # The last one plays a recording back (no LM): its snapshot holds the recorded answer.
+        assert "js.replay(" in streams[-1].locator(".jp-InputArea").inner_text()
+        replayed = streams[-1].locator(".jps-snapshot")
+        expect(replayed).to_contain_text("Predict(question -> reasoning, answer)")
+        expect(replayed).to_contain_text(js.load_recording(RECORDINGS / "sky.jsonl")[0].prediction.answer)
         assert any("html-manager" in url for url in refused), refused  # it did try the CDN, and failed
         docs_screenshot(sky, "static-html.png")

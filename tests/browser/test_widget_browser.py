@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import docs_screenshot
+import jupyter_stream as js
+
+from .conftest import RECORDINGS, docs_screenshot
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -110,29 +112,37 @@ def test_quickstart_streams_live_and_finishes(page, lab):
     shot = docs_screenshot(pipeline, "widget.png")
     assert shot.stat().st_size > 5_000
 
-    # Every stream of the notebook ends done (the background one and js.show included), no error shown.
+    # Every stream of the notebook ends done (the background one, js.show and the replay included), no error shown.
     widgets = page.locator(".jps-widget")
     page.wait_for_function(
         "() => { const ws = [...document.querySelectorAll('.jps-widget')];"
-        " return ws.length >= 6 && ws.every(w => w.dataset.status === 'done'); }",
+        " return ws.length >= 7 && ws.every(w => w.dataset.status === 'done'); }",
         timeout=60_000,
     )
-    assert widgets.count() == 6
+    assert widgets.count() == 7
     expect(page.locator(".jps-widget .jps-error:visible")).to_have_count(0)
+    # The replay cell played the committed recording back (no LM): its panes hold the recorded fields.
+    (recorded,) = js.load_recording(RECORDINGS / "sky.jsonl")
+    replayed = lab.cell(page, 'js.replay("recordings/sky.jsonl")').locator(".jps-widget")
+    expect(replayed.locator(".jps-title")).to_have_text(recorded.title)
+    for field, value in recorded.outputs().items():
+        expect(_pane_text(replayed, field)).to_have_text(value)
+    expect(lab.cell(page, 'js.replay("recordings/sky.jsonl")').locator(".jp-OutputArea-output").last).to_have_text(
+        repr(recorded.prediction.answer))
     # Each cell's static snapshot (for viewers without widgets) is there, each beside its widget, and hidden
     # with its whole output row: the page shows each result once, with no gap.
-    expect(page.locator(".jps-snapshot")).to_have_count(6)
+    expect(page.locator(".jps-snapshot")).to_have_count(7)
     expect(page.locator(".jps-snapshot-pending")).to_have_count(0)
     assert page.evaluate("""() => [...document.querySelectorAll('.jps-snapshot')].map(s => {
         const row = s.closest('.jp-OutputArea-child');
         const area = row.closest('.jp-OutputArea');
         return [getComputedStyle(row).display, row.getBoundingClientRect().height,
                 !!area.querySelector(`.jps-widget[data-jps-uid="${s.dataset.jpsUid}"]`)];
-    })""") == [["none", 0, True]] * 6
+    })""") == [["none", 0, True]] * 7
     expect(page.get_by_text("another cell runs 2")).to_have_count(1)
-    # The six widgets run one copy of the front end's code (the packed loader shares the first one's module).
+    # The seven widgets run one copy of the front end's code (the packed loader shares the first one's module).
     assert page.evaluate("globalThis[Symbol.for('jupyter_stream.modules.v1')].size") == 1
-    # The six views adopted one stylesheet into the page (one sheet, adopted once), and it applies.
+    # The seven views adopted one stylesheet into the page (one sheet, adopted once), and it applies.
     assert page.evaluate("[...document.adoptedStyleSheets].filter(s => [...s.cssRules].some("
                          "r => (r.selectorText || '').includes('.jps-widget'))).length") == 1
     assert page.evaluate(

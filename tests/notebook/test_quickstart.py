@@ -1,4 +1,5 @@
-"""The quickstart notebook runs top to bottom on the demo LM with no key, in a real kernel (nbclient)."""
+"""The quickstart notebook runs top to bottom on the demo LM with no key, in a real kernel (nbclient), in its
+own folder (as Jupyter runs it: the replay cell's recording is a path relative to it)."""
 
 from __future__ import annotations
 
@@ -14,21 +15,42 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "01_quickstart.ipynb"
+RECORDING = NOTEBOOK.parent / "recordings" / "sky.jsonl"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+REPLAY_CELL = 'view = js.show(js.replay("recordings/sky.jsonl"))'
+# Run by the test around the replay cell (and taken out again): what reached the kernel's demo LM server, the
+# only LM there is (no key in the environment), before and after the replay.
+PROBE = ("from jupyter_stream.demo import shared_server as _demo\n"
+         "_lm_traffic = lambda: [len(_demo().requests), _demo().connections_opened]\n")
+PROBE_BEFORE = PROBE + "_before_replay = _lm_traffic()"
+PROBE_AFTER = "import json\nprint(json.dumps([_before_replay, _lm_traffic()]))"
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
+def run():
+    """The executed notebook (the probe cells taken out) and what the probes printed."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    (at,) = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.startswith(REPLAY_CELL)]
+    before, after = nbformat.v4.new_code_cell(PROBE_BEFORE), nbformat.v4.new_code_cell(PROBE_AFTER)
+    nb.cells[at:at + 1] = [before, nb.cells[at], after]
     env_before = dict(os.environ)
     os.environ.pop("OPENAI_API_KEY", None)
     os.environ["JUPYTER_STREAM_DEMO_RATE"] = "500"
     try:
-        nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True).execute()
+        nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
+                                resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     finally:
         os.environ.clear()
         os.environ.update(env_before)
-    return nb
+    for probe in (before, after):
+        assert not [o for o in probe.outputs if o["output_type"] == "error"], probe.outputs
+    nb.cells = [c for c in nb.cells if c is not before and c is not after]
+    return nb, "".join(o.get("text", "") for o in after.outputs if o["output_type"] == "stream")
+
+
+@pytest.fixture(scope="module")
+def executed(run):
+    return run[0]
 
 
 def test_runs_without_errors(executed):
@@ -44,10 +66,11 @@ def test_runs_without_errors(executed):
 def test_widgets_hold_the_streamed_fields_and_the_prediction(executed):
     states = executed.metadata["widgets"][WIDGET_STATE]["state"]
     streams = [s["state"] for s in states.values() if "panes" in s["state"]]
+    assert len(streams) == 7
     done = [s for s in streams if s["status"] == "done"]
-    assert len(done) >= 5
+    assert len(done) >= 6  # all but perhaps the --background one (ended after its cell: not recorded)
     titles = {s["title"] for s in done}
-    assert {"question -> reasoning, answer", "pipeline", "researcher"} <= titles
+    assert {"question -> reasoning, answer", "pipeline", "researcher", "Predict(question -> reasoning, answer)"} <= titles
     references = 0
     for s in done:
         fields = s["prediction"]["fields"]
@@ -60,7 +83,7 @@ def test_widgets_hold_the_streamed_fields_and_the_prediction(executed):
                 assert value in ({"$pane": pane["key"]}, pane["text"]), (s["title"], pane["key"], value)
                 assert resolve_text(value, s["panes"]) == pane["text"]
                 references += value == {"$pane": pane["key"]}
-    assert references >= 5
+    assert references >= 6
     pipeline = next(s for s in done if s["title"] == "pipeline")
     assert [p["key"] for p in pipeline["panes"]] == ["draft.predict.paragraph", "polish.polished"]
     researcher = next(s for s in done if s["title"] == "researcher")
@@ -90,3 +113,33 @@ def test_finished_cells_carry_a_static_html_snapshot(executed):
     uid = executed.metadata["widgets"][WIDGET_STATE]["state"][model_id]["state"]["_uid"]
     assert f'class="jps-snapshot" data-jps-uid="{uid}"' in html
     assert f'.jp-OutputArea:has(.jps-widget[data-jps-uid="{uid}"])' in html
+
+
+def test_the_replay_cell_plays_the_recording_with_no_lm_call(run):
+    """Section 7 plays ``recordings/sky.jsonl`` back: the widget ends done holding exactly the recorded run
+    (panes, prediction, the recorded LM call in the inspector), the cell's answer is the recorded one, and
+    nothing reached the demo LM server meanwhile (no request, no connection)."""
+    import jupyter_stream as js
+
+    executed, traffic = run
+    (recorded,) = js.load_recording(RECORDING)
+    assert recorded.status == "ok" and recorded.title == "Predict(question -> reasoning, answer)"
+    before, after = json.loads(traffic)
+    assert before[0] >= 5 and after == before, traffic  # the demo LM had answered the cells above; not the replay
+
+    states = executed.metadata["widgets"][WIDGET_STATE]["state"]
+    (replayed,) = [s["state"] for s in states.values() if s["state"].get("title") == recorded.title]
+    assert replayed["status"] == "done" and replayed["model_name"] == "demo"
+    texts = {p["field"]: p["text"] for p in replayed["panes"]}
+    assert texts == recorded.outputs() == {"reasoning": recorded.prediction.reasoning, "answer": recorded.prediction.answer}
+    assert all(p["done"] for p in replayed["panes"])
+    fields = replayed["prediction"]["fields"]
+    assert {k: resolve_text(v, replayed["panes"]) for k, v in fields.items()} == texts
+    (call,) = replayed["lm_calls"]
+    assert [(m["role"], m["content"]) for m in call["messages"]] == [
+        (m["role"], m["content"]) for m in recorded.lm_calls[0].messages]
+    assert resolve_text(call["raw"], replayed["panes"]) == recorded.lm_calls[0].raw
+
+    cell = next(c for c in executed.cells if c.cell_type == "code" and c.source.startswith(REPLAY_CELL))
+    result = [o for o in cell.outputs if o["output_type"] == "execute_result"]
+    assert [o["data"]["text/plain"] for o in result] == [repr(recorded.prediction.answer)]
