@@ -87,8 +87,9 @@ class RunDiff:
                                                     ("messages", self.prompts), ("fields", self.outputs)) if x]
         return f"<RunDiff {self.a.label} -> {self.b.label}: {', '.join(parts) or 'no change'}>"
 
-    def _blocks(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        """The rendering, shared by text and HTML: ``(heading, [(op, text)])`` blocks."""
+    def blocks(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """What changed, as ``(heading, [(op, text)])`` blocks (a prompt's are its unified diff's lines, the others a
+        word diff's pieces): the rendering shared by the text, the HTML and the widget."""
         out: list[tuple[str, list[tuple[str, str]]]] = []
         if self.status:
             out.append((f"status: {self.status[0]} -> {self.status[1]}", []))
@@ -106,7 +107,7 @@ class RunDiff:
         lines = [inert(f"diff {self.a.label} -> {self.b.label}: {self.b.title}")]
         if not self:
             lines.append("no change in settings, inputs, prompts or outputs")
-        for heading, pieces in self._blocks():
+        for heading, pieces in self.blocks():
             heading = inert(heading)
             if heading.startswith("prompt"):
                 lines.append(heading)
@@ -125,7 +126,7 @@ class RunDiff:
         rows = [f"<div><b>diff {esc(self.a.label)} &rarr; {esc(self.b.label)}</b>: {esc(self.b.title)}</div>"]
         if not self:
             rows.append("<div>no change in settings, inputs, prompts or outputs</div>")
-        for heading, pieces in self._blocks():
+        for heading, pieces in self.blocks():
             if heading.startswith("prompt"):
                 body = "\n".join(
                     f'<{tag[op]} style="{style[op]}">{esc(op + text)}</{tag[op]}>' if op in tag else esc(" " + text)

@@ -64,6 +64,15 @@ class WidgetDisplay:
         if self.snapshot_sink is not None:
             self.snapshot_sink.start(title=title, model=model)
 
+    def show_run_diff(self, run_diff: Any) -> None:
+        """Offer "diff with the previous run of this cell" in the widget: what :func:`jupyter_stream.diff` found
+        between that run and this one (one trait update, after the stream ended)."""
+        self.widget.run_diff = {
+            "title": f"{run_diff.a.label} \u2192 {run_diff.b.label}",
+            "changed": bool(run_diff),
+            "blocks": [{"heading": heading, "pieces": [list(p) for p in pieces]} for heading, pieces in run_diff.blocks()],
+        }
+
     def handle(self, event: Any) -> None:
         self._sinks.handle(event)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import os
 import re
@@ -36,6 +37,7 @@ from .._exceptions import JupyterStreamError, StreamError, UsageError
 from .._prediction import Prediction
 from .._compare import Comparison
 from .._compare_text import CompareTextRenderer
+from .._diff import diff
 from .._program import Module, Predict
 from ..streaming.sink import pour
 from ..streaming.stream import stream
@@ -86,6 +88,9 @@ The cell body holds the inputs. With one input field the whole body is its value
 
 
 _sessions: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+# The last run of each cell (by the front end's cell id), for the widget's "diff with the previous run".
+_cell_runs: collections.OrderedDict[str, Any] = collections.OrderedDict()  # by cell id, the oldest first
+_CELL_RUNS_KEPT = 256
 _background: set[asyncio.Task[Any]] = set()
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -156,6 +161,7 @@ class _CellRun:
             raise UsageError('%%stream needs a signature ("question -> answer") or a program variable first')
         target = " ".join(args.program)
         self.args, self.ns = args, ns
+        self.cell_key = _cell_key()
         self.streamified = None
         self.variants: list[tuple[str, str]] = []
         if args.compare is not None and args.session:
@@ -245,10 +251,25 @@ class _CellRun:
             if stopped:
                 return None
             raise
+        finally:
+            self._diff_with_previous(sink)
         if self.variants:  # a comparison: {label: prediction or exception}, with .stats and .diff
             prediction = self.stream.result
         self._store(prediction, shell)
         return prediction
+
+    def _diff_with_previous(self, sink: Any) -> None:
+        """Keep this run as its cell's last, and show the sink what changed since the cell's previous run."""
+        run = getattr(self.stream, "run", None) if not self.variants else None
+        if run is None or self.cell_key is None:
+            return
+        previous = _cell_runs.pop(self.cell_key, None)
+        _cell_runs[self.cell_key] = run
+        while len(_cell_runs) > _CELL_RUNS_KEPT:
+            _cell_runs.popitem(last=False)
+        show = getattr(sink, "show_run_diff", None)
+        if previous is not None and show is not None:
+            show(diff(previous, run))
 
     def _store(self, prediction: Any, shell: Any) -> None:
         if prediction is None:
@@ -259,6 +280,19 @@ class _CellRun:
             ns[self.args.out] = prediction
         if self.args.session and isinstance(prediction, Prediction):
             _sessions.setdefault(self.args.session, []).append((dict(self.inputs), prediction.to_dict()))
+
+
+def _cell_key() -> str | None:
+    """Which cell runs: the front end's cell id (JupyterLab, Notebook 7, VS Code and nbclient send it with the
+    request), or None (a terminal IPython, a client that names no cell: no "previous run of this cell")."""
+    try:
+        from IPython import get_ipython
+
+        kernel = getattr(get_ipython(), "kernel", None)
+        cell_id = kernel.get_parent("shell").get("metadata", {}).get("cellId") if kernel is not None else None
+    except Exception:  # noqa: BLE001 - an older kernel without get_parent(channel): no id
+        cell_id = None
+    return cell_id if isinstance(cell_id, str) and cell_id else None
 
 
 def _lm_for(args: argparse.Namespace) -> Any:

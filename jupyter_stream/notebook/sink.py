@@ -292,6 +292,7 @@ class WidgetSink:
                 w.lm_calls = []
                 w.variants = [lane.state(now) for lane in self._lanes.values()]
                 w.diff = []
+                w.run_diff = {}
                 # An empty snapshot at the current seq clears the panes of a reused widget.
                 w.panes = []
                 w.snapshot_seq = w.last_seq

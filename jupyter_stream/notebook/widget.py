@@ -32,6 +32,7 @@ EMPTY_STATS: dict[str, Any] = {"elapsed": 0.0, "tokens": 0, "tokens_per_s": None
 class StreamWidget(anywidget.AnyWidget):
     """Shows one stream: header, status line, per-field token panes, prediction, prompt inspector, Stop; or a
     comparison of variants, a column each (``variants``), with the word diff of their predictions (``diff``).
+    ``run_diff``: what changed since the previous run of the same cell (``%%stream``), when there was one.
 
     ``on_stop(callback)`` registers a callable (no arguments) run when the Stop button is clicked.
     ``messages_sent``/``bytes_sent`` count the custom messages sent (and their JSON payload bytes);
@@ -58,6 +59,7 @@ class StreamWidget(anywidget.AnyWidget):
     lm_calls = t.List(t.Dict()).tag(sync=True, to_json=_lm_calls_to_json)
     variants = t.List(t.Dict()).tag(sync=True)
     diff = t.List(t.Dict()).tag(sync=True)
+    run_diff = t.Dict().tag(sync=True)
 
     @t.default("_uid")
     def _default_uid(self) -> str:

@@ -44,6 +44,10 @@ on a variant's status message and end, and with every snapshot), a deltas messag
 variant's prediction against the first's) is set at the end. Outside a comparison ``variants`` and
 ``diff`` stay empty.
 
+``run_diff`` (``{title, changed, blocks: [{heading, pieces: [[op, text], ...]}]}``, see
+:func:`jupyter_stream.diff` and its ``blocks()``) is set after a ``%%stream`` cell's stream ended when the same cell ran
+before: what changed in the settings, inputs, prompts and outputs since that run.
+
 Held messages: an LM call whose prompt messages exceed :data:`HELD_MESSAGES` characters syncs a
 preview of them (each content cut, with ``cut``: the characters left out; the call has ``held``: the
 whole messages' characters); the front end asks for them with ``{"type": "messages", "call_id": id}``

@@ -82,6 +82,14 @@ export interface VariantState {
   prediction?: PredictionState;
 }
 
+/** What changed since the previous run of the same cell (`jupyter_stream.RunDiff.blocks`): each block a heading
+ * and `[op, text]` pieces (a prompt's: its unified diff's lines; the others: a word diff). Empty: none. */
+export interface RunDiffState {
+  title?: string;
+  changed?: boolean;
+  blocks?: Array<{ heading: string; pieces: Array<[string, string]> }>;
+}
+
 /** One field of one variant against the first variant: `ops` are `[op, text]`, op `=`, `-` or `+`. */
 export interface FieldDiff {
   field: string;
@@ -108,4 +116,5 @@ export interface Traits {
   lm_calls: LMCall[];
   variants: VariantState[];
   diff: FieldDiff[];
+  run_diff: RunDiffState;
 }

@@ -693,6 +693,9 @@ export class StreamView {
   private nextRow = 2;
   private diffEl: HTMLDetailsElement;
   private diffBody: HTMLElement;
+  private runDiffEl: HTMLDetailsElement;
+  private runDiffSummary: HTMLElement;
+  private runDiffBody: HTMLElement;
   // Work queued for the next frame.
   private needReset = false;
   private added: string[] = [];
@@ -759,9 +762,13 @@ export class StreamView {
     this.diffEl.appendChild(h("summary", undefined, "Diff"));
     this.diffBody = h("div", "jps-diff-body");
     this.diffEl.appendChild(this.diffBody);
+    this.runDiffEl = h("details", "jps-rundiff");
+    this.runDiffSummary = h("summary");
+    this.runDiffBody = h("div", "jps-diff-body");
+    this.runDiffEl.append(this.runDiffSummary, this.runDiffBody);
 
     this.root.append(header, status, this.logEl, this.errorEl, this.panesEl, this.diffEl, this.predictionEl,
-      this.inspectorEl);
+      this.inspectorEl, this.runDiffEl);
     el.classList.add("jps-host");
     el.replaceChildren(this.root);
 
@@ -773,6 +780,7 @@ export class StreamView {
     this.renderInspectorSummary();
     this.renderVariants();
     this.renderDiff();
+    this.renderRunDiff();
     this.rebuildPanes();
 
     const on = (name: string, fn: () => void) => {
@@ -792,6 +800,7 @@ export class StreamView {
     on("lm_calls", () => this.renderInspectorSummary());
     on("variants", () => this.renderVariants());
     on("diff", () => this.renderDiff());
+    on("run_diff", () => this.renderRunDiff());
     this.unsubscribe = controller.subscribe(this.onChanges);
     if (typeof IntersectionObserver === "function") {
       // A viewport's height of margin: a view about to scroll in is already up to date.
@@ -1163,6 +1172,32 @@ export class StreamView {
       body.appendChild(row);
     }
     this.predictionEl.hidden = names.length === 0;
+  }
+
+  /** "Diff with the previous run of this cell": each block's heading, then its prompt lines or its word diff. */
+  private renderRunDiff(): void {
+    const d = this.get("run_diff") ?? {};
+    const blocks = Array.isArray(d.blocks) ? d.blocks.filter((b) => b && typeof b.heading === "string") : [];
+    this.runDiffEl.hidden = typeof d.title !== "string";
+    this.runDiffSummary.textContent = `Diff with the previous run of this cell (${d.title ?? ""})` +
+      (d.changed ? "" : ": no change");
+    this.runDiffBody.replaceChildren();
+    for (const block of blocks) {
+      const row = h("div", "jps-diff-field");
+      row.appendChild(h("div", "jps-field-name", block.heading));
+      const pieces = Array.isArray(block.pieces) ? block.pieces : [];
+      if (pieces.length) {
+        const text = h("pre", "jps-diff-text");
+        const lines = block.heading.startsWith("prompt");
+        for (const [op, part] of pieces) {
+          const value = lines ? `${op === "=" ? " " : op}${part ?? ""}\n` : String(part ?? "");
+          text.appendChild(op === "-" ? h("del", undefined, value) : op === "+" ? h("ins", undefined, value)
+            : document.createTextNode(value));
+        }
+        row.appendChild(text);
+      }
+      this.runDiffBody.appendChild(row);
+    }
   }
 
   /** A comparison's predictions: a row per field, a value per variant (in the columns' order). */

@@ -103,3 +103,34 @@ describe("a comparison: a column per variant", () => {
     expect(el.querySelectorAll(".jps-stop").length).toBe(1);
   });
 });
+
+describe("diff with the previous run of this cell", () => {
+  it("is hidden until the kernel sets it, then lists each block as text", () => {
+    const model = new FakeModel({ status: "done" });
+    const disposeInit = widget.initialize({ model });
+    const el = document.createElement("div");
+    const disposeView = widget.render({ model, el });
+    cleanups.push(() => (disposeView(), disposeInit()));
+    const box = el.querySelector<HTMLDetailsElement>(".jps-rundiff")!;
+    expect(box.hidden).toBe(true);
+    model.update({ run_diff: { title: "#1 \u2192 #2", changed: true, blocks: [
+      { heading: "setting temperature: 0 -> 0.7", pieces: [] },
+      { heading: "prompt, LM call 1 (predict), message 1 (system):", pieces: [["-", "Be brief."], ["+", "<i>Be kind.</i>"]] },
+      { heading: "output answer:", pieces: [["=", "Paris"], ["-", " is the capital"], ["=", "."]] },
+    ] } });
+    expect(box.hidden).toBe(false);
+    expect(box.open).toBe(false);
+    expect(box.querySelector("summary")!.textContent).toBe("Diff with the previous run of this cell (#1 \u2192 #2)");
+    const blocks = [...box.querySelectorAll(".jps-diff-field")];
+    expect(blocks.map((b) => b.querySelector(".jps-field-name")!.textContent)).toEqual([
+      "setting temperature: 0 -> 0.7", "prompt, LM call 1 (predict), message 1 (system):", "output answer:"]);
+    expect(blocks[0].querySelector(".jps-diff-text")).toBeNull();
+    expect(blocks[1].querySelector("ins")!.textContent).toBe("+<i>Be kind.</i>\n");
+    expect(blocks[1].querySelector("i")).toBeNull();
+    expect(blocks[2].querySelector(".jps-diff-text")!.textContent).toBe("Paris is the capital.");
+    expect(blocks[2].querySelector("del")!.textContent).toBe(" is the capital");
+    model.update({ run_diff: { title: "#2 \u2192 #3", changed: false, blocks: [] } });
+    expect(box.querySelector("summary")!.textContent).toBe("Diff with the previous run of this cell (#2 \u2192 #3): no change");
+    expect(box.querySelectorAll(".jps-diff-field").length).toBe(0);
+  });
+});

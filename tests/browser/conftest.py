@@ -186,7 +186,8 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
         '%%stream "question -> answer"\nAnd fail.',
     ),
     # A comparison of three models (one widget, a column each, the diff at the end), then one of three slow
-    # variants stopped by its one Stop button, then the count of the requests the Stop closed.
+    # variants stopped by its one Stop button, then the count of the requests the Stop closed; last, a cell the
+    # test runs again (its widget then offers the diff with its previous run).
     "compare.ipynb": _notebook(
         "%load_ext jupyter_stream\n"
         "import jupyter_stream as js\n"
@@ -203,6 +204,7 @@ TEST_NOTEBOOKS: dict[str, dict[str, Any]] = {
         "Why is the sky blue?",
         '%%stream "question -> essay" --compare model=slow-a,slow-b,slow-c\nWrite about the history of tea.',
         "server.wait_idle(10)\nprint('closed early:', server.stream_closed_early)",
+        '%%stream "question -> answer" --model unscripted\nRun me twice.',
     ),
     # Markup in the model's reply, in plain and in Markdown panes.
     "hostile.ipynb": _notebook(

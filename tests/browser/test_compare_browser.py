@@ -23,7 +23,7 @@ def test_three_models_stream_side_by_side_then_one_stop_stops_them_all(page, lab
     from playwright.sync_api import expect
 
     lab.open(page, "compare.ipynb")
-    lab.run_all(page)
+    lab.run_all(page)  # the last cell runs too: test_a_cell_run_again... runs it on its own
     widget = lab.cell(page, "--compare model=gpt-4o-mini").locator(".jps-widget")
     expect(widget).to_have_count(1, timeout=30_000)  # one widget for the three variants
 
@@ -91,3 +91,24 @@ def test_three_models_stream_side_by_side_then_one_stop_stops_them_all(page, lab
     assert all(20 < len(t) < 2000 for t in partial), [len(t) for t in partial]
     closed = lab.cell(page, "print('closed early:'").locator(".jp-OutputArea-output")
     expect(closed).to_have_text("closed early: 3", timeout=30_000)
+
+
+def test_a_cell_run_again_offers_the_diff_with_its_previous_run(page, lab):
+    """JupyterLab names the cell it runs (cellId): the second run of a cell shows what changed since its first."""
+    from playwright.sync_api import expect
+
+    lab.open(page, "compare.ipynb")
+    lab.cell(page, "%load_ext jupyter_stream").locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+Enter")  # the set-up cell (the demo answers an unscripted model on its own)
+    cell = lab.cell(page, "Run me twice.")
+    for run in (1, 2):
+        cell.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Control+Enter")
+        widget = cell.locator(".jps-widget")
+        expect(widget).to_have_count(1, timeout=30_000)
+        _wait_status(page, widget, "done", timeout=60)
+        box = widget.locator(".jps-rundiff")
+        if run == 1:
+            expect(box).to_be_hidden()
+    expect(box.locator("summary")).to_have_text(
+        re.compile(r"Diff with the previous run of this cell \(#\d+ → #\d+\): no change"), timeout=10_000)

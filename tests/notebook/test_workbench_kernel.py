@@ -1,10 +1,12 @@
-"""``%%stream --compare`` in a real ipykernel (jupyter_client) against a loopback demo server: one widget with a
-column per variant, each variant's own stats, the word diff at the end, one Stop for every request."""
+"""The workbench in a real ipykernel (jupyter_client) against a loopback demo server: ``%%stream --compare`` (one
+widget with a column per variant, each variant's own stats, the word diff at the end, one Stop for every
+request) and the widget's "diff with the previous run of this cell"."""
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 
 import pytest
 
@@ -155,3 +157,41 @@ def test_text_and_background_compare_and_the_mistakes_refused_in_one_line(kernel
         message = reply["content"]["evalue"]
         assert expected in message and "\n" not in message, (line, message)
         assert len(slow_server.requests) == before  # refused before any request
+
+
+def _execute_in_cell(kc, code, cell_id):
+    """Run ``code`` as the front ends do, naming its cell (``metadata.cellId``)."""
+    msgs = []
+    msg = kc.session.msg("execute_request", {"code": code, "silent": False, "store_history": True,
+                                             "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+                         metadata={"cellId": cell_id})
+    kc.shell_channel.send(msg)
+    while True:
+        m = kc.get_iopub_msg(timeout=60)
+        if m["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+            continue
+        msgs.append((0, m))
+        if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            return msgs
+
+
+def test_a_cell_run_again_shows_what_changed_since_its_previous_run(kernel, slow_server):
+    _, kc = kernel
+    slow_server.reset()
+    slow_server.script("[[ ## answer ## ]]\nParis is the capital.\n\n[[ ## completed ## ]]",
+                       "[[ ## answer ## ]]\nParis.\n\n[[ ## completed ## ]]",
+                       "[[ ## answer ## ]]\nLyon.\n\n[[ ## completed ## ]]")
+    first = _execute_in_cell(kc, '%%stream "question -> answer"\nCapital of France?', "cell-a")
+    assert not [s for s in _updates(first) if s.get("run_diff")]  # nothing to compare with yet
+    # The same cell, edited: a new program (instructions in the signature) and a new input.
+    second = _execute_in_cell(kc, '%%stream "question -> answer: str"\nCapital of France, in one word?', "cell-a")
+    run_diff = _last(second, "run_diff")
+    assert run_diff["changed"] is True and re.fullmatch(r"#\d+ → #\d+", run_diff["title"]), run_diff
+    blocks = {b["heading"]: b["pieces"] for b in run_diff["blocks"]}
+    assert ["+", ", in one word"] in blocks["input question:"], blocks
+    assert blocks["output answer:"] == [["=", "Paris"], ["-", " is the capital"], ["=", "."]], blocks
+    prompt = [h for h in blocks if h.startswith("prompt, LM call 1")]
+    assert prompt and any(op == "+" and "in one word" in text for h in prompt for op, text in blocks[h]), blocks
+    # Another cell has its own history: its first run shows no diff, though a run came just before it.
+    other = _execute_in_cell(kc, '%%stream "question -> answer"\nCapital of Italy?', "cell-b")
+    assert not [s for s in _updates(other) if s.get("run_diff")]
