@@ -40,7 +40,7 @@ from typing import Any
 from . import _programs as programs
 from . import _variants
 from . import settings as _settings
-from ._exceptions import UsageError
+from ._exceptions import ConfigurationError, UsageError
 from ._prediction import is_prediction
 from ._runtime import UNSET, run_sync
 from ._worddiff import PredictionDiff
@@ -184,6 +184,12 @@ class Comparison(RunsOnce):
             if variant.made_lm is not None:
                 self._made_lms.append(variant.made_lm)
             with _settings.context(**variant.settings), _dspy_options(variant):
+                lm = _settings.current().lm
+                if lm is not None and programs.dspy_bridge(variant.program) is None:
+                    try:  # a variant that could not authenticate fails here, not in its column
+                        lm.check_key()
+                    except ConfigurationError as e:
+                        raise ConfigurationError(f"variant {variant.label}: {e}") from None
                 self.streams[variant.label] = stream(
                     variant.program, None, inputs, listen=listen, stream_timeout=stream_timeout, timeout=timeout,
                     timeout_profile=timeout_profile, status_message_provider=status_message_provider,

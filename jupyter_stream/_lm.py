@@ -184,19 +184,25 @@ class LM:
         return await self.astream(messages, **overrides)
 
     # ------------------------------------------------------------------------------------- client
+    def check_key(self) -> None:
+        """Raise the :class:`ConfigurationError` a request would raise for want of a key: none given, none in
+        ``OPENAI_API_KEY``, and no ``base_url`` (a local server needs none). Makes no request.
+
+        >>> LM("llama3", base_url="http://127.0.0.1:11434/v1").check_key()   # a local server: no key needed
+        """
+        if not (self._api_key or os.environ.get("OPENAI_API_KEY") or self.base_url):
+            raise ConfigurationError(
+                f"no API key for model {self.model!r}: set OPENAI_API_KEY, pass LM(..., api_key=...), "
+                "or point base_url at a local server"
+            )
+
     async def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is not None:
             return client
-        key = self._api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if not self.base_url:
-                raise ConfigurationError(
-                    f"no API key for model {self.model!r}: set OPENAI_API_KEY, pass LM(..., api_key=...), "
-                    "or point base_url at a local server"
-                )
-            key = "none"  # local servers (vLLM, Ollama, llama.cpp) ignore the key
+        self.check_key()
+        key = self._api_key or os.environ.get("OPENAI_API_KEY") or "none"  # local servers ignore the key
         client = openai.AsyncOpenAI(
             api_key=key, base_url=self.base_url, max_retries=self.num_retries, timeout=self.request_timeout
         )

@@ -304,6 +304,19 @@ def test_instructions_of_a_many_predictor_program_are_refused(lm, server):
         js.compare(Two(), variants=[{"instructions": "a"}, {"instructions": "b"}], question="q")
 
 
+def test_a_variant_that_could_not_authenticate_is_refused_before_any_request(server, monkeypatch):
+    """No LM configured and no key: a real model name needs a key; said once, naming the variant, and no request
+    leaves (the demo LM answers only when no model is named)."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    js.configure(lm=None)
+    keyless = js.LM("gpt-4o-mini", base_url=server.url, api_key="k")
+    with pytest.raises(js.ConfigurationError, match=r"^variant model=gpt-4o-mini: no API key for model 'gpt-4o-mini'"):
+        js.compare(js.Predict(QA), variants="model=gpt-4o-mini,gpt-4.1-mini", question="q")
+    with pytest.raises(js.ConfigurationError, match=r"^variant lm=.*: no API key for model 'other'"):
+        js.compare(js.Predict(QA), variants=[{"lm": keyless}, {"lm": js.LM("other")}], question="q")
+    assert server.requests == []
+
+
 def test_missing_input_raises_before_any_request(lm, server):
     with pytest.raises(js.InputError, match="missing input"):
         js.compare(js.Predict(QA), variants="model=a,b", topic="q")
