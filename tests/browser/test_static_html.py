@@ -42,7 +42,7 @@ def test_every_finished_stream_shows_offline(request, browser, exported):
         streams = [cells.nth(i) for i in range(cells.count())
                    if "%%stream" in cells.nth(i).locator(".jp-InputArea").inner_text()
                    or "js.show(" in cells.nth(i).locator(".jp-InputArea").inner_text()]
-        assert len(streams) == 7
+        assert len(streams) == 8
         shown = 0
         for cell in streams:
             source = cell.locator(".jp-InputArea").inner_text()
@@ -53,7 +53,7 @@ def test_every_finished_stream_shows_offline(request, browser, exported):
             expect(snapshot).to_contain_text("done")
             assert len(snapshot.locator("pre").first.inner_text().strip()) > 20, source
             shown += 1
-        assert shown == 6
+        assert shown == 7
         sky = streams[0].locator(".jps-snapshot")
         expect(sky).to_contain_text("reasoning")
         expect(sky).to_contain_text("answer")

@@ -116,10 +116,10 @@ def test_quickstart_streams_live_and_finishes(page, lab):
     widgets = page.locator(".jps-widget")
     page.wait_for_function(
         "() => { const ws = [...document.querySelectorAll('.jps-widget')];"
-        " return ws.length >= 7 && ws.every(w => w.dataset.status === 'done'); }",
+        " return ws.length >= 8 && ws.every(w => w.dataset.status === 'done'); }",
         timeout=60_000,
     )
-    assert widgets.count() == 7
+    assert widgets.count() == 8
     expect(page.locator(".jps-widget .jps-error:visible")).to_have_count(0)
     # The replay cell played the committed recording back (no LM): its panes hold the recorded fields.
     (recorded,) = js.load_recording(RECORDINGS / "sky.jsonl")
@@ -131,18 +131,18 @@ def test_quickstart_streams_live_and_finishes(page, lab):
         repr(recorded.prediction.answer))
     # Each cell's static snapshot (for viewers without widgets) is there, each beside its widget, and hidden
     # with its whole output row: the page shows each result once, with no gap.
-    expect(page.locator(".jps-snapshot")).to_have_count(7)
+    expect(page.locator(".jps-snapshot")).to_have_count(8)
     expect(page.locator(".jps-snapshot-pending")).to_have_count(0)
     assert page.evaluate("""() => [...document.querySelectorAll('.jps-snapshot')].map(s => {
         const row = s.closest('.jp-OutputArea-child');
         const area = row.closest('.jp-OutputArea');
         return [getComputedStyle(row).display, row.getBoundingClientRect().height,
                 !!area.querySelector(`.jps-widget[data-jps-uid="${s.dataset.jpsUid}"]`)];
-    })""") == [["none", 0, True]] * 7
+    })""") == [["none", 0, True]] * 8
     expect(page.get_by_text("another cell runs 2")).to_have_count(1)
-    # The seven widgets run one copy of the front end's code (the packed loader shares the first one's module).
+    # The eight widgets run one copy of the front end's code (the packed loader shares the first one's module).
     assert page.evaluate("globalThis[Symbol.for('jupyter_stream.modules.v1')].size") == 1
-    # The seven views adopted one stylesheet into the page (one sheet, adopted once), and it applies.
+    # The eight views adopted one stylesheet into the page (one sheet, adopted once), and it applies.
     assert page.evaluate("[...document.adoptedStyleSheets].filter(s => [...s.cssRules].some("
                          "r => (r.selectorText || '').includes('.jps-widget'))).length") == 1
     assert page.evaluate(

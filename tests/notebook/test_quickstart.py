@@ -3,6 +3,7 @@ own folder (as Jupyter runs it: the replay cell's recording is a path relative t
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
@@ -66,14 +67,15 @@ def test_runs_without_errors(executed):
 def test_widgets_hold_the_streamed_fields_and_the_prediction(executed):
     states = executed.metadata["widgets"][WIDGET_STATE]["state"]
     streams = [s["state"] for s in states.values() if "panes" in s["state"]]
-    assert len(streams) == 7
+    assert len(streams) == 8
     done = [s for s in streams if s["status"] == "done"]
-    assert len(done) >= 6  # all but perhaps the --background one (ended after its cell: not recorded)
+    assert len(done) >= 7  # all but perhaps the --background one (ended after its cell: not recorded)
     titles = {s["title"] for s in done}
     assert {"question -> reasoning, answer", "pipeline", "researcher", "Predict(question -> reasoning, answer)"} <= titles
     references = 0
     for s in done:
-        fields = s["prediction"]["fields"]
+        # A comparison's predictions are its variants' (test_the_compare_cell_...); its panes are checked here too.
+        fields = s["prediction"]["fields"] if not s.get("variants") else {}
         assert s["panes"], s["title"]
         for pane in s["panes"]:
             assert pane["done"] is True
@@ -116,7 +118,7 @@ def test_finished_cells_carry_a_static_html_snapshot(executed):
 
 
 def test_the_replay_cell_plays_the_recording_with_no_lm_call(run):
-    """Section 7 plays ``recordings/sky.jsonl`` back: the widget ends done holding exactly the recorded run
+    """Section 8 plays ``recordings/sky.jsonl`` back: the widget ends done holding exactly the recorded run
     (panes, prediction, the recorded LM call in the inspector), the cell's answer is the recorded one, and
     nothing reached the demo LM server meanwhile (no request, no connection)."""
     import jupyter_stream as js
@@ -143,3 +145,28 @@ def test_the_replay_cell_plays_the_recording_with_no_lm_call(run):
     cell = next(c for c in executed.cells if c.cell_type == "code" and c.source.startswith(REPLAY_CELL))
     result = [o for o in cell.outputs if o["output_type"] == "execute_result"]
     assert [o["data"]["text/plain"] for o in result] == [repr(recorded.prediction.answer)]
+
+
+def test_the_compare_cell_shows_three_adapters_side_by_side_with_the_diff(executed):
+    """Section 7 compares the three adapters on the demo LM: one widget, a column per variant (each done, with
+    its own stats and prediction), the word diff at the end, the static snapshot with a column each, and the
+    `{variant: prediction}` dict in `adapters`."""
+    states = executed.metadata["widgets"][WIDGET_STATE]["state"]
+    (compared,) = [s["state"] for s in states.values() if s["state"].get("variants")]
+    labels = ["adapter=chat", "adapter=json", "adapter=xml"]
+    assert [v["label"] for v in compared["variants"]] == labels
+    assert compared["status"] == "done" and all(v["status"] == "done" for v in compared["variants"])
+    assert all(v["stats"]["tokens"] > 0 for v in compared["variants"])
+    panes = {p["key"]: p["text"] for p in compared["panes"]}
+    assert sorted(panes) == sorted(f"{label}\x1f.{field}" for label in labels for field in ("reasoning", "answer"))
+    for v in compared["variants"]:
+        assert v["prediction"]["fields"]["answer"] == panes[f"{v['label']}\x1f.answer"]
+    assert [(d["field"], d["b"]) for d in compared["diff"]] == [
+        ("reasoning", "adapter=json"), ("reasoning", "adapter=xml"), ("answer", "adapter=json"), ("answer", "adapter=xml")]
+    cell = next(c for c in executed.cells if c.cell_type == "code" and "--compare" in c.source)
+    html = next(o["data"]["text/html"] for o in cell.outputs if o["output_type"] == "display_data" and "text/html" in o["data"])
+    assert html.count('class="jps-snapshot-variant"') == 3 and "Diff" in html
+    shown = next(c for c in executed.cells if c.cell_type == "code" and c.source.startswith("{variant: prediction.answer"))
+    (result,) = [o for o in shown.outputs if o["output_type"] == "execute_result"]
+    answers = ast.literal_eval(result["data"]["text/plain"])
+    assert answers == {v["label"]: v["prediction"]["fields"]["answer"] for v in compared["variants"]}
