@@ -35,7 +35,7 @@ from typing import Any
 from .._compare import CompareResult, VariantDone, VariantEvent
 from .._prediction import is_prediction
 from ..streaming.events import LMRequest, LMResponse, PaneLabels, StatusMessage, StreamResponse
-from .throttle import TIMERS, Throttle
+from .throttle import TIMERS, MessageBudget, Throttle
 from .widget import EMPTY_STATS, StreamWidget
 from .wire import VARIANT_SEP, _len16
 
@@ -220,7 +220,8 @@ class WidgetSink:
 
     ``timer``: ``"auto"`` (the running loop if there is one, else a thread), ``"thread"`` (always a
     ``threading.Timer``: use it when you feed the sink from a blocking loop in a cell, where the kernel's
-    loop cannot run the trailing flush), or ``"none"`` (no trailing flush).
+    loop cannot run the trailing flush), or ``"none"`` (no trailing flush). ``budget``: the messages all widgets
+    share (:class:`~jupyter_stream.notebook.throttle.MessageBudget`; default: the process's one, 30 a second).
 
     The widget's Python traits follow the wire: ``panes``/``snapshot_seq``/``stats`` hold the last
     snapshot (``texts()`` and ``stats`` are the live values), ``lm_calls`` gets a reply at the next flush,
@@ -238,6 +239,7 @@ class WidgetSink:
         max_messages_per_s: int = 25,
         stats_interval: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        budget: MessageBudget | None = None,
     ) -> None:
         if timer not in TIMERS:
             raise ValueError(f"timer must be 'auto', 'thread' or 'none', not {timer!r}")
@@ -250,7 +252,7 @@ class WidgetSink:
         w = self.widget
         self.throttle = Throttle(
             self._on_trailing, lambda: w.messages_sent + w.state_updates_sent,
-            interval=flush_interval, max_per_s=max_messages_per_s, timer=timer, clock=clock,
+            interval=flush_interval, max_per_s=max_messages_per_s, timer=timer, clock=clock, budget=budget,
         )
         self._reset()
         self._started = False

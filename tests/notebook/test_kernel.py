@@ -297,3 +297,49 @@ def test_a_recorded_show_replays_in_a_fresh_kernel_with_no_lm_and_no_network(ker
     finally:
         stop_kernel(km2, kc2)
     assert len(slow_server.requests) == requests  # the replay asked no server
+
+
+def test_widgets_streaming_at_once_share_the_kernels_message_budget(kernel):
+    """Ten widgets fed at once in a real kernel (the loop's trailing timers): together they get at most the
+    budget's 30 messages a second (not 10 x 25), each widget a batch at least every ~10/30 s, all the text."""
+    _, kc = kernel
+    code = (
+        "import asyncio\n"
+        "from IPython.display import display\n"
+        "from jupyter_stream.notebook.sink import WidgetSink\n"
+        "from jupyter_stream.notebook.widget import StreamWidget\n"
+        "from jupyter_stream.streaming.events import StreamResponse\n"
+        "async def feed(i):\n"
+        "    w = StreamWidget()\n"
+        "    display(w)\n"
+        "    sink = WidgetSink(w)\n"
+        "    sink.start(title=f'w{i}')\n"
+        "    await asyncio.sleep(0.5)\n"
+        "    for k in range(300):\n"
+        "        sink.handle(StreamResponse('p', 'answer', f'{i}.{k} ', k == 299))\n"
+        "        await asyncio.sleep(0.01)\n"
+        "    await asyncio.sleep(0.6)\n"
+        "    sink.finish()\n"
+        "await asyncio.gather(*(feed(i) for i in range(10)))\n"
+    )
+    reply, msgs = execute(kc, code, timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    comm_of = {}
+    for t, m in msgs:
+        if m["msg_type"] == "comm_msg":
+            data = m["content"]["data"]
+            if data.get("method") == "custom" and data["content"].get("type") == "deltas":
+                comm_of.setdefault(m["content"]["comm_id"], []).append((t, data["content"]))
+    assert len(comm_of) == 10
+    every = sorted(t for batches in comm_of.values() for t, _ in batches)
+    busiest = max(sum(1 for u in every[k:] if u < t + 1.0) for k, t in enumerate(every))
+    assert busiest <= 30 + 10 + 3, busiest  # the budget, its burst, and a little jitter on the way
+    texts = set()
+    for batches in comm_of.values():
+        text = "".join(item[1] for _, c in batches for item in c["items"])
+        texts.add(text.split(".")[0])
+        assert text == "".join(f"{text.split('.')[0]}.{k} " for k in range(300))
+        times = [t for t, _ in batches]
+        assert max(b - a for a, b in zip(times, times[1:])) < 10 / 30 + 0.3, times
+    assert texts == {str(i) for i in range(10)}
+    print(f"{len(every)} batches to 10 widgets, at most {busiest} in a second")

@@ -19,6 +19,7 @@ import pytest
 
 from jupyter_stream.notebook.packed import unpack
 from jupyter_stream.notebook.sink import WidgetSink
+from jupyter_stream.notebook.throttle import MessageBudget
 from jupyter_stream.notebook.widget import StreamWidget
 from jupyter_stream.notebook.wire import resolve_text
 from jupyter_stream._prediction import Prediction
@@ -57,6 +58,14 @@ class CapturingWidget(StreamWidget):
     def wire_stats(self) -> list[dict]:
         """The stats that rode in the batches, in order."""
         return [p["stats"] for p in self.deltas() if "stats" in p]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_budget():
+    """Each test starts with the process-wide message budget unspent (the sinks with the default clock share it)."""
+    MessageBudget.shared().reset()
+    yield
+    MessageBudget.shared().reset()
 
 
 class FakeClock:
@@ -541,6 +550,138 @@ def test_a_batch_never_makes_more_than_max_messages_per_s_in_a_second():
         assert sum(1 for u, _ in sent if t - 1.0 < u <= t) <= 10, t
     assert 15 <= len(batches) <= 3 * 10  # about 6 a second: the budget less the status updates
     assert sink.texts()["predict.answer"].startswith(w.joined()["predict.answer"])
+
+
+def _sinks(n: int, clock, budget, **kw) -> list[tuple[CapturingWidget, WidgetSink, list[float], list[float]]]:
+    """n started sinks (no timer) on one budget: (widget, sink, the clock's time of each of the widget's messages,
+    of each delta batch)."""
+    out = []
+    for i in range(n):
+        w = CapturingWidget()
+        times: list[float] = []
+        batches: list[float] = []
+        w._send = lambda msg, buffers=None, _s=w._send, _t=times: (_t.append(clock.now), _s(msg, buffers))[1]
+        w.send = lambda content, buffers=None, _s=w.send, _b=batches: (_b.append(clock.now), _s(content, buffers))[1]
+        sink = WidgetSink(w, timer="none", clock=clock, budget=budget, **kw)
+        sink.start(title=f"p{i}")
+        out.append((w, sink, times, batches))
+    return out
+
+
+def test_twenty_widgets_share_one_budget_fairly():
+    """20 widgets streaming 100 tokens/s each: the kernel sends them 30 messages a second in all (not 20 x 25),
+    each widget gets its turn about every 20/30 s, with its stats, and all the text arrives."""
+    clock = FakeClock()
+    budget = MessageBudget(per_s=30)
+    group = _sinks(20, clock, budget)
+    t0 = clock.now
+    for step in range(1000):  # 10 s, a token to every widget every 10 ms
+        for i, (_, sink, _, _) in enumerate(group):
+            sink.handle(chunk("answer", f"w{i}t{step} "))
+        clock.now += 0.01
+    streamed = [t for _, _, times, _ in group for t in times if t >= t0 + 1.0]  # past the start and its burst
+    assert 9 * 30 - 2 <= len(streamed) <= 9 * 30 + 2, len(streamed)
+    every = sorted(t for _, _, times, _ in group for t in times)
+    for k, t in enumerate(every):  # no second holds more than the budget and its burst
+        assert sum(1 for u in every[k:k + 60] if u < t + 1.0) <= 30 + budget.burst, t
+    per_widget = []
+    for w, sink, _, batches in group:
+        assert batches[0] <= t0 + 1.05  # the 20 starts, then each widget's first batch in turn
+        gaps = [b - a for a, b in zip(batches, batches[1:])]
+        per_widget.append(len(batches))
+        assert max(gaps) <= 20 / 30 + 0.03, max(gaps)  # each pane: a batch (and its stats) every ~0.67 s
+        assert len(w.wire_stats()) >= len(batches) - 1
+    assert max(per_widget) - min(per_widget) <= 1, per_widget  # fair: 14-15 batches each in 10 s
+    for i, (w, sink, _, _) in enumerate(group):
+        sink.finish()
+        assert w.panes[0]["text"] == "".join(f"w{i}t{s} " for s in range(1000))
+
+
+def test_a_busy_widget_cannot_starve_the_others():
+    """One widget fed a token every millisecond, five fed one every 0.3 s: the quiet ones' tokens still go out
+    within a turn of the budget (they book the next free slot, after at most the busy one's booking)."""
+    clock = FakeClock()
+    budget = MessageBudget(per_s=30)
+    (busy, busy_sink, _, _), *quiet = _sinks(6, clock, budget)
+    asked: list[float] = []
+    for ms in range(6000):
+        busy_sink.handle(chunk("answer", "b"))
+        if ms % 300 == 150:
+            asked.append(clock.now)
+            for _, sink, _, _ in quiet:
+                sink.handle(chunk("answer", "q"))
+        for _, sink, _, _ in quiet:
+            sink._on_trailing()  # what the trailing timer does when it fires (polled every millisecond here)
+        clock.now += 0.001
+    for _, _, _, batches in quiet:
+        assert len(batches) == len(asked)  # one batch per token
+        waited = [b - a for a, b in zip(asked, batches)]
+        assert max(waited) <= 6 / 30 + 0.01, waited
+    busy_rate = len(busy.deltas()) / 6.0
+    assert 30 - 5 / 0.3 - 1 <= busy_rate <= 25, busy_rate  # the busy one has the rest, within its own 25/s
+
+
+def test_a_lone_widget_keeps_its_own_rate_under_the_budget():
+    clock = FakeClock()
+    [(w, sink, _, _)] = _sinks(1, clock, MessageBudget(per_s=30))
+    for _ in range(3000):
+        sink.handle(chunk("answer", "x"))
+        clock.now += 0.001
+    assert 24 * 3 <= len(w.deltas()) <= 25 * 3 + 1  # every flush_interval (1/25 s), as without a budget
+
+
+def test_trait_updates_are_charged_to_the_budget():
+    """Messages sent without a slot (status updates, the start) push the next slots back, for every widget."""
+    clock = FakeClock()
+    budget = MessageBudget(per_s=10, burst=1)
+    (a, sink_a, _, _), (b, sink_b, _, _) = _sinks(2, clock, budget)  # two starts: 0.2 s of the budget
+    for k in range(5):
+        sink_a.handle(StatusMessage(f"step {k}"))  # five more
+    sink_b.handle(chunk("answer", "x"))
+    assert b.deltas() == []
+    clock.now += 0.69
+    sink_b.handle(chunk("answer", "y"))
+    assert b.deltas() == []
+    clock.now += 0.02
+    sink_b.handle(chunk("answer", "z"))
+    assert [p["items"][0][1] for p in b.deltas()] == ["xyz"]
+
+
+def test_a_sink_with_its_own_budget_leaves_the_shared_one_alone():
+    shared = MessageBudget.shared()
+    assert WidgetSink(CapturingWidget()).throttle.budget is shared
+    assert WidgetSink(CapturingWidget(), clock=FakeClock()).throttle.budget is not shared
+    own = MessageBudget(per_s=1000)
+    sink = WidgetSink(CapturingWidget(), timer="none", budget=own)
+    sink.start(title="p")
+    for _ in range(100):
+        sink.handle(chunk("answer", "x"))
+    assert shared.reserve(time.monotonic()) <= time.monotonic()  # nothing was booked on it
+
+
+async def test_trailing_flushes_send_every_widget_its_end_under_the_budget():
+    """Real timers on the loop: 20 widgets get a burst of tokens, then nothing; each widget's trailing call waits
+    for its slot and sends the rest, all within a turn of the budget (20 slots at 30 a second)."""
+    budget = MessageBudget(per_s=30)
+    widgets = [CapturingWidget() for _ in range(20)]
+    sinks = [WidgetSink(w, budget=budget) for w in widgets]
+    for i, s in enumerate(sinks):
+        s.start(title=f"p{i}")
+    t0 = time.monotonic()
+    for rnd in range(3):
+        for i, s in enumerate(sinks):
+            s.handle(chunk("answer", f"{i}.{rnd} "))
+        await asyncio.sleep(0.01)
+    for _ in range(60):  # wait for the trailing flushes
+        if all(w.joined().get("predict.answer", "").count(" ") == 3 for w in widgets):
+            break
+        await asyncio.sleep(0.05)
+    took = time.monotonic() - t0
+    assert [w.joined().get("predict.answer") for w in widgets] == [
+        "".join(f"{i}.{r} " for r in range(3)) for i in range(20)]
+    sent = sum(len(w.deltas()) for w in widgets)
+    assert took <= (20 + sent) / 30 + 0.5, (took, sent)  # the starts, then the batches, in turn
+    assert sent <= 2 * 20 + 1, sent  # the first token each, then the rest in one trailing batch each
 
 
 def test_prediction_and_raw_reply_are_sent_by_reference_to_the_panes():
