@@ -195,3 +195,19 @@ def test_a_cell_run_again_shows_what_changed_since_its_previous_run(kernel, slow
     # Another cell has its own history: its first run shows no diff, though a run came just before it.
     other = _execute_in_cell(kc, '%%stream "question -> answer"\nCapital of Italy?', "cell-b")
     assert not [s for s in _updates(other) if s.get("run_diff")]
+
+
+def test_show_displays_a_comparison_from_code_and_awaits_its_result(kernel, slow_server):
+    _, kc = kernel
+    slow_server.reset()
+    slow_server.script(REPLIES["small"], model="small")
+    slow_server.script(REPLIES["tiny"], model="tiny")
+    reply, msgs = execute(kc, "c = js.Comparison(js.ChainOfThought('question -> answer'), {'question': 'Why?'},"
+                              " variants='model=small,tiny')\n"
+                              "view = js.show(c)\nresult = await view\nprint(sorted(result), result is c.result)")
+    assert reply["content"]["status"] == "ok", reply
+    assert stream_text(msgs).strip() == "['model=small', 'model=tiny'] True"
+    assert len(widget_comm_ids(msgs)) == 1
+    final = _last(msgs, "variants")
+    assert [(v["label"], v["status"]) for v in final] == [("model=small", "done"), ("model=tiny", "done")]
+    assert final[1]["prediction"]["fields"]["answer"] == "Scattering."
