@@ -103,3 +103,23 @@ def test_show_streams_a_dspy_program_from_code(kernel, slow_server):
                          timeout=60)
     assert reply["content"]["status"] == "ok", reply
     assert stream_text(out).split() == ["dspy", "word119", "done"]
+
+
+def test_a_dspy_program_compared_by_model_in_one_widget(kernel, slow_server):
+    """``%%stream prog --compare model=...`` on a DSPy program: each variant asks its own model through DSPy's LM
+    (the configured server and key kept), a column each, and `_` holds DSPy's predictions by label."""
+    _, kc = kernel
+    slow_server.reset()
+    slow_server.script("[[ ## reasoning ## ]]\nBlue scatters.\n\n[[ ## answer ## ]]\nRayleigh.\n\n[[ ## completed ## ]]",
+                       model="small")
+    slow_server.script("[[ ## reasoning ## ]]\nAir scatters blue.\n\n[[ ## answer ## ]]\nRayleigh scattering.\n\n"
+                       "[[ ## completed ## ]]", model="large")
+    reply, msgs = execute(kc, "%%stream prog --compare model=openai/small,openai/large\nWhy is the sky blue?")
+    assert reply["content"]["status"] == "ok", reply
+    assert sorted(r["model"] for r in slow_server.requests) == ["large", "small"]
+    keys = {item[0] for _, d in widget_deltas(msgs) for item in d["items"]}
+    assert {"model=openai/small\x1fpredict.answer", "model=openai/large\x1fpredict.answer"} <= keys, keys
+    reply, out = execute(kc, "print(type(_['model=openai/large']).__module__.split('.')[0], "
+                             "{k: v.answer for k, v in _.items()})")
+    assert stream_text(out).strip() == (
+        "dspy {'model=openai/small': 'Rayleigh.', 'model=openai/large': 'Rayleigh scattering.'}")
