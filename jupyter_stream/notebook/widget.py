@@ -15,7 +15,7 @@ import anywidget
 import traitlets as t
 
 from .packed import packed_esm
-from .wire import _lm_calls_to_json, _panes_to_json, _payload_size, _prediction_to_json
+from .wire import _lm_calls_to_json, _panes_to_json, _payload_size, _prediction_to_json, _variants_to_json
 
 __all__ = ["STATUSES", "StreamWidget"]
 
@@ -57,7 +57,7 @@ class StreamWidget(anywidget.AnyWidget):
     snapshot_seq = t.Int(0).tag(sync=True)
     prediction = t.Dict().tag(sync=True, to_json=_prediction_to_json)
     lm_calls = t.List(t.Dict()).tag(sync=True, to_json=_lm_calls_to_json)
-    variants = t.List(t.Dict()).tag(sync=True)
+    variants = t.List(t.Dict()).tag(sync=True, to_json=_variants_to_json)
     diff = t.List(t.Dict()).tag(sync=True)
     run_diff = t.Dict().tag(sync=True)
 

@@ -38,7 +38,8 @@ variant, on the same protocol: a pane's group (``predict``) is the variant's lab
 then the call's label (``"model=a\x1freact[2]"``, key ``"model=a\x1freact[2].answer"``; a bare predictor's
 panes are ``"model=a\x1f.answer"``), and an ``lm_calls`` entry names its ``variant``; the ``variants``
 trait lists ``{label, model, status, error, message, stats, prediction}`` per variant (set at the start,
-on a variant's status message and end, and with every snapshot), a deltas message that carries
+with the next batch after a variant's status message or end, and with every snapshot; a prediction's field that
+is exactly the text of one of its variant's panes goes by reference, ``{"$pane": key}``), a deltas message that carries
 ``stats`` also carries ``vstats`` (``{label: stats}`` of the variants still running), and ``diff``
 (``[{field, a, b, ops: [[op, text], ...]}]``, ``op`` one of ``=``, ``-``, ``+``: the word diff of each
 variant's prediction against the first's) is set at the end. Outside a comparison ``variants`` and
@@ -176,6 +177,28 @@ def _prediction_to_json(value: Any, widget: StreamWidget) -> Any:
         return value
     out = {name: {PANE_REF: by_text[v]} if isinstance(v, str) and v in by_text else v for name, v in fields.items()}
     return {**value, "fields": out}
+
+
+def _variants_to_json(value: Any, widget: StreamWidget) -> Any:
+    """The synced form of ``variants``: in each variant's prediction, a field whose value is exactly the text of
+    one of that variant's panes is sent as ``{"$pane": key}`` (the front end has the text from the deltas)."""
+    if not isinstance(value, list) or not any(isinstance(v, dict) and v.get("prediction") for v in value):
+        return value
+    by_text: dict[tuple[str, str], str] = {}
+    for key, predict, text in widget.pane_texts():
+        label = predict.split(VARIANT_SEP, 1)[0] if VARIANT_SEP in predict else None
+        if label is not None and len(text) >= _MIN_REF:
+            by_text.setdefault((label, text), key)
+    out = []
+    for v in value:
+        fields = v.get("prediction", {}).get("fields") if isinstance(v, dict) else None
+        if isinstance(fields, dict) and fields:
+            label = v.get("label")
+            refs = {name: {PANE_REF: by_text[(label, x)]} if isinstance(x, str) and (label, x) in by_text else x
+                    for name, x in fields.items()}
+            v = {**v, "prediction": {**v["prediction"], "fields": refs}}
+        out.append(v)
+    return out
 
 
 def _panes_to_json(value: Any, widget: StreamWidget) -> Any:

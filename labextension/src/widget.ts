@@ -1209,6 +1209,7 @@ export class StreamView {
     for (const v of variants) {
       for (const name of Object.keys(v.prediction?.fields ?? {})) if (!names.includes(name)) names.push(name);
     }
+    const incomplete = { any: false };
     for (const name of names) {
       const row = h("div", "jps-field");
       row.dataset.field = name;
@@ -1220,13 +1221,13 @@ export class StreamView {
         const cell = h("div", "jps-variant-value");
         cell.dataset.variant = v.label;
         cell.append(h("div", "jps-variant-label", v.label),
-          h("pre", "jps-field-value", name in fields ? pretty(fields[name]) : "\u2014"));
+          h("pre", "jps-field-value", name in fields ? this.text(fields[name], incomplete) : "\u2014"));
         values.appendChild(cell);
       }
       row.appendChild(values);
       body.appendChild(row);
     }
-    this.predictionIncomplete = false;
+    this.predictionIncomplete = incomplete.any;
     this.predictionEl.hidden = names.length === 0;
   }
 

@@ -134,3 +134,13 @@ describe("diff with the previous run of this cell", () => {
     expect(box.querySelectorAll(".jps-diff-field").length).toBe(0);
   });
 });
+
+describe("a comparison's predictions by reference", () => {
+  it("resolves a variant's field from its pane", async () => {
+    const { model, el } = mountCompare();
+    model.deltas([`model=a${SEP}.answer`, "A long answer that went by reference.", true]);
+    model.update({ variants: variants("done", { prediction: { fields: { answer: { $pane: `model=a${SEP}.answer` } } } }) });
+    const a = el.querySelector<HTMLElement>(".jps-prediction .jps-variant-value[data-variant='model=a'] pre")!;
+    expect(a.textContent).toBe("A long answer that went by reference.");
+  });
+});

@@ -159,8 +159,8 @@ def test_the_compare_cell_shows_three_adapters_side_by_side_with_the_diff(execut
     assert all(v["stats"]["tokens"] > 0 for v in compared["variants"])
     panes = {p["key"]: p["text"] for p in compared["panes"]}
     assert sorted(panes) == sorted(f"{label}\x1f.{field}" for label in labels for field in ("reasoning", "answer"))
-    for v in compared["variants"]:
-        assert v["prediction"]["fields"]["answer"] == panes[f"{v['label']}\x1f.answer"]
+    for v in compared["variants"]:  # by reference to the variant's own pane (the saved state holds the text once)
+        assert v["prediction"]["fields"]["answer"] == {"$pane": f"{v['label']}\x1f.answer"}
     assert [(d["field"], d["b"]) for d in compared["diff"]] == [
         ("reasoning", "adapter=json"), ("reasoning", "adapter=xml"), ("answer", "adapter=json"), ("answer", "adapter=xml")]
     cell = next(c for c in executed.cells if c.cell_type == "code" and "--compare" in c.source)
@@ -169,4 +169,4 @@ def test_the_compare_cell_shows_three_adapters_side_by_side_with_the_diff(execut
     shown = next(c for c in executed.cells if c.cell_type == "code" and c.source.startswith("{variant: prediction.answer"))
     (result,) = [o for o in shown.outputs if o["output_type"] == "execute_result"]
     answers = ast.literal_eval(result["data"]["text/plain"])
-    assert answers == {v["label"]: v["prediction"]["fields"]["answer"] for v in compared["variants"]}
+    assert answers == {v["label"]: panes[f"{v['label']}\x1f.answer"] for v in compared["variants"]}

@@ -926,3 +926,23 @@ def test_a_stopped_comparison_marks_its_running_variants_stopped():
     sink.handle(_variant("x", chunk("answer", "part", call_id=1)))
     sink.finish(stopped=True)
     assert w.status == "stopped" and [v["status"] for v in w.variants] == ["stopped", "stopped"]
+
+
+def test_a_variants_prediction_goes_by_reference_to_its_own_panes():
+    from jupyter_stream import Prediction as P
+    from jupyter_stream._compare import VariantDone, VariantStats
+
+    w = CapturingWidget()
+    sink = WidgetSink(w, timer="none")
+    sink.start(title="compare", variants=[("x", "m1"), ("y", "m2")])
+    same = "The same long answer, word for word, in both variants."
+    for label, call in (("x", 1), ("y", 2)):
+        sink.handle(_variant(label, chunk("answer", same, True, call_id=call)))
+        sink.handle(VariantDone(label, P(answer=same, short="ok"), None, VariantStats(started=0.0)))
+    sink.finish()
+    final = [u["variants"] for u in w.updates if "variants" in u][-1]
+    assert [v["prediction"]["fields"] for v in final] == [  # each refers to its own column's pane
+        {"answer": {"$pane": "x\x1fpredict.answer"}, "short": "ok"},
+        {"answer": {"$pane": "y\x1fpredict.answer"}, "short": "ok"}]
+    assert [v["prediction"]["fields"]["answer"] for v in w.variants] == [same, same]  # Python holds the text
+    assert [resolve_text(v["prediction"]["fields"]["answer"], w.panes) for v in final] == [same, same]
