@@ -447,6 +447,11 @@ export const FIRST_CHUNK_CHARS = 1_024;
 /** Within this many pixels of the end, a pane counts as scrolled to the end. */
 const AT_END_PX = 8;
 
+/** The streaming box: while its widget runs and it is not done, a pane's text sits in a box of a set height
+ * (widget.css: `data-box` 1, 2, 3: 6em, 14em, 32em, the last the pane's most), grown a step when its text overflows
+ * it. See PaneView. */
+export const BOX_STEPS = 3;
+
 /**
  * One token pane.
  *
@@ -460,6 +465,13 @@ const AT_END_PX = 8;
  * Scrolling: the pane follows the end of its text while `stuck`, which only scroll events change (the reader
  * scrolled away from the end, or back to it: checked at the next frame before any view writes); an update never
  * reads layout to decide. `follow` scrolls, after every view's writes (see inNextFrame).
+ *
+ * The streaming box: while the widget runs and the pane is not done, its text has a height of its own and
+ * `contain: strict` (widget.css), so what streams in lays out inside the pane and never moves the page below it:
+ * with many widgets streaming at once, each growing line of each pane made the browser lay out and paint the
+ * whole notebook again. The box grows in steps (`data-box`, BOX_STEPS of them): `follow`, which reads the layout
+ * anyway, sees the text overflow it and grows it at the next frame's writes; so a pane moves the page a few
+ * times while it streams, and once when it is done (the box then fits the text, as before).
  */
 export class PaneView {
   readonly el: HTMLElement;
@@ -480,6 +492,9 @@ export class PaneView {
   private settling = 0;
   private unshown = 0;
   private checkQueued = false;
+  /** The streaming box's step (see the class), and whether a step up waits for the next frame. */
+  private box = 1;
+  private growQueued = false;
 
   constructor(readonly pane: Pane, markdown: boolean) {
     const group = splitVariant(pane.predict).group; // in a comparison the column names the variant
@@ -502,6 +517,7 @@ export class PaneView {
     this.mark.setAttribute("aria-hidden", "true");
     head.appendChild(this.mark);
     this.textEl = h("div", "jps-pane-text");
+    this.textEl.dataset.box = "1";
     this.textEl.addEventListener("scroll", this.onScroll, { passive: true });
     this.el.appendChild(this.textEl);
     this.setMarkdown(markdown, "");
@@ -595,9 +611,34 @@ export class PaneView {
   follow(): boolean {
     const el = this.textEl;
     if (!el.isConnected) return this.settling > 0 && ++this.unshown < 120; // not shown (yet): 2 s at most
-    if (this.stuck) el.scrollTop = el.scrollHeight;
+    if (this.stuck) {
+      const height = el.scrollHeight;
+      el.scrollTop = height;
+      // The text overflows its streaming box: a step up at the next frame's writes (a write here would make the
+      // next pane's read lay the page out again). Far over it (a long text rendered at once): the last step.
+      if (this.box < BOX_STEPS && !this.growQueued && !this.el.classList.contains("done")) {
+        const client = el.clientHeight;
+        if (client > 0 && height > client + 1) {
+          const to = height > 2 * client ? BOX_STEPS : this.box + 1;
+          this.growQueued = true;
+          inNextFrame(() => this.grow(to));
+        }
+      }
+    }
     if (this.settling > 0) this.settling--;
     return this.settling > 0;
+  }
+
+  /** The streaming box's step (1 to BOX_STEPS). */
+  get boxStep(): number {
+    return this.box;
+  }
+
+  private grow(to: number): void {
+    this.growQueued = false;
+    if (to <= this.box) return;
+    this.box = to;
+    this.textEl.dataset.box = String(to);
   }
 
   /** Scrolled (by the reader, or by `follow`): whether it is at the end is read at the next frame, before any

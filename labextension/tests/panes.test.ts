@@ -2,7 +2,7 @@
 // The pane's rendering cost: text in chunks, one frame for every view, following the end of the text without
 // reading layout in an update, views out of sight updated a few times a second.
 import { afterEach, describe, expect, it, vi } from "vitest";
-import widget, { CHUNK_CHARS, CHUNK_MAX, FIRST_CHUNK_CHARS, OFFSCREEN_MS, PaneView, TICK_MS, inNextFrame } from "../src/widget";
+import widget, { BOX_STEPS, CHUNK_CHARS, CHUNK_MAX, FIRST_CHUNK_CHARS, OFFSCREEN_MS, PaneView, TICK_MS, inNextFrame } from "../src/widget";
 import { FakeModel } from "./fake_model";
 
 
@@ -253,6 +253,63 @@ describe("following the end of the text", () => {
     const pos2 = scrollBox(textOf(el2), { height: 5000, client: 400, reads: 0 });
     await frame();
     expect(pos2.top()).toBe(4600);
+  });
+});
+
+describe("the streaming box", () => {
+  it("grows a step at the next frame's writes when the text overflows it, to the last step when far over", async () => {
+    const { model, el } = mount();
+    model.deltas(["p.a", "start", false]);
+    await frame();
+    const t = textOf(el);
+    expect(t.dataset.box).toBe("1");
+    const log: string[] = [];
+    const box = { height: 100, client: 100, reads: 0, log };
+    scrollBox(t, box);
+    model.deltas(["p.a", " fits", false]);
+    await frame();
+    await frame();
+    expect(t.dataset.box).toBe("1"); // the text fits: no step
+    box.height = 150; // a line over
+    model.deltas(["p.a", " over", false]);
+    await frame(); // read after the writes: a step is queued, not written between the reads
+    expect(t.dataset.box).toBe("1");
+    await frame();
+    expect(t.dataset.box).toBe("2");
+    box.client = 200;
+    box.height = 900; // far over (a long text at once): the last step
+    model.deltas(["p.a", " much more", false]);
+    await frame();
+    await frame();
+    expect(t.dataset.box).toBe(String(BOX_STEPS));
+    box.height = 5000;
+    model.deltas(["p.a", " and more", false]);
+    await frame();
+    await frame();
+    expect(t.dataset.box).toBe(String(BOX_STEPS)); // never past the last
+  });
+
+  it("a pane that is done, or scrolled up by the reader, does not grow", async () => {
+    const { model, el } = mount();
+    model.deltas(["p.a", "x", false], ["p.b", "y", false]);
+    await frame();
+    const a = textOf(el, "p.a");
+    const b = textOf(el, "p.b");
+    const boxA = { height: 100, client: 100, reads: 0 };
+    const boxB = { height: 1000, client: 100, reads: 0 };
+    scrollBox(a, boxA);
+    scrollBox(b, boxB);
+    b.scrollTop = 0;
+    b.dispatchEvent(new Event("scroll"));
+    await frame(); // b's reader scrolled up: b no longer follows its end
+    boxA.height = 400;
+    boxB.height = 1400;
+    model.deltas(["p.a", "x", true], ["p.b", "y", false]);
+    await frame();
+    await frame();
+    expect(a.closest(".jps-pane")!.classList.contains("done")).toBe(true);
+    expect(a.dataset.box).toBe("1");
+    expect(b.dataset.box).toBe("1");
   });
 });
 
