@@ -37,8 +37,8 @@ to name what the kernel does at the end, the word diff of the same texts timed a
 one widget, consecutive ``seq``, each variant's batches join to the start of its text and the final snapshot
 (by reference) to all of it, every variant in ``vstats``, the final ``variants`` trait says done for all
 four with each prediction, each LM call's raw reply resolves to its reply, and in the kernel ``_`` is the
-``--out`` dict of 4 predictions holding the texts. The word diff grows with the square of the text, so N is
-2,000 (2,000 tokens/s, 3 runs) and 1,500 tokens (150 tokens/s) per variant.
+``--out`` dict of 4 predictions holding the texts. N is 2,000 (2,000 tokens/s, 3 runs) and 1,500 tokens
+(150 tokens/s) per variant (the section's time budget).
 """
 
 from __future__ import annotations
@@ -1169,8 +1169,7 @@ def run(*, quick: bool) -> dict[str, Any]:
         naive_cfg = [(5_000, RATE), (5_000, 0.0)]
         extrapolate_to = 50_000
         base_s, bg_s = 10.0, 15.0
-        # The comparison: (tokens per variant, tokens/s per variant, runs). The word diff at the end grows with
-        # the square of the tokens (about 5 s of kernel time for 4 x 2,000 here), which bounds N.
+        # The comparison: (tokens per variant, tokens/s per variant, runs).
         cmp_cfg = [(2_000, RATE, 3), (1_500, 150.0, 1)]
     t_start = time.perf_counter()
     load0 = os.getloadavg()
@@ -1449,15 +1448,14 @@ def run(*, quick: bool) -> dict[str, Any]:
     emit(
         f"The end of a comparison: the widget's final update came "
         f"{', '.join(fmt_s(f['ended_to_final_s']) for f in cmp[big])} after the last variant ended ({big[0]:,} "
-        f"tokens per variant), the kernel busy meanwhile: that is the word diff of the four predictions (`jupyter_stream._worddiff.word_ops`: "
-        f"`difflib.SequenceMatcher(autojunk=False)` over words and spaces), "
+        f"tokens per variant), the kernel busy meanwhile with the word diff of the four predictions "
+        f"(`jupyter_stream._worddiff.word_ops`: common ends, then anchors, the words each side holds once, "
+        f"`difflib` only between close anchors: about linear in the text), "
         f"{fmt_s(bf['word_diff_here_s'])} for the same texts alone in a fresh interpreter; the kernel runs it on its "
-        "event loop, between the last variant's end and the final update. "
-        "Its time grows with the square of the text (a space token repeats every other token, and "
-        "`find_longest_match` visits every pair of them), not with the rate. The widget's messages of the first "
+        "event loop, between the last variant's end and the final update. The widget's messages of the first "
         f"run at {big[0]:,} tokens: "
         + ", ".join(f"{v['messages']} {k} ({fmt_b(v['bytes'])})" for k, v in bf["widget_kinds"].items())
-        + "; the `variants` trait carries each finished variant's prediction in full, not by reference to its pane."
+        + " (each finished variant's prediction refers to its pane's text, `{$pane: key}`)."
     )
     emit("")
     emit(f"Load average at the start / end: {' / '.join(f'{x:.2f}' for x in load0)} -> "
