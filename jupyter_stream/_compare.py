@@ -184,23 +184,25 @@ class Comparison(RunsOnce):
             if variant.made_lm is not None:
                 self._made_lms.append(variant.made_lm)
             with _settings.context(**variant.settings), _dspy_options(variant):
-                lm = _settings.current().lm
-                if lm is not None and programs.dspy_bridge(variant.program) is None:
-                    try:  # a variant that could not authenticate fails here, not in its column
-                        lm.check_key()
-                    except ConfigurationError as e:
-                        raise ConfigurationError(f"variant {variant.label}: {e}") from None
-                self.streams[variant.label] = stream(
-                    variant.program, None, inputs, listen=listen, stream_timeout=stream_timeout, timeout=timeout,
-                    timeout_profile=timeout_profile, status_message_provider=status_message_provider,
-                    lm_events=lm_events,
-                )
+                try:
+                    self.streams[variant.label] = stream(
+                        variant.program, None, inputs, listen=listen, stream_timeout=stream_timeout, timeout=timeout,
+                        timeout_profile=timeout_profile, status_message_provider=status_message_provider,
+                        lm_events=lm_events,
+                    )
+                except ConfigurationError as e:  # e.g. an LM without a key: said once, naming the variant
+                    raise ConfigurationError(f"variant {variant.label}: {e}") from None
                 self.models[variant.label] = _model_name(variant.program)
         self.labels = list(self.streams)
         self.stats: dict[str, VariantStats] = {}
         self.result: CompareResult | None = None
         self.stopped = False
         self._wake: tuple[asyncio.AbstractEventLoop, Callable[[Any], None]] | None = None
+
+    @property
+    def variants(self) -> list[tuple[str, str]]:
+        """``(label, model)`` of each variant, in order: a widget's columns."""
+        return [(label, self.models[label]) for label in self.labels]
 
     def __repr__(self) -> str:
         return f"<Comparison of {', '.join(self.labels)}>"

@@ -78,6 +78,17 @@ def input_names(program: Any) -> list[str]:
     return names
 
 
+def check_keys(program: Any, lm: Any) -> None:
+    """Raise the :class:`ConfigurationError` of an LM without a key now, before any request: each predictor's own
+    LM, else ``lm`` (the one in force; None: the demo LM, which needs none). A DSPy program's LM is DSPy's."""
+    if dspy_bridge(program) is not None:
+        return
+    for _, predictor in named_predictors(program):
+        own = getattr(predictor, "lm", None) or lm
+        if own is not None:
+            own.check_key()
+
+
 def check_inputs(program: Any, inputs: Mapping[str, Any]) -> None:
     """Raise :class:`InputError` now, before any request, when ``program`` cannot run on ``inputs``."""
     if isinstance(program, Predict):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import json
 import os
 from json.encoder import encode_basestring
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from jiter import from_json  # an openai dependency: parses bytes, no str round trip
+from pydantic_core import to_jsonable_python
 
 from . import _runs
 from ._exceptions import (
@@ -128,21 +128,12 @@ def _jsonable(value: Any) -> Any:
     """A value JSON does not take, in a form it does (a model as a dict, an LM as its settings, else its repr)."""
     if is_prediction(value):
         return dict(value.items())
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        try:
-            return dump(mode="json")
-        except Exception:  # noqa: BLE001 - fall back on the repr
-            return repr(value)
     if hasattr(value, "request_params"):  # an LM passed with the inputs: its settings, never its key
         return {"lm": {"model": getattr(value, "model", None), **_runs.scrub(value.request_params())}}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, (bytes, bytearray)):
-        return value.decode("utf-8", "replace")
-    return repr(value)
+    try:  # models, dataclasses, sets, bytes... as pydantic writes them
+        return to_jsonable_python(value, fallback=repr)
+    except Exception:  # noqa: BLE001 - a model that cannot dump itself: its repr
+        return repr(value)
 
 
 def _run_lines(run: _runs.Run, index: int) -> Generator[dict[str, Any] | str, None, None]:

@@ -37,6 +37,27 @@ def test_nothing_runs_until_iteration_and_settings_are_captured(lm, server):
     assert s.prediction is events[-1]
 
 
+def test_an_lm_without_a_key_is_refused_when_the_stream_is_made(lm, server, monkeypatch):
+    """The LM in force, or a predictor's own, that has no key (none given, no OPENAI_API_KEY, no local
+    base_url): one ConfigurationError when stream() is called, not a failure after the stream started."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with js.context(lm=js.LM("gpt-4o-mini")):
+        with pytest.raises(js.ConfigurationError, match=r"^no API key for model 'gpt-4o-mini'"):
+            js.stream(js.Predict("question -> answer"), None, {"question": "q"})
+
+    class Two(js.Module):
+        def __init__(self):
+            self.first = js.Predict("question -> answer")
+            self.second = js.Predict("answer -> summary", lm=js.LM("gpt-4.1-mini"))
+
+        def forward(self, question):
+            return self.second(answer=self.first(question=question).answer)
+
+    with pytest.raises(js.ConfigurationError, match=r"^no API key for model 'gpt-4.1-mini'"):
+        js.stream(Two(), None, {"question": "q"})  # the configured LM has a key; the second predictor's has none
+    assert server.requests == []
+
+
 def test_one_named_predictor_runs_alone(lm, server):
     server.script("[[ ## final ## ]]\nPolished.\n\n[[ ## completed ## ]]")
     events = list(js.stream(Pipeline(), "polish", {"answer": "rough"}))

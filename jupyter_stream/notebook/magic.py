@@ -216,7 +216,7 @@ class _CellRun:
                     timeout=args.timeout if args.timeout is not None else runtime.UNSET,
                     timeout_profile=args.profile or ("streaming" if args.timeout is None else None),
                 )
-                self.variants = [(label, self.stream.models[label]) for label in self.stream.labels]
+                self.variants = self.stream.variants
             elif self.streamified is not None and not args.predictor:
                 # A streamified callable keeps its own listeners and status provider.
                 self.stream = self.streamified(**self.inputs)

@@ -66,7 +66,7 @@ class ShownStream:
         self, events: AsyncIterable[Any], *, title: str, model: str, markdown: bool = False, display: bool = True,
         snapshot: bool = True,
     ) -> None:
-        variants = [(label, events.models[label]) for label in events.labels] if isinstance(events, Comparison) else []
+        variants = events.variants if isinstance(events, Comparison) else []
         self.display = WidgetDisplay(markdown=markdown, display=display, snapshot=snapshot, variants=variants)
         self.widget = self.display.widget
         self.prediction: Any = None

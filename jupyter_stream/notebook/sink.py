@@ -25,12 +25,13 @@ The engine never imports this module.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from pydantic_core import to_jsonable_python
 
 from .._compare import CompareResult, VariantDone, VariantEvent
 from .._prediction import is_prediction
@@ -161,19 +162,12 @@ class _Pane:
 
 
 def _json_default(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        try:
-            return dump(mode="json")
-        except TypeError:
-            return dump()
     if is_prediction(value):
         return dict(value.items())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
+    try:  # models, dataclasses, sets... as pydantic writes them; anything else as its str
+        return to_jsonable_python(value, fallback=str)
+    except Exception:  # noqa: BLE001 - a model that cannot dump itself
+        return str(value)
 
 
 def pretty(value: Any) -> str:
@@ -292,7 +286,7 @@ class WidgetSink:
                 w.stats = dict(EMPTY_STATS)
                 w.prediction = {}
                 w.lm_calls = []
-                w.variants = [lane.state(now) for lane in self._lanes.values()]
+                w.variants = self._variant_states(now)
                 w.diff = []
                 w.run_diff = {}
                 # An empty snapshot at the current seq clears the panes of a reused widget.

@@ -58,6 +58,25 @@ def _hide_beside_widget(uid: str) -> str:
             "{display:none}</style>")
 
 
+def _pane_html(name: Any, text: Any) -> str:
+    """One pane: its name, then its text (escaped)."""
+    return (f'<div style="margin-top:6px;opacity:.75;font-size:90%">{_e(name)}</div>'
+            f'<pre style="{_PRE}">{_e(text)}</pre>')
+
+
+def _error_html(error: str) -> str:
+    return f'<pre style="{_PRE};color:var(--jp-error-color1,#c00)">{_e(error)}</pre>'
+
+
+def _parts_of(panes: dict[str, list[str]], labels: PaneLabels, ev: StreamResponse) -> list[str]:
+    """The list of text parts of ``ev``'s pane (made on its first chunk): one pane per LM call and field."""
+    key = labels.key(ev.predict_name, ev.call_id, ev.signature_field_name)
+    parts = panes.get(key)
+    if parts is None:
+        parts = panes[key] = []
+    return parts
+
+
 def pending_html(uid: str) -> str:
     """The snapshot's placeholder while the stream runs: hidden wherever the host honours its stylesheet."""
     sel = f'[data-jps-uid="{_e(uid)}"]'
@@ -94,11 +113,9 @@ def render_html(
         if bits:
             head += " · " + _e(", ".join(bits))
     parts.append(f"<div>{head}</div>")
-    for pane in panes:
-        parts.append(f'<div style="margin-top:6px;opacity:.75;font-size:90%">{_e(pane.get("key", ""))}</div>')
-        parts.append(f'<pre style="{_PRE}">{_e(pane.get("text", ""))}</pre>')
+    parts.extend(_pane_html(pane.get("key", ""), pane.get("text", "")) for pane in panes)
     if error:
-        parts.append(f'<pre style="{_PRE};color:var(--jp-error-color1,#c00)">{_e(error)}</pre>')
+        parts.append(_error_html(error))
     if prediction:
         shown: dict[str, str] = {}
         for pane in panes:
@@ -121,13 +138,13 @@ def render_html(
 def render_compare_html(*, title: str, uid: str = "", status: str = "done", columns: Sequence[Mapping[str, Any]] = (),
                         diff_html: str = "", error: str = "") -> str:
     """A comparison as one escaped HTML fragment: a column per variant (``columns``: ``label``, ``model``,
-    ``status``, ``line`` (its stats), ``error``, ``panes`` (``[(name, text)]``), ``prediction``), then the word
+    ``status``, ``line`` (its stats), ``error``, ``panes`` (``[(name, text)]``)), then the word
     diff (``diff_html``: :meth:`~jupyter_stream._worddiff.PredictionDiff._repr_html_`, escaped there)."""
     parts = [_hide_beside_widget(uid)] if uid else []
     parts.append(f'<div class="jps-snapshot jps-snapshot-compare" data-jps-uid="{_e(uid)}" style="{_STYLE}">')
     parts.append(f"<div><b>{_e(title)}</b> · {len(columns)} variants · <i>{_e(status)}</i></div>")
     if error:
-        parts.append(f'<pre style="{_PRE};color:var(--jp-error-color1,#c00)">{_e(error)}</pre>')
+        parts.append(_error_html(error))
     parts.append(f'<div style="display:grid;grid-template-columns:repeat({max(1, len(columns))},minmax(0,1fr));gap:10px">')
     for col in columns:
         parts.append('<div class="jps-snapshot-variant" style="min-width:0">')
@@ -138,11 +155,9 @@ def render_compare_html(*, title: str, uid: str = "", status: str = "done", colu
         parts.append(f"<div>{head}</div>")
         if col.get("line"):
             parts.append(f'<div style="opacity:.75;font-size:90%">{_e(col["line"])}</div>')
-        for name, text in col.get("panes", ()):
-            parts.append(f'<div style="margin-top:6px;opacity:.75;font-size:90%">{_e(name)}</div>')
-            parts.append(f'<pre style="{_PRE}">{_e(text)}</pre>')
+        parts.extend(_pane_html(name, text) for name, text in col.get("panes", ()))
         if col.get("error"):
-            parts.append(f'<pre style="{_PRE};color:var(--jp-error-color1,#c00)">{_e(col["error"])}</pre>')
+            parts.append(_error_html(col["error"]))
         parts.append("</div>")
     parts.append("</div>")
     if diff_html:
@@ -191,10 +206,7 @@ class SnapshotSink:
             inner = event.event
             if variant is not None and isinstance(inner, StreamResponse):
                 _, panes, labels = variant
-                key = labels.key(inner.predict_name, inner.call_id, inner.signature_field_name)
-                parts = panes.get(key)
-                if parts is None:
-                    parts = panes[key] = []
+                parts = _parts_of(panes, labels, inner)
                 if inner.chunk:
                     parts.append(inner.chunk)
         elif type(event) is VariantDone:
@@ -202,9 +214,7 @@ class SnapshotSink:
         elif isinstance(event, CompareResult):
             self._diff_html = event.diff._repr_html_()
         elif isinstance(event, StreamResponse):
-            parts = self._parts.get(key := self._labels.key(event.predict_name, event.call_id, event.signature_field_name))
-            if parts is None:
-                parts = self._parts[key] = []
+            parts = _parts_of(self._parts, self._labels, event)
             if event.chunk:
                 parts.append(event.chunk)
                 self._chunks += 1

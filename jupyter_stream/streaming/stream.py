@@ -133,6 +133,7 @@ class Stream(RunsOnce):
         self._run = programs.runner(runs)  # captures a DSPy program's settings now, as ``snapshot`` does ours
         self.limits = resolve_limits(timeout=timeout, stream_timeout=stream_timeout, timeout_profile=timeout_profile)
         self.snapshot = _settings.current()
+        programs.check_keys(runs, self.snapshot.lm)
         self.capture = _runs.capture(kind="stream", title=_runs.title_of(program, self.predictor_name),
                                      inputs={**self.inputs, **opts}, snapshot=self.snapshot)
         self.provider = status_message_provider or StatusMessageProvider()

@@ -1,7 +1,6 @@
 // @vitest-environment jsdom
 import { afterEach, describe, expect, it } from "vitest";
-import widget from "../src/widget";
-import { FakeModel } from "./fake_model";
+import { FakeModel, renderView } from "./fake_model";
 
 const frame = () => new Promise<void>((r) => requestAnimationFrame(() => r()));
 const cleanups: (() => void)[] = [];
@@ -18,11 +17,7 @@ const variants = (status = "running", extra: Record<string, any> = {}) => [
 
 function mountCompare() {
   const model = new FakeModel({ title: "compare", model_name: "3 variants", variants: [], diff: [] });
-  const disposeInit = widget.initialize({ model });
-  const el = document.createElement("div");
-  document.body.appendChild(el);
-  const disposeView = widget.render({ model, el });
-  cleanups.push(() => (disposeView(), disposeInit(), el.remove()));
+  const el = renderView(model, cleanups);
   model.update({ status: "running", variants: variants() });
   return { model, el };
 }
@@ -107,10 +102,7 @@ describe("a comparison: a column per variant", () => {
 describe("diff with the previous run of this cell", () => {
   it("is hidden until the kernel sets it, then lists each block as text", () => {
     const model = new FakeModel({ status: "done" });
-    const disposeInit = widget.initialize({ model });
-    const el = document.createElement("div");
-    const disposeView = widget.render({ model, el });
-    cleanups.push(() => (disposeView(), disposeInit()));
+    const el = renderView(model, cleanups);
     const box = el.querySelector<HTMLDetailsElement>(".jps-rundiff")!;
     expect(box.hidden).toBe(true);
     model.update({ run_diff: { title: "#1 \u2192 #2", changed: true, blocks: [

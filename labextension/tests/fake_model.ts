@@ -1,4 +1,20 @@
 import { expect } from "vitest";
+import widget from "../src/widget";
+
+/** Initialize `model` as anywidget does and render one view of it into a new element of the document; its
+ * disposal goes into `cleanups` (run them after each test). */
+export function renderView(model: FakeModel, cleanups: (() => void)[]): HTMLElement {
+  const disposeInit = widget.initialize({ model });
+  const el = document.createElement("div");
+  document.body.appendChild(el);
+  const disposeView = widget.render({ model, el });
+  cleanups.push(() => {
+    disposeView();
+    disposeInit();
+    el.remove();
+  });
+  return el;
+}
 
 /** A stand-in for anywidget's model proxy: traits, change events, custom messages. */
 export class FakeModel {

@@ -3,7 +3,7 @@
 // reading layout in an update, views out of sight updated a few times a second.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import widget, { BOX_STEPS, CHUNK_CHARS, CHUNK_MAX, FIRST_CHUNK_CHARS, OFFSCREEN_MS, PaneView, TICK_MS, inNextFrame } from "../src/widget";
-import { FakeModel } from "./fake_model";
+import { FakeModel, renderView } from "./fake_model";
 
 
 const frame = () => new Promise<void>((r) => requestAnimationFrame(() => r()));
@@ -12,15 +12,7 @@ const cleanups: (() => void)[] = [];
 
 function mount(attrs: Record<string, any> = {}) {
   const model = new FakeModel({ status: "running", ...attrs });
-  const disposeInit = widget.initialize({ model });
-  const el = document.createElement("div");
-  document.body.appendChild(el);
-  const disposeView = widget.render({ model, el });
-  cleanups.push(() => {
-    disposeView();
-    disposeInit();
-    el.remove();
-  });
+  const el = renderView(model, cleanups);
   return { model, el };
 }
 

@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import widget, { PaneView, adoptStylesheet, controllerFor, renderBlocks, useStylesheet } from "../src/widget";
 import { parseMarkdown } from "../src/state";
-import { FakeModel } from "./fake_model";
+import { FakeModel, renderView } from "./fake_model";
 
 
 const frame = () => new Promise<void>((r) => requestAnimationFrame(() => r()));
@@ -11,15 +11,7 @@ const cleanups: (() => void)[] = [];
 /** A model created as the kernel opens it (idle), shown, then its stream started, unless `created` says how it was created. */
 function mount(attrs: Record<string, any> = {}, created?: Record<string, any>) {
   const model = new FakeModel(created ?? attrs);
-  const disposeInit = widget.initialize({ model });
-  const el = document.createElement("div");
-  document.body.appendChild(el);
-  const disposeView = widget.render({ model, el });
-  cleanups.push(() => {
-    disposeView();
-    disposeInit();
-    el.remove();
-  });
+  const el = renderView(model, cleanups);
   if (!created) model.update({ status: "running", ...attrs });
   return { model, el };
 }
