@@ -60,9 +60,10 @@ What is measured, in the page (an init script that runs before JupyterLab's own 
 * (c)'s target, the main-thread CPU per batch: the thread time of the trace's task each batch's frame ran in (found
   by the batch's start: the probe marks each batch, which gives the trace's clock against the page's), median over
   the batches at NEAR_10K characters against those from NEAR_END of the length on. One stream has about 7 batches
-  near 10k, too few (its wall-time median moved 6.5 -> 10.2 ms between identical runs): after the long stream (its
-  end and heap read), SHORT_C short streams of SHORT_CHARS characters (same deltas and rate, a new widget each,
-  scrolled into view before its text) add theirs;
+  near 10k, too few (its wall-time median moved 6.5 -> 10.2 ms between identical runs): before the long stream
+  and after it (its end and heap read), SHORT_C short streams of SHORT_CHARS characters each (same deltas and rate,
+  a new widget each, scrolled into view before its text) add theirs (the load drifts over a run: on both sides,
+  it weighs on them as on the long stream, on average);
 * the JS heap: Chrome DevTools Protocol ``HeapProfiler.collectGarbage`` twice then ``Runtime.getHeapUsage``
   (``usedSize``) at the barrier (after the warm-up), once every measured widget shows a pane (streaming), and 2 s
   after the end: the growth per character from the second read to the end (the characters shown in between), and
@@ -134,8 +135,9 @@ BUCKET = 10
 MEASURE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "blink.user_timing"]
 """The trace every scenario in JupyterLab records (its main-thread tasks' wall and CPU time, the probe's marks)."""
 SHORT_C = 8
-"""Scenario (c): streams of SHORT_CHARS characters after the long one (same deltas, same rate, a new widget each), so
-that at least 50 batches fall near 10k characters (one stream gives about 7): see `cpu_per_batch`."""
+"""Scenario (c): streams of SHORT_CHARS characters before the long one and as many after it (same deltas, same rate, a
+new widget each), so that about 100 batches fall near 10k characters (one stream gives about 7), and the load of the
+machine, which drifts over a run, weighs on them as on the long one on average: see `cpu_per_batch`."""
 SHORT_CHARS = 20_000
 NEAR_10K = (5_000, 15_000)
 """The pane lengths of the batches that make the "10k" CPU figure (a window of the shorts and the long stream)."""
@@ -173,9 +175,12 @@ PROBE_JS = r"""
 (() => {
   if (window.top !== window || window.__bench) return;
   const B = window.__bench = {
-    frames: [], longtasks: [], batches: [], done: [], marked: null, n: 1e9,
+    frames: [], longtasks: [], batches: [], done: [], marked: null, n: 1e9, first: 1,
     reset(n) { this.frames = []; this.longtasks = []; this.batches = []; this.done = []; this.marked = null;
                if (n) this.n = n; },
+    // The measured widgets: the page holds one .jps-widget per cell output; those before `first` are the warm-up's
+    // (and in (c) the short streams run before the long one).
+    measured() { return [...document.querySelectorAll('.jps-widget')].slice(this.first, this.first + this.n); },
   };
   try {
     new PerformanceObserver((list) => {
@@ -211,11 +216,10 @@ PROBE_JS = r"""
 })();
 """
 
-# The measured widgets: those after the warm-up one (the page holds one .jps-widget per cell output).
-MEASURED_JS = "() => [...document.querySelectorAll('.jps-widget')].slice(1, 1 + window.__bench.n)"
+MEASURED_JS = "() => window.__bench.measured()"
 
 DONE_JS = """() => [window.__bench.done.length,
-  [...document.querySelectorAll('.jps-widget')].slice(1, 1 + window.__bench.n).filter(w => w.dataset.status === 'done').length,
+  window.__bench.measured().filter(w => w.dataset.status === 'done').length,
   performance.now()]"""
 
 # Before the measured cells run: the notebook scrolled to its end (past the last cell, as far as JupyterLab lets it),
@@ -229,7 +233,7 @@ SCROLL_END_JS = """() => {
 
 # Once every measured widget shows a pane: remember the pane elements, and how many widgets are in view.
 MARK_JS = """(n) => {
-  const ws = [...document.querySelectorAll('.jps-widget')].slice(1, 1 + window.__bench.n);
+  const ws = window.__bench.measured();
   if (ws.length < n || ws.some(w => !w.querySelector('.jps-pane-text'))) return false;
   window.__bench.marked = ws.map(w => w.querySelector('.jps-pane-text'));
   window.__bench.inView = ws.filter(w => {
@@ -239,15 +243,15 @@ MARK_JS = """(n) => {
   return true;
 }"""
 
-RUNNING_JS = """(n) => { const ws = [...document.querySelectorAll('.jps-widget')].slice(1, 1 + window.__bench.n);
+RUNNING_JS = """(n) => { const ws = window.__bench.measured();
   return ws.length >= n && ws.every(w => w.dataset.status === 'running'); }"""
 
 # The characters the measured panes show, and the page's clock.
-SHOWN_JS = """() => [[...document.querySelectorAll('.jps-widget')].slice(1, 1 + window.__bench.n).reduce((n, w) => n +
+SHOWN_JS = """() => [window.__bench.measured().reduce((n, w) => n +
   ((w.querySelector('.jps-pane-text') || {}).textContent || '').length, 0), performance.now()]"""
 
 END_JS = """() => {
-  const ws = [...document.querySelectorAll('.jps-widget')].slice(1, 1 + window.__bench.n);
+  const ws = window.__bench.measured();
   const marked = window.__bench.marked || [];
   return {
     statuses: ws.map(w => w.dataset.status),
@@ -296,8 +300,12 @@ def notebook(name: str, sc: dict[str, Any], setup_extra: str = "") -> dict[str, 
                         f"token_rate={sc['rate']})" for i in range(n))
     shorts = sc.get("shorts", 0)
     short_lead = round(SHORT_LEAD_S * sc["rate"])
-    replies += "".join(f", Reply(chunks=_answer({SHORT_CHARS // 4}, {sc['per']}, seed={100 + i}, lead={short_lead})[1], "
-                       f"token_rate={sc['rate']})" for i in range(shorts))
+
+    def short_replies(seeds: range) -> str:
+        return "".join(f"Reply(chunks=_answer({SHORT_CHARS // 4}, {sc['per']}, seed={i}, lead={short_lead})[1], "
+                       f"token_rate={sc['rate']}), " for i in seeds)
+    # The demo LM answers in the order of the requests: the warm-up, the shorts before, the measured, the shorts after.
+    replies = short_replies(SHORT_SEEDS["before"][:shorts]) + replies + ", " + short_replies(SHORT_SEEDS["after"][:shorts])
     warm = ("Reply(chunks=_answer({}, {}, seed=999)[1], token_rate={})".format(sc["warm_tokens"], sc["per"], sc["rate"])
             if sc.get("warm_tokens") else "'[[ ## answer ## ]]\\nwarm up\\n\\n[[ ## completed ## ]]'")
     setup = (
@@ -314,11 +322,15 @@ def notebook(name: str, sc: dict[str, Any], setup_extra: str = "") -> dict[str, 
                 f'while not pathlib.Path("{go}").exists():\n'
                 "    time.sleep(0.02)")
     flag = " --background" if n > 1 else ""
-    cells = [setup, '%%stream "question -> answer"\nWarm up.', barrier(f"ready-{name}", f"go-{name}")]
-    cells += [f'%%stream "question -> answer"{flag}\nWrite {i}.' for i in range(n)]
-    if shorts:  # (c): after the measured stream (and its end, its heap read), one short stream after another
-        cells += [barrier(f"ready2-{name}", f"go2-{name}")]
+    cells = [setup, '%%stream "question -> answer"\nWarm up.']
+    if shorts:  # (c): after the warm-up, one short stream after another
+        cells += [barrier(f"ready0-{name}", f"go0-{name}")]
         cells += [f'%%stream "question -> answer"\nShort {i}.' for i in range(shorts)]
+    cells += [barrier(f"ready-{name}", f"go-{name}")]
+    cells += [f'%%stream "question -> answer"{flag}\nWrite {i}.' for i in range(n)]
+    if shorts:  # (c): after the measured stream (and its end, its heap read), as many short streams again
+        cells += [barrier(f"ready2-{name}", f"go2-{name}")]
+        cells += [f'%%stream "question -> answer"\nShort {shorts + i}.' for i in range(shorts)]
     return {
         "nbformat": 4, "nbformat_minor": 5,
         "metadata": {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}},
@@ -465,8 +477,8 @@ REC_JS = ("() => { const B = window.__bench; return {frames: B.frames, longtasks
           "done: B.done, inView: B.inView ?? null, noLongtask: B.noLongtask || null}; }")
 
 # (c)'s short streams, one after another: each widget scrolled into view in its lead-in (no text yet), then its text.
-SHORTS_JS = """(n) => {
-  const ws = [...document.querySelectorAll('.jps-widget')].slice(1 + n);
+SHORTS_JS = """([a, b]) => {
+  const ws = [...document.querySelectorAll('.jps-widget')].slice(a, b);
   for (const w of ws) if (w.dataset.status === 'running' && !w.dataset.benchSeen) {
     w.dataset.benchSeen = '1';
     w.scrollIntoView({ block: 'start' });
@@ -477,19 +489,28 @@ SHORTS_JS = """(n) => {
 }"""
 
 
-def run_shorts(lab: Lab, browser: Any, page: Any, name: str, sc: dict[str, Any], tmp: Path, say: Any) -> dict[str, Any]:
-    """(c), after the long stream: SHORT_C streams of SHORT_CHARS characters, one after another, traced."""
+SHORT_SEEDS = {"before": range(200, 300), "after": range(100, 200)}
+"""The seeds of (c)'s short streams' texts, before and after the long one."""
+
+
+def run_shorts(lab: Lab, browser: Any, page: Any, name: str, sc: dict[str, Any], tmp: Path, say: Any,
+               when: str) -> dict[str, Any]:
+    """(c), `when` "before" or "after" the long stream: sc["shorts"] streams of SHORT_CHARS characters, one after
+    another, traced."""
     k, n = sc["shorts"], sc["widgets"]
-    _wait_file(lab.notebooks / f"ready2-{name}", 60, f"{name}: the end of the long stream (second barrier)", page)
+    barrier = "0" if when == "before" else "2"
+    _wait_file(lab.notebooks / f"ready{barrier}-{name}", 90, f"{name}: the barrier before the short streams {when} "
+               "the long one", page)
     page.evaluate("(n) => window.__bench.reset(n)", n)
-    path = tmp / f"trace-{name}-short.json"
+    path = tmp / f"trace-{name}-short-{when}.json"
     browser.start_tracing(page=page, path=str(path), categories=MEASURE_CATEGORIES)
-    (lab.notebooks / f"go2-{name}").write_text("1")
-    say(f"  {name}: {k} short streams of {SHORT_CHARS:,} characters")
+    (lab.notebooks / f"go{barrier}-{name}").write_text("1")
+    say(f"  {name}: {k} short streams of {SHORT_CHARS:,} characters {when} the long one")
     deadline = time.monotonic() + k * (SHORT_CHARS / (4 * sc["per"] * sc["rate"]) + SHORT_LEAD_S + 10) + 30
     in_view: set[int] = set()
+    first = 1 if when == "before" else 1 + k + n  # the warm-up's widget, the shorts before, the long one
     while True:
-        done, texts, shown = page.evaluate(SHORTS_JS, n)
+        done, texts, shown = page.evaluate(SHORTS_JS, [first, first + k])
         in_view |= {i for i, v in enumerate(shown) if v and texts[i]}
         if done >= k:
             break
@@ -498,9 +519,9 @@ def run_shorts(lab: Lab, browser: Any, page: Any, name: str, sc: dict[str, Any],
         page.wait_for_timeout(100)
     page.wait_for_timeout(500)
     browser.stop_tracing()
-    done, texts, _ = page.evaluate(SHORTS_JS, n)
+    done, texts, _ = page.evaluate(SHORTS_JS, [first, first + k])
     rec = page.evaluate(REC_JS)
-    want = [answer(SHORT_CHARS // 4, sc["per"], seed=100 + i)[0] for i in range(k)]
+    want = [answer(SHORT_CHARS // 4, sc["per"], seed=i)[0] for i in SHORT_SEEDS[when][:k]]
     if texts != want:
         raise BenchmarkError(f"{name}: a short stream's text is wrong (lengths {[len(t or '') for t in texts]})")
     return {"trace": str(path), "batches": [b for b in rec["batches"] if b[3] > 0], "in_view": len(in_view)}
@@ -512,7 +533,7 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
     nb = f"browser-{name}.ipynb"
     _write_json(lab.notebooks / nb, notebook(name, sc, setup_extra))
     ready, go = lab.notebooks / f"ready-{name}", lab.notebooks / f"go-{name}"
-    for f in (ready, go, lab.notebooks / f"ready2-{name}", lab.notebooks / f"go2-{name}"):
+    for f in (ready, go, *(lab.notebooks / f"{x}{b}-{name}" for x in ("ready", "go") for b in "02")):
         f.unlink(missing_ok=True)
     n = sc["widgets"]
     expected = [answer(sc["tokens"], sc["per"], seed=i)[0] for i in range(n)]
@@ -532,6 +553,10 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
         cdp = context.new_cdp_session(page)
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        before = None
+        if sc.get("shorts"):  # (c): short streams first (after the warm-up), then the long one
+            page.evaluate("(k) => { window.__bench.first = 1 + k; }", sc["shorts"])
+            before = run_shorts(lab, browser, page, name, sc, tmp, say, "before")
         _wait_file(ready, 90, f"{name}: the warm-up stream", page)
         page.wait_for_timeout(1000)  # the warm-up's last frames and its end
         if not page.evaluate(SCROLL_END_JS):
@@ -584,7 +609,7 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
         end = page.evaluate(END_JS)
         heap1 = _heap(cdp)
         rec = page.evaluate(REC_JS)
-        short = run_shorts(lab, browser, page, name, sc, tmp, say) if sc.get("shorts") else None
+        after = run_shorts(lab, browser, page, name, sc, tmp, say, "after") if sc.get("shorts") else None
     finally:
         context.close()
         lab.shutdown_kernels()
@@ -630,15 +655,21 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
     for b, c in zip(applied, cpus):
         b.append(c)
     cpu_c = None
-    if short is not None:  # (c): CPU per batch near 10k (the shorts and the long stream) and near the end
+    if before is not None and after is not None:  # (c): CPU per batch near 10k (shorts, long stream) and near the end
         lo = [b for b in applied if NEAR_10K[0] <= b[4] <= NEAR_10K[1]]
-        s_tasks = read_trace(short["trace"])["tasks"]
-        s_lo = [b for b in short["batches"] if b[2] > 0 and NEAR_10K[0] <= b[4] <= NEAR_10K[1]]
+        sides = {}
+        for when, short in (("before", before), ("after", after)):
+            s_lo = [b for b in short["batches"] if b[2] > 0 and NEAR_10K[0] <= b[4] <= NEAR_10K[1]]
+            sides[when] = (s_lo, cpu_per_batch(read_trace(short["trace"])["tasks"], s_lo))
+            Path(short["trace"]).unlink(missing_ok=True)
         hi = [b for b in applied if b[4] >= NEAR_END * chars]
-        cpu_c = {"lo": cpu_window([b[5] for b in lo] + cpu_per_batch(s_tasks, s_lo), lo + s_lo),
-                 "lo_long": len(lo), "lo_short": len(s_lo), "shorts": sc["shorts"], "shorts_in_view": short["in_view"],
+        cpu_c = {"lo": cpu_window([b[5] for b in lo] + sides["before"][1] + sides["after"][1],
+                                  lo + sides["before"][0] + sides["after"][0]),
+                 "lo_before": cpu_window(sides["before"][1], sides["before"][0]),
+                 "lo_after": cpu_window(sides["after"][1], sides["after"][0]),
+                 "lo_long": cpu_window([b[5] for b in lo], lo),
+                 "shorts": sc["shorts"], "shorts_in_view": before["in_view"] + after["in_view"],
                  "hi": cpu_window([b[5] for b in hi], hi), "hi_from": int(NEAR_END * chars)}
-        Path(short["trace"]).unlink(missing_ok=True)
     if trace_path != profile:
         Path(trace_path).unlink(missing_ok=True)
 
@@ -659,6 +690,7 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
         "stream_s": (t_done - t_first) / 1000,
         "long_tasks": len(longs), "long_max_ms": max(longs, default=0.0), "long_total_ms": sum(longs),
         "trace_long_wall": lt["wall"], "trace_long_cpu": lt["cpu"], "trace_cpu_max_ms": lt["cpu_max_ms"],
+        "trace_cpu_max_after_end_s": (lt["cpu_max_at"] - t_done) / 1000,
         "trace_long_list": lt["cpu_of_wall"], "main_busy_pct": 100 * lt["busy_ms"] / 1000 / max(1e-9, lt["span_s"]),
         "cpu_c": cpu_c,
         "frames": len(frames), "fps": (len(frames) - 1) / max(1e-9, (t_done - t_first) / 1000),
@@ -707,7 +739,8 @@ def trace_long_tasks(tasks: list[tuple[float, float, float]], a: float, b: float
     win = [t for t in tasks if a - 1 <= t[0] <= b and not skip(t[0], t[0] + t[1])]
     wall = [t for t in win if t[1] > LONG_TASK_MS]
     busy = [t for t in win if t[2] > LONG_TASK_MS]
-    return {"wall": len(wall), "cpu": len(busy), "cpu_max_ms": max((t[2] for t in win), default=0.0),
+    top = max(win, key=lambda t: t[2], default=(float("nan"), 0.0, 0.0))
+    return {"wall": len(wall), "cpu": len(busy), "cpu_max_ms": top[2], "cpu_max_at": top[0],
             "cpu_of_wall": [[round(t[1]), round(t[2], 1)] for t in wall],
             "busy_ms": sum(t[2] for t in win), "span_s": (b - a) / 1000}
 
@@ -935,6 +968,13 @@ def run(*, quick: bool, smoke: bool = False, only: list[str] | None = None, setu
                   seconds=time.perf_counter() - t0, load=(load0, load1), windowing=windowing)
 
 
+def _when(after_end_s: float) -> str:
+    """A task's time against the stream's end (the last widget's ``done``), in words."""
+    if after_end_s >= 0:
+        return f"{after_end_s:.1f} s after the end"
+    return f"{-after_end_s:.1f} s before the end"
+
+
 def _per_char(r: dict[str, Any]) -> str:
     return "" if r["heap_per_char"] is None else f"{r['heap_per_char']:.1f}"
 
@@ -981,7 +1021,13 @@ def report(results: dict[str, dict[str, Any]], *, quick: bool, smoke: bool, chro
          "counts as long though the page did little). The trace (a Chrome trace of every scenario, recorded while it "
          "streams) tells load from work: its tasks over 50 ms of wall time, and those over 50 ms of CPU (thread) time, "
          "which the page itself computed; \"most CPU in a task\" the largest; \"busy\" the main thread's CPU over the "
-         "window. Tracing costs the page a little itself.")
+         "window. Tracing costs the page a little itself. The largest task by CPU: "
+         + "; ".join(f"{r['label'].split(')')[0]}) {r['trace_cpu_max_ms']:.0f} ms, {_when(r['trace_cpu_max_after_end_s'])}"
+                     for r in results.values()) + ". "
+         "At the end of a stream, the widget's static snapshot (the result as HTML in an output of its own, for viewers "
+         "without widgets; hidden where the widget shows) arrives in one output update, and JupyterLab parses every HTML "
+         "output for its table of contents (its sanitizer, then a DOM), open or not: linear in the text, about 45 ms of a "
+         "50 ms task at 1,000,000 characters in a CPU profile (`_browser.py --only c --profile PREFIX`).")
     emit("")
     size_rows = []
     for r in results.values():
@@ -1020,16 +1066,21 @@ def report(results: dict[str, dict[str, Any]], *, quick: bool, smoke: bool, chro
              "task each batch's frame ran in (the widget's writes, then that frame's style, layout, paint and commit), "
              "from the trace; thread time does not count the waits for a core, so it does not change with the load. "
              f"Near 10k: the batches at {NEAR_10K[0]:,}-{NEAR_10K[1]:,} characters of {cc['shorts']} short streams of "
-             f"{SHORT_CHARS:,} characters run after the long one in the same page (same deltas, same rate, a new "
-             f"widget each, scrolled into view before its text: {cc['shorts_in_view']}/{cc['shorts']} seen in view) "
-             f"and of the long one ({cc['lo_short']} + {cc['lo_long']} batches); near the end: the long stream's "
-             f"batches from {cc['hi_from']:,} characters on:")
+             f"{SHORT_CHARS:,} characters run before the long one and {cc['shorts']} after it in the same page (same "
+             "deltas, same rate, a new widget each, scrolled into view before its text: "
+             f"{cc['shorts_in_view']}/{2 * cc['shorts']} seen in view) and of the long one, pooled (the load of the "
+             "machine drifts over a run: the shorts on both sides weigh on the 10k figure as it weighs on the long "
+             f"stream, on average); near the end: the long stream's batches from {cc['hi_from']:,} characters on:")
         emit("")
+
+        def row(what: str, w: dict[str, Any]) -> list[str]:
+            return [what, str(w["batches"]), f"{w['chars_per_batch']:,.0f}", f"{w['cpu_ms']:.2f}",
+                    f"{w['cpu_mean_ms']:.2f}", _ms(w["wall_ms"])]
+        near = f"{NEAR_10K[0]:,}-{NEAR_10K[1]:,}"
         emit(table(["window", "batches", "characters per batch", "CPU ms (median)", "CPU ms (mean)", "apply ms (wall, median)"],
-                   [[f"{NEAR_10K[0]:,}-{NEAR_10K[1]:,}", str(lo["batches"]), f"{lo['chars_per_batch']:,.0f}",
-                     f"{lo['cpu_ms']:.2f}", f"{lo['cpu_mean_ms']:.2f}", _ms(lo["wall_ms"])],
-                    [f"{cc['hi_from']:,}-{r['chars']:,}", str(hi["batches"]), f"{hi['chars_per_batch']:,.0f}",
-                     f"{hi['cpu_ms']:.2f}", f"{hi['cpu_mean_ms']:.2f}", _ms(hi["wall_ms"])]], "lrrrrr"))
+                   [row(f"{near} (all)", lo), row(f"{near}: the shorts before", cc["lo_before"]),
+                    row(f"{near}: the long stream", cc["lo_long"]), row(f"{near}: the shorts after", cc["lo_after"]),
+                    row(f"{cc['hi_from']:,}-{r['chars']:,}", hi)], "lrrrrr"))
         emit("")
     if alone:
         emit(f"The widget alone (`run_alone`): the same built `widget.js`/`widget.css` in a page of its own in the same "
@@ -1077,7 +1128,8 @@ def report(results: dict[str, dict[str, Any]], *, quick: bool, smoke: bool, chro
                         f"{SETTLE_S:g} s after the end",
                         f"{r['long_tasks']} long tasks, longest {r['long_max_ms']:.0f} ms (trace: "
                         f"{r['trace_long_wall']} over 50 ms wall, {r['trace_long_cpu']} over 50 ms CPU; most CPU in "
-                        f"a task {r['trace_cpu_max_ms']:.0f} ms)", r["long_tasks"] == 0))
+                        f"a task {r['trace_cpu_max_ms']:.0f} ms, {_when(r['trace_cpu_max_after_end_s'])})",
+                        r["long_tasks"] == 0))
         targets.append((f"browser {key}: the end keeps the panes (no rebuild) and their scroll (no jump to the top)",
                         f"{r['kept']}/{r['marked']} kept, {r['at_bottom']}/{r['overflowing']} at the end",
                         r["kept"] == r["marked"] > 0 and r["at_bottom"] == r["overflowing"]))

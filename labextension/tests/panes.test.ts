@@ -2,7 +2,7 @@
 // The pane's rendering cost: text in chunks, one frame for every view, following the end of the text without
 // reading layout in an update, views out of sight updated a few times a second.
 import { afterEach, describe, expect, it, vi } from "vitest";
-import widget, { BOX_STEPS, CHUNK_CHARS, CHUNK_MAX, FIRST_CHUNK_CHARS, OFFSCREEN_MS, PaneView, TICK_MS, inNextFrame } from "../src/widget";
+import widget, { BOX_STEPS, CHUNK_CHARS, CHUNK_MAX, FIRST_CHUNK_CHARS, GROUP_CHUNKS, OFFSCREEN_MS, PaneView, TICK_MS, inNextFrame } from "../src/widget";
 import { FakeModel, renderView } from "./fake_model";
 
 
@@ -32,9 +32,10 @@ function prose(n: number, every = 200): string {
   return s.slice(0, n);
 }
 
-/** The pane's chunks: [the Text node, or the .jps-chunk block, and its text]. */
+/** The pane's chunks: [the Text node, or the .jps-chunk block (inside its .jps-chunks group), and its text]. */
 function chunks(textEl: HTMLElement): { node: Node; text: string }[] {
-  return [...textEl.childNodes].map((node) => ({ node, text: node.textContent ?? "" }));
+  const nodes = [...textEl.childNodes].flatMap((n) => (n.nodeType === Node.TEXT_NODE ? [n] : [...n.childNodes]));
+  return nodes.map((node) => ({ node, text: node.textContent ?? "" }));
 }
 
 function newPane(): PaneView {
@@ -80,8 +81,12 @@ describe("plain panes in chunks", () => {
       expect(c.text.length).toBeGreaterThanOrEqual(CHUNK_CHARS);
       expect(c.text.length).toBeLessThan(CHUNK_CHARS + 300);
     }
-    // Only the chunk elements: no other markup.
-    expect([...view.textEl.querySelectorAll("*")].every((e) => e.className === "jps-chunk")).toBe(true);
+    // The blocks sit in groups of GROUP_CHUNKS (the last may hold fewer), and there is no other markup.
+    const groups = [...view.textEl.children];
+    expect(groups.length).toBe(Math.ceil((cs.length - 1) / GROUP_CHUNKS));
+    for (const g of groups) expect(g.className).toBe("jps-chunks");
+    expect(groups.slice(0, -1).every((g) => g.children.length === GROUP_CHUNKS)).toBe(true);
+    expect([...view.textEl.querySelectorAll("*")].every((e) => e.className === "jps-chunk" || e.className === "jps-chunks")).toBe(true);
   });
 
   it("the cuts do not depend on how the text arrived: deltas, one piece, or a rebuild from the full text", () => {
