@@ -70,7 +70,8 @@ What is measured, in the page (an init script that runs before JupyterLab's own 
   the fixed cost of each widget shown (the growth up to the second read less its characters' share); the long
   tasks, frames and batches that overlap the second read's forced GCs are left out;
 * the end: the pane elements seen while streaming must still be in the document (no view rebuilt from
-  scratch) and every pane that overflows must still show its end (no jump to the top).
+  scratch) and every pane that overflows must show its end (no jump to the top) when the reader scrolls to it
+  (each widget scrolled into view in turn: a view out of sight scrolls its panes when it comes into sight).
 
 Before the measured cells run, the notebook is scrolled to its end, so that the last cell's output shows as it
 appears (the reader watches the stream; Run All leaves the notebook at the last cell's input with the output below
@@ -250,9 +251,20 @@ RUNNING_JS = """(n) => { const ws = window.__bench.measured();
 SHOWN_JS = """() => [window.__bench.measured().reduce((n, w) => n +
   ((w.querySelector('.jps-pane-text') || {}).textContent || '').length, 0), performance.now()]"""
 
-END_JS = """() => {
+# The end, read as the reader sees it: the texts, then each widget scrolled into view in turn (a view out of sight
+# scrolls its panes to their end when it comes into sight, not before) and its pane's scroll read a few frames later.
+END_JS = """async () => {
   const ws = window.__bench.measured();
   const marked = window.__bench.marked || [];
+  const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+  const panes = [];
+  for (const w of ws) {
+    const t = w.querySelector('.jps-pane-text');
+    if (!t) { panes.push(null); continue; }
+    w.scrollIntoView({ block: 'center' });
+    for (let i = 0; i < 6; i++) await frame();
+    panes.push([t.scrollHeight, t.scrollTop, t.clientHeight]);
+  }
   return {
     statuses: ws.map(w => w.dataset.status),
     texts: ws.map(w => {
@@ -261,8 +273,7 @@ END_JS = """() => {
     }),
     marked: marked.length,
     markedConnected: marked.filter(e => e.isConnected).length,
-    panes: ws.map(w => { const t = w.querySelector('.jps-pane-text');
-      return t ? [t.scrollHeight, t.scrollTop, t.clientHeight] : null; }),
+    panes,
   };
 }"""
 
@@ -606,9 +617,9 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
         browser.stop_tracing()
         if profile and not profile.endswith(".json"):
             Path(profile).write_text(json.dumps(cdp.send("Profiler.stop")["profile"]))
-        end = page.evaluate(END_JS)
         heap1 = _heap(cdp)
         rec = page.evaluate(REC_JS)
+        end = page.evaluate(END_JS)  # scrolls: after the records and the heap
         after = run_shorts(lab, browser, page, name, sc, tmp, say, "after") if sc.get("shorts") else None
     finally:
         context.close()
@@ -704,7 +715,7 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
         "long_task_list": [[round(st - t_first), round(d)] for st, d in rec["longtasks"] if t_first - 1 <= st <= t_end],
         "series": [[b[4], round(b[2] - b[0], 2), round(b[1] - b[0], 2), b[3],
                     None if b[5] is None else round(b[5], 2)] for b in applied],
-        "in_view": rec["inView"], "marked": end["marked"], "kept": end["markedConnected"], "overflowing": len(overflowing),
+        "in_view": rec["inView"], "marked": end["marked"], "kept": end["markedConnected"], "overflowing": len(overflowing), "end_panes": end["panes"],
         "at_bottom": len(at_bottom), "page_errors": errors,
     }
 

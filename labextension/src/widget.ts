@@ -485,6 +485,9 @@ export class PaneView {
   readonly textEl: HTMLElement;
   /** Follows the end of the text (the reader has not scrolled up). */
   stuck = true;
+  /** The browser skips rendering the pane's widget (far out of sight: widget.css); its scroll events then are
+   * not the reader's (the browser may clamp the scroll of what it does not lay out). See StreamView.onRendered. */
+  skipped = false;
   private mark: HTMLElement;
   /** Plain mode: the last chunk's Text node, its length, and whether it is full (the next text starts a chunk). */
   private chunk: Text | null = null;
@@ -646,6 +649,13 @@ export class PaneView {
     return this.settling > 0;
   }
 
+  /** Rendered again after the browser skipped it: for a few frames, scroll to the end again if following, and
+   * take no scroll event for the reader's. */
+  resettle(): void {
+    this.skipped = false;
+    this.settling = Math.max(this.settling, 3);
+  }
+
   /** The streaming box's step (1 to BOX_STEPS). */
   get boxStep(): number {
     return this.box;
@@ -668,7 +678,7 @@ export class PaneView {
 
   private readonly checkEnd = (): void => {
     this.checkQueued = false;
-    if (this.settling > 0 || !this.textEl.isConnected) return;
+    if (this.settling > 0 || this.skipped || !this.textEl.isConnected) return;
     const el = this.textEl;
     this.stuck = el.scrollHeight - el.scrollTop - el.clientHeight < AT_END_PX;
   };
@@ -764,6 +774,8 @@ export class StreamView {
   private following = new Set<PaneView>();
   /** In or near the viewport (IntersectionObserver; true where there is none): else updates come OFFSCREEN_MS apart. */
   private shown = true;
+  /** The browser skips rendering this widget (see onRendered). */
+  private skipped = false;
   private sight: IntersectionObserver | null = null;
   private unsubscribe: () => void;
   private traitHandlers: [string, () => void][] = [];
@@ -865,7 +877,24 @@ export class StreamView {
       this.sight = new IntersectionObserver(this.onSight, { rootMargin: "100% 0px" });
       this.sight.observe(this.root);
     }
+    this.root.addEventListener("contentvisibilityautostatechange", this.onRendered);
   }
+
+  /** The browser skips rendering a widget far out of sight (widget.css: `content-visibility`), and a scroll set
+   * in a pane meanwhile may not hold: when it renders the widget again, the panes that follow their end scroll. */
+  private readonly onRendered = (e: Event): void => {
+    this.skipped = !!(e as Event & { skipped?: boolean }).skipped;
+    if (this.disposed) return;
+    for (const view of this.panes.values()) {
+      if (this.skipped) {
+        view.skipped = true;
+      } else {
+        view.resettle();
+        this.following.add(view);
+      }
+    }
+    if (!this.skipped) this.queueFrame();
+  };
 
   private readonly onSight = (entries: IntersectionObserverEntry[]): void => {
     const shown = entries[entries.length - 1].isIntersecting;
@@ -876,13 +905,15 @@ export class StreamView {
     this.root.classList.toggle("jps-away", !shown);
     if (!shown || this.disposed) return;
     this.renderStats();
-    // Catch up at the next frame (a job already waiting in the slow lane then finds nothing left to do).
-    if (this.frameQueued) inNextFrame(() => this.flush());
+    // Catch up at the next frame (a job already waiting in the slow lane then finds nothing left to do), and
+    // scroll the panes that follow their end (not done while out of sight: see scrollStep).
+    if (this.frameQueued || this.following.size) inNextFrame(() => this.flush());
   };
 
   dispose(): void {
     this.disposed = true;
     this.sight?.disconnect();
+    this.root.removeEventListener("contentvisibilityautostatechange", this.onRendered);
     this.unsubscribe();
     for (const [name, fn] of this.traitHandlers) this.model.off(name, fn);
     this.traitHandlers = [];
@@ -975,7 +1006,9 @@ export class StreamView {
 
   /** After every view's writes: scroll the panes that follow their end (the first read lays the page out once). */
   private readonly scrollStep = (): void => {
-    if (this.disposed) return;
+    // Out of sight, the panes keep following their end without scrolling: a scroll reads the layout, which the
+    // browser skips for a widget far out of sight (widget.css). They scroll when it comes into sight (onSight).
+    if (this.disposed || !this.shown) return;
     let again = false;
     for (const view of this.following) {
       if (view.follow()) again = true;
@@ -999,6 +1032,7 @@ export class StreamView {
     const pane = this.controller.state.get(key);
     if (!pane) return undefined;
     const view = new PaneView(pane, !!this.get("markdown"));
+    view.skipped = this.skipped;
     this.panes.set(key, view);
     const { variant, group: callGroup } = splitVariant(pane.predict);
     const column = variant === null ? undefined : this.columns.get(variant);

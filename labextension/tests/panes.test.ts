@@ -25,6 +25,34 @@ afterEach(() => {
 const textOf = (el: HTMLElement, key = "p.a") =>
   el.querySelector<HTMLElement>(`.jps-pane[data-key="${key}"] .jps-pane-text`)!;
 
+/** An IntersectionObserver stand-in: returns, for a mounted view, its sight callback to call by hand. */
+function fakeSight() {
+  const observers: { cb: (e: any[]) => void; el?: Element }[] = [];
+  (globalThis as any).IntersectionObserver = class {
+    rec: { cb: (e: any[]) => void; el?: Element };
+    constructor(cb: (e: any[]) => void) {
+      this.rec = { cb };
+      observers.push(this.rec);
+    }
+    observe(el: Element) {
+      this.rec.el = el;
+    }
+    disconnect() {}
+  };
+  return (el: HTMLElement) => observers.find((o) => o.el && el.contains(o.el))!;
+}
+
+/** A running view whose pane "p.a" shows "start" in a scroll box of 1000 px, 100 px of it in view. */
+async function mountScrolling() {
+  const { model, el } = mount();
+  model.deltas(["p.a", "start", false]);
+  await frame();
+  const t = textOf(el);
+  const box = { height: 1000, client: 100, reads: 0 };
+  const pos = scrollBox(t, box);
+  return { model, el, t, box, pos };
+}
+
 /** Prose with a newline every `every` characters (`every` 0: none). */
 function prose(n: number, every = 200): string {
   let s = "";
@@ -188,12 +216,7 @@ describe("one frame for every view", () => {
 
 describe("following the end of the text", () => {
   it("follows while at the end, stops when the reader scrolls up, follows again back at the end", async () => {
-    const { model, el } = mount();
-    model.deltas(["p.a", "start", false]);
-    await frame();
-    const t = textOf(el);
-    const box = { height: 1000, client: 100, reads: 0 };
-    const pos = scrollBox(t, box);
+    const { model, t, box, pos } = await mountScrolling();
     model.deltas(["p.a", " more", false]);
     await frame();
     expect(pos.top()).toBe(900);
@@ -312,20 +335,9 @@ describe("the streaming box", () => {
 
 describe("views out of sight", () => {
   it("apply what arrived every OFFSCREEN_MS, and at once when they come into sight", async () => {
-    const observers: { cb: (e: any[]) => void; el?: Element }[] = [];
-    (globalThis as any).IntersectionObserver = class {
-      rec: { cb: (e: any[]) => void; el?: Element };
-      constructor(cb: (e: any[]) => void) {
-        this.rec = { cb };
-        observers.push(this.rec);
-      }
-      observe(el: Element) {
-        this.rec.el = el;
-      }
-      disconnect() {}
-    };
+    const sightOf = fakeSight();
     const { model, el } = mount();
-    const sight = observers.find((o) => o.el && el.contains(o.el))!;
+    const sight = sightOf(el);
     sight.cb([{ isIntersecting: false }]);
     const root = el.querySelector(".jps-widget")!;
     expect(root.classList.contains("jps-away")).toBe(true); // its running indicator stops spinning
@@ -346,6 +358,60 @@ describe("views out of sight", () => {
     model.deltas(["p.a", "!", false]);
     await frame();
     expect(textOf(el).textContent).toBe("hidden text!");
+  });
+});
+
+describe("scrolling out of sight", () => {
+  /** The event the browser fires when it starts or stops skipping a `content-visibility: auto` element. */
+  function skipped(root: Element, value: boolean) {
+    const e = new Event("contentvisibilityautostatechange");
+    (e as any).skipped = value;
+    root.dispatchEvent(e);
+  }
+
+  it("a view out of sight reads no layout to scroll; it shows the end of its panes once in sight", async () => {
+    const sightOf = fakeSight();
+    const { model, el, t, box, pos } = await mountScrolling();
+    sightOf(el).cb([{ isIntersecting: false }]);
+    box.reads = 0;
+    box.height = 2000;
+    model.deltas(["p.a", " more", false]);
+    await sleep(OFFSCREEN_MS + 50);
+    await frame();
+    await frame();
+    expect(t.textContent).toBe("start more"); // applied, not scrolled
+    expect(box.reads).toBe(0);
+    sightOf(el).cb([{ isIntersecting: true }]);
+    await frame();
+    await frame();
+    expect(pos.top()).toBe(1900);
+  });
+
+  it("a scroll while the browser skips the widget does not stop its panes following; rendered again, they scroll", async () => {
+    const { model, el, t, box, pos } = await mountScrolling();
+    const root = el.querySelector(".jps-widget")!;
+    model.deltas(["p.a", " more", false]);
+    await frame();
+    expect(pos.top()).toBe(900);
+    skipped(root, true);
+    t.scrollTop = 0; // the browser clamped the scroll of a pane it does not lay out: not the reader
+    t.dispatchEvent(new Event("scroll"));
+    await frame();
+    box.height = 1500;
+    skipped(root, false);
+    for (let i = 0; i < 4; i++) await frame();
+    expect(pos.top()).toBe(1400);
+    box.height = 1800; // and it goes on following
+    model.deltas(["p.a", "!", false]);
+    for (let i = 0; i < 4; i++) await frame();
+    expect(pos.top()).toBe(1700);
+    // The reader's own scroll, the widget rendered, still stops it.
+    t.scrollTop = 200;
+    t.dispatchEvent(new Event("scroll"));
+    for (let i = 0; i < 4; i++) await frame();
+    model.deltas(["p.a", "?", false]);
+    await frame();
+    expect(pos.top()).toBe(200);
   });
 });
 
