@@ -715,8 +715,8 @@ def run_scenario(lab: Lab, browser: Any, name: str, sc: dict[str, Any], say: Any
         "long_task_list": [[round(st - t_first), round(d)] for st, d in rec["longtasks"] if t_first - 1 <= st <= t_end],
         "series": [[b[4], round(b[2] - b[0], 2), round(b[1] - b[0], 2), b[3],
                     None if b[5] is None else round(b[5], 2)] for b in applied],
-        "in_view": rec["inView"], "marked": end["marked"], "kept": end["markedConnected"], "overflowing": len(overflowing), "end_panes": end["panes"],
-        "at_bottom": len(at_bottom), "page_errors": errors,
+        "in_view": rec["inView"], "marked": end["marked"], "kept": end["markedConnected"], "overflowing": len(overflowing),
+        "at_bottom": len(at_bottom), "end_panes": end["panes"], "page_errors": errors,
     }
 
 
