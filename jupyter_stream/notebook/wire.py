@@ -64,7 +64,7 @@ reference, asks for the text).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -162,6 +162,15 @@ def resolve_text(value: Any, panes: Mapping[str, str] | Iterable[Mapping[str, An
     return value if text is None else text
 
 
+def _fields_by_ref(fields: Mapping[str, Any], key_of: Callable[[str], str | None]) -> dict[str, Any]:
+    """``fields`` with each string value that ``key_of`` finds as a pane's whole text sent as ``{"$pane": key}``."""
+    out = {}
+    for name, value in fields.items():
+        key = key_of(value) if isinstance(value, str) else None
+        out[name] = value if key is None else {PANE_REF: key}
+    return out
+
+
 def _prediction_to_json(value: Any, widget: StreamWidget) -> Any:
     """The synced form of ``prediction``: a field equal to the text of a pane of ``widget.panes`` (set in
     the same update, at the end of the stream) is sent as ``{"$pane": key}``."""
@@ -175,8 +184,7 @@ def _prediction_to_json(value: Any, widget: StreamWidget) -> Any:
             by_text[text] = pane.get("key", "")
     if not by_text:
         return value
-    out = {name: {PANE_REF: by_text[v]} if isinstance(v, str) and v in by_text else v for name, v in fields.items()}
-    return {**value, "fields": out}
+    return {**value, "fields": _fields_by_ref(fields, by_text.get)}
 
 
 def _variants_to_json(value: Any, widget: StreamWidget) -> Any:
@@ -194,8 +202,7 @@ def _variants_to_json(value: Any, widget: StreamWidget) -> Any:
         fields = v.get("prediction", {}).get("fields") if isinstance(v, dict) else None
         if isinstance(fields, dict) and fields:
             label = v.get("label")
-            refs = {name: {PANE_REF: by_text[(label, x)]} if isinstance(x, str) and (label, x) in by_text else x
-                    for name, x in fields.items()}
+            refs = _fields_by_ref(fields, lambda text, label=label: by_text.get((label, text)))
             v = {**v, "prediction": {**v["prediction"], "fields": refs}}
         out.append(v)
     return out
